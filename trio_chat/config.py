@@ -1,0 +1,34 @@
+"""Server settings: every limit the server enforces, with its default and the reason for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerConfig"]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 8765
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What ``python -m trio_chat.server`` was told; immutable once the server runs."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: Largest text message accepted from a client, in characters. Chat lines are
+    #: short; a cap well under trio-websocket's 1 MiB default keeps one client from
+    #: making the server buffer (and fan out) megabytes. Over it: close 1009.
+    max_message_size: int = 64 * 1024
+    #: Events queued per client before it counts as a slow consumer (close 1008).
+    #: Deep enough to absorb bursts, shallow enough that a stuck client costs little.
+    queue_depth: int = 256
+    #: Seconds given to closing every connection at shutdown before the rest are dropped.
+    shutdown_grace: float = 2.0
+    #: Seconds one frame may take to reach a client's socket before the client is
+    #: dropped as a slow consumer; a peer that stops reading otherwise blocks forever.
+    send_timeout: float = 10.0
+    #: Seconds a new TCP connection has to complete its WebSocket handshake.
+    handshake_timeout: float = 10.0
+    #: Open connections allowed at once; the next handshake is refused with 503.
+    max_connections: int = 10_000

@@ -1,0 +1,161 @@
+"""One client connection: its reader, its writer, and how it closes.
+
+A :class:`ChatConnection` owns two tasks in its own nursery. The reader takes frames
+from the WebSocket and hands them to the :class:`~trio_chat.chat.Chat`; the writer
+is the connection's bus subscriber and the only task that sends chat frames to this
+socket. Whatever ends the connection (the peer, a close request, a slow consumer, a
+bug), :meth:`ChatConnection.run` finishes by sending one close frame with the right
+code, shielded and time-limited, and only then returns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from .bus import Subscription
+from .chat import Chat
+from .config import ServerConfig
+from .protocol import (
+    BINARY_NOT_SUPPORTED,
+    INTERNAL_ERROR,
+    SLOW_CONSUMER,
+    CloseCode,
+    ErrorLine,
+    describe_close,
+)
+
+__all__ = ["ChatConnection"]
+
+logger = logging.getLogger(__name__)
+
+#: A batch stops growing once its frame reaches this many characters. Large enough
+#: to carry hundreds of chat lines in one frame, far below the 1 MiB that common
+#: clients (browsers, websockets, trio-websocket) accept in one message.
+MAX_FRAME_CHARS = 64 * 1024
+
+
+class ChatConnection:
+    """A connected client, from accepted handshake to sent close frame."""
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        key: int,
+        peer: str,
+        chat: Chat,
+        config: ServerConfig,
+    ) -> None:
+        self.key = key
+        self.peer = peer
+        self._ws = ws
+        self._chat = chat
+        self._config = config
+        # Cancelling this scope stops both I/O tasks; run() then sends the close frame.
+        self._io_scope = trio.CancelScope()
+        self._close_code: int = CloseCode.NORMAL_CLOSURE
+        self._close_reason: str | None = None
+        self._close_requested = False
+        # Set when a send was cut off mid-frame: no close frame can follow it.
+        self._stream_broken = False
+        self.closed = trio.Event()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Ask the connection to close with ``code`` and ``reason``; returns at once.
+
+        Idempotent: the first request decides the code. Safe to call from any task,
+        before or during :meth:`run`.
+        """
+        if not self._close_requested:
+            self._close_requested = True
+            self._close_code = code
+            self._close_reason = reason
+        self._io_scope.cancel()
+
+    async def run(self) -> None:
+        """Serve the connection until it closes, then send the close frame.
+
+        Owns the reader and writer tasks and the bus subscription; all three are gone
+        when this returns. An exception in either task is logged with its traceback
+        and closes this connection alone with 1011. Cancelling ``run`` abandons the
+        close handshake and returns promptly (at most ``shutdown_grace`` seconds).
+        """
+        try:
+            with (
+                self._io_scope,
+                self._chat.bus.subscribe(
+                    self.key,
+                    self._config.queue_depth,
+                    on_overflow=lambda: self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER),
+                ) as subscription,
+            ):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, subscription)
+                    await self._read_loop(subscription)
+                    nursery.cancel_scope.cancel()
+        except Exception:
+            logger.exception("client #%d (%s) failed", self.key, self.peer)
+            self.close_soon(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
+        finally:
+            await self._send_close_frame()
+            self.closed.set()
+        if self._close_code == CloseCode.POLICY_VIOLATION and self._close_reason == SLOW_CONSUMER:
+            logger.warning("client #%d (%s) closed as a slow consumer", self.key, self.peer)
+
+    def describe_close(self) -> str:
+        """How the connection ended, e.g. ``1000 (normal closure)``, for the log."""
+        if self._close_requested:
+            return describe_close(self._close_code, self._close_reason)
+        closed = self._ws.closed
+        if closed is None:
+            return "not closed"
+        return describe_close(closed.code, closed.reason)
+
+    async def _read_loop(self, subscription: Subscription) -> None:
+        """Hand every text frame to the chat until the peer closes; answer binary ones."""
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except ConnectionClosed:
+                return
+            if isinstance(message, str):
+                self._chat.receive_text(self.key, message)
+            else:
+                subscription.offer(ErrorLine(BINARY_NOT_SUPPORTED))
+
+    async def _write_loop(self, subscription: Subscription) -> None:
+        """Send queued events, batched into one frame, until cancelled.
+
+        Each send is shielded so that a cancellation never leaves half a frame on the
+        wire (the close frame must follow a whole one); ``send_timeout`` bounds it.
+        """
+        while True:
+            lines = await subscription.next_batch(MAX_FRAME_CHARS)
+            with trio.CancelScope(shield=True) as send_scope:
+                send_scope.deadline = trio.current_time() + self._config.send_timeout
+                try:
+                    await self._ws.send_message("\n".join(lines))
+                except ConnectionClosed:
+                    return
+            if send_scope.cancelled_caught:
+                self._stream_broken = True
+                logger.warning(
+                    "client #%d (%s): a frame took over %g s to send",
+                    self.key,
+                    self.peer,
+                    self._config.send_timeout,
+                )
+                self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+                return
+
+    async def _send_close_frame(self) -> None:
+        """Close the WebSocket with the decided code, waiting at most ``shutdown_grace``
+        seconds for the peer's answer. Shielded: runs to its deadline even when the
+        connection is being cancelled."""
+        if self._stream_broken:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._config.shutdown_grace
+            await self._ws.aclose(self._close_code, self._close_reason)

@@ -1,0 +1,395 @@
+"""The chat server: where connections are accepted, and how the server stops.
+
+``python -m trio_chat.server`` runs :func:`main`. The pieces, outside in:
+
+* :class:`ChatServer` listens, accepts, and owns every connection's task. Its
+  :meth:`~ChatServer.handle_stream` is the single place a new TCP connection enters.
+* :class:`~trio_chat.connection.ChatConnection` serves one client (reader + writer).
+* :class:`~trio_chat.chat.Chat` turns lines into events; :class:`~trio_chat.bus.Bus`
+  fans them out.
+
+Shutdown (``/quit``, SIGINT, SIGTERM) is not driven by cancellation, because a
+cancelled connection cannot send a close frame: the server stops accepting, asks every
+connection to close with 1001 concurrently, waits up to ``shutdown_grace`` seconds, and
+only then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import itertools
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+import trio
+from trio_websocket import wrap_server_stream
+
+from .chat import Chat
+from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
+from .connection import ChatConnection
+from .console import CONSOLE_HELP, run_console
+from .protocol import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
+
+__all__ = ["ChatServer", "main", "parse_args", "serve"]
+
+logger = logging.getLogger("trio_chat.server")
+
+#: accept() errors that mean "out of file descriptors or memory": wait and retry
+#: instead of crashing (the same list and pause as trio.serve_listeners).
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_CAPACITY_PAUSE = 0.100
+
+
+def format_address(address: object) -> str:
+    """``host:port`` for an IPv4 or IPv6 socket address, ``[::1]:port`` for v6."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+class ChatServer:
+    """A chat server bound to its listeners; :meth:`run` serves until :meth:`shutdown`."""
+
+    def __init__(self, config: ServerConfig, chat: Chat | None = None) -> None:
+        self.config = config
+        self.chat = chat if chat is not None else Chat()
+        self.connections: dict[int, ChatConnection] = {}
+        self.urls: list[str] = []
+        self._keys = itertools.count(1)
+        self._shutdown_requested = trio.Event()
+        self._accepting = True
+        #: Set once :meth:`run` has returned: every connection is closed.
+        self.stopped = trio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener (the one chosen, when asked for port 0)."""
+        return int(self.urls[0].rsplit(":", 1)[1])
+
+    def shutdown(self) -> None:
+        """Ask :meth:`run` to stop: it closes every connection and returns. Idempotent."""
+        self._shutdown_requested.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, serve until :meth:`shutdown`, close every connection, and return.
+
+        Calls ``task_status.started(self)`` once it is listening (``self.urls`` is
+        filled in). Owns the listeners and every connection's task: none outlives this
+        call. Cancelling it is a hard stop that drops connections without close frames;
+        :meth:`shutdown` is the clean way.
+        """
+        try:
+            await self._run(task_status)
+        finally:
+            self.stopped.set()
+
+    async def _run(self, task_status: trio.TaskStatus[ChatServer]) -> None:
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        self.urls = [f"ws://{format_address(ln.socket.getsockname())}" for ln in listeners]
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(self._accept_loop, listener, handlers)
+                for url in self.urls:
+                    logger.info("\N{WHITE HEAVY CHECK MARK} Server is running on %s", url)
+                task_status.started(self)
+                await self._shutdown_requested.wait()
+                acceptors.cancel_scope.cancel()
+            await self._close_all()
+            handlers.cancel_scope.cancel()
+        logger.info("server stopped")
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        """Accept connections until cancelled, starting each in ``handlers``; closes
+        ``listener`` on the way out so that new connections are refused at once."""
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    logger.error("accept failed (%s); pausing", errno.errorcode[exc.errno])
+                    await trio.sleep(ACCEPT_CAPACITY_PAUSE)
+                    continue
+                handlers.start_soon(self.handle_stream, stream)
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        """The one place a new connection enters: handshake, limits, serve, close.
+
+        Owns ``stream`` and closes it on the way out, whatever happens. Owns the
+        connection's nursery, so an error in this connection (ours or the WebSocket
+        library's) is logged here and never reaches the server.
+        """
+        key = next(self._keys)
+        peer = format_address(stream.socket.getpeername())
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._serve_websocket(nursery, stream, key, peer)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            logger.exception("connection #%d (%s) failed", key, peer)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_websocket(
+        self, nursery: trio.Nursery, stream: trio.SocketStream, key: int, peer: str
+    ) -> None:
+        """Complete the handshake on ``stream`` and serve it until it closes.
+
+        The WebSocket library's reader task runs in ``nursery``; the caller cancels it.
+        """
+        request = None
+        with trio.move_on_after(self.config.handshake_timeout):
+            request = await wrap_server_stream(
+                nursery,
+                stream,
+                message_queue_size=1,
+                max_message_size=self.config.max_message_size,
+            )
+        if request is None:
+            logger.info(
+                "%s: no WebSocket handshake within %g s", peer, self.config.handshake_timeout
+            )
+            return
+        if not self._accepting:
+            await request.reject(503, body=SERVER_SHUTTING_DOWN.encode())
+            return
+        if len(self.connections) >= self.config.max_connections:
+            logger.warning("%s refused: %d connections open", peer, len(self.connections))
+            await request.reject(503, body=SERVER_FULL.encode())
+            return
+        ws = await request.accept()
+        connection = ChatConnection(ws, key, peer, self.chat, self.config)
+        self.connections[key] = connection
+        logger.info("\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s", key, peer)
+        try:
+            await connection.run()
+        finally:
+            del self.connections[key]
+            logger.info(
+                "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                key,
+                peer,
+                connection.describe_close(),
+            )
+
+    async def _close_all(self) -> None:
+        """Close every connection with 1001, concurrently, within ``shutdown_grace``.
+
+        Each connection sends its own close frame from its own task (shielded), so this
+        only asks and waits; whatever is still open at the deadline is left to the
+        caller's cancellation.
+        """
+        self._accepting = False
+        connections = list(self.connections.values())
+        if connections:
+            logger.info("closing %d connection(s)", len(connections))
+        for connection in connections:
+            connection.close_soon(CloseCode.GOING_AWAY, SERVER_SHUTTING_DOWN)
+        with trio.move_on_after(self.config.shutdown_grace):
+            for connection in connections:
+                await connection.closed.wait()
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    console_fd: int | None = None,
+    task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a server with its shutdown triggers: SIGINT, SIGTERM and (when ``console_fd``
+    is given) the operator console. Returns once the server has shut down.
+
+    Owns the server, the signal watcher and the console; the console's thread is
+    abandoned on the way out.
+    """
+    server = ChatServer(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            nursery.start_soon(_watch_signals, signals, server)
+            if console_fd is not None:
+                print(CONSOLE_HELP, flush=True)
+                nursery.start_soon(run_console, console_fd, server.chat, server.shutdown, _echo)
+            task_status.started(server)
+            await server.stopped.wait()
+            # The server has closed every connection; the watcher and the console's
+            # blocked read only need stopping.
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(signals: AsyncIterator[int], server: ChatServer) -> None:
+    """Turn SIGINT and SIGTERM into a clean shutdown (a second signal changes nothing)."""
+    async for signum in signals:
+        logger.info("received %s; shutting down", signal.Signals(signum).name)
+        server.shutdown()
+
+
+def _echo(text: str) -> None:
+    print(text, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The server's command line; environment variables supply the host and port defaults."""
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_chat.server",
+        description="Run the trio_chat WebSocket chat server. Lines typed on its "
+        "standard input are broadcast to every client; /quit, Ctrl-C or SIGTERM "
+        "stop it cleanly.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("TRIO_CHAT_HOST", DEFAULT_HOST),
+        help="interface to listen on (env TRIO_CHAT_HOST)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("TRIO_CHAT_PORT", str(DEFAULT_PORT)),
+        help="TCP port; 0 picks a free one (env TRIO_CHAT_PORT)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=defaults.max_message_size,
+        metavar="CHARS",
+        help="largest text message a client may send; a bigger one closes it with 1009",
+    )
+    parser.add_argument(
+        "--queue-depth",
+        type=_positive_int,
+        default=defaults.queue_depth,
+        metavar="EVENTS",
+        help="events queued per client before it is closed with 1008 'slow consumer'",
+    )
+    parser.add_argument(
+        "--send-timeout",
+        type=_seconds,
+        default=defaults.send_timeout,
+        metavar="SECONDS",
+        help="time one frame may take to send before the client is dropped as a slow consumer",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=_seconds,
+        default=defaults.handshake_timeout,
+        metavar="SECONDS",
+        help="time a new connection has to complete the WebSocket handshake",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="connections open at once; further handshakes get HTTP 503 'server full'",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=defaults.shutdown_grace,
+        metavar="SECONDS",
+        help="time given to closing every connection with 1001 at shutdown",
+    )
+    parser.add_argument(
+        "--no-console",
+        action="store_true",
+        help="do not read operator lines from standard input",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="logging threshold",
+    )
+    args = parser.parse_args(argv)
+    if isinstance(args.port, str):  # the default came from the environment
+        try:
+            args.port = _port(args.port)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"TRIO_CHAT_PORT: {exc}")
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The :class:`ServerConfig` the parsed command line describes."""
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_message_size=args.max_message_size,
+        queue_depth=args.queue_depth,
+        shutdown_grace=args.shutdown_grace,
+        send_timeout=args.send_timeout,
+        handshake_timeout=args.handshake_timeout,
+        max_connections=args.max_connections,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m trio_chat.server`` and ``trio-chat-server``.
+
+    Exits 0 after a clean shutdown, 2 when the server cannot start (bad flag, port
+    in use), each with one clear line and no traceback.
+    """
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    config = config_from_args(args)
+    console_fd = None if args.no_console else sys.stdin.fileno() if sys.stdin else None
+    try:
+        trio.run(lambda: serve(config, console_fd=console_fd))
+    except* OSError as group:
+        exc = group.exceptions[0]
+        print(
+            f"Could not listen on {config.host}:{config.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
