@@ -10,7 +10,6 @@ never skipped silently.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,9 +18,6 @@ import trio
 from .protocol import Event
 
 __all__ = ["Bus", "Subscription"]
-
-logger = logging.getLogger(__name__)
-
 
 class Subscription:
     """One subscriber's bounded queue of events.
@@ -119,6 +115,5 @@ class Bus:
             else:
                 overflowed.append(key)
         for key in overflowed:
-            logger.warning("subscriber #%d overflowed its queue; closing it", key)
             del self._subscriptions[key]
         return delivered

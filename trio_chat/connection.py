@@ -88,7 +88,7 @@ class ChatConnection:
                 self._chat.bus.subscribe(
                     self.key,
                     self._config.queue_depth,
-                    on_overflow=lambda: self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER),
+                    on_overflow=self._overflowed,
                 ) as subscription,
             ):
                 async with trio.open_nursery() as nursery:
@@ -101,8 +101,16 @@ class ChatConnection:
         finally:
             await self._send_close_frame()
             self.closed.set()
-        if self._close_code == CloseCode.POLICY_VIOLATION and self._close_reason == SLOW_CONSUMER:
-            logger.warning("client #%d (%s) closed as a slow consumer", self.key, self.peer)
+
+    def _overflowed(self) -> None:
+        """The bus found this client's queue full: close it as a slow consumer."""
+        logger.warning(
+            "client #%d (%s) has %d events queued; closing it as a slow consumer",
+            self.key,
+            self.peer,
+            self._config.queue_depth,
+        )
+        self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
 
     def describe_close(self) -> str:
         """How the connection ended, e.g. ``1000 (normal closure)``, for the log."""

@@ -52,6 +52,17 @@ def format_address(address: object) -> str:
     return str(address)
 
 
+def describe_peer(stream: trio.abc.Stream) -> str:
+    """The remote address of a socket stream, for the log (``in-memory`` otherwise)."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "in-memory"
+    try:
+        return format_address(sock.getpeername())
+    except OSError:  # the peer already left
+        return "unknown"
+
+
 class ChatServer:
     """A chat server bound to its listeners; :meth:`run` serves until :meth:`shutdown`."""
 
@@ -121,7 +132,7 @@ class ChatServer:
                     continue
                 handlers.start_soon(self.handle_stream, stream)
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """The one place a new connection enters: handshake, limits, serve, close.
 
         Owns ``stream`` and closes it on the way out, whatever happens. Owns the
@@ -129,7 +140,7 @@ class ChatServer:
         library's) is logged here and never reaches the server.
         """
         key = next(self._keys)
-        peer = format_address(stream.socket.getpeername())
+        peer = describe_peer(stream)
         try:
             async with trio.open_nursery() as nursery:
                 await self._serve_websocket(nursery, stream, key, peer)
@@ -140,7 +151,7 @@ class ChatServer:
             await trio.aclose_forcefully(stream)
 
     async def _serve_websocket(
-        self, nursery: trio.Nursery, stream: trio.SocketStream, key: int, peer: str
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, key: int, peer: str
     ) -> None:
         """Complete the handshake on ``stream`` and serve it until it closes.
 

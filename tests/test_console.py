@@ -1,0 +1,47 @@
+"""The operator console's commands, without a terminal."""
+
+from __future__ import annotations
+
+from trio_chat.chat import Chat
+from trio_chat.console import CONSOLE_HELP, handle_console_line
+
+
+async def test_a_console_line_reaches_every_client() -> None:
+    """A plain line is published to everyone and the console confirms it."""
+    chat = Chat()
+    shutdowns: list[bool] = []
+    with (
+        chat.bus.subscribe(1, 4, lambda: None) as first,
+        chat.bus.subscribe(2, 4, lambda: None) as second,
+    ):
+        answer = handle_console_line("  hello all ", chat, lambda: shutdowns.append(True))
+        assert await first.next_batch(1000) == ["🟢 Server: hello all"]
+        assert await second.next_batch(1000) == ["🟢 Server: hello all"]
+    assert answer == "📤 Server broadcast: hello all"
+    assert shutdowns == []
+
+
+def test_a_console_line_with_nobody_connected_says_so() -> None:
+    """With no clients, the console says nobody received it."""
+    assert handle_console_line("anyone?", Chat(), lambda: None) == (
+        "❗ No clients connected to receive message"
+    )
+
+
+def test_quit_asks_for_shutdown() -> None:
+    """``/quit`` (any case) calls the shutdown trigger."""
+    shutdowns: list[bool] = []
+    assert handle_console_line("/QUIT", Chat(), lambda: shutdowns.append(True)) == (
+        "Shutting down..."
+    )
+    assert shutdowns == [True]
+
+
+def test_unknown_commands_and_blank_lines() -> None:
+    """An unknown command gets the help text; a blank line does nothing."""
+    chat = Chat()
+    assert handle_console_line("/nope now", chat, lambda: None) == (
+        f"Unknown console command /nope. {CONSOLE_HELP}"
+    )
+    assert handle_console_line("   ", chat, lambda: None) is None
+    assert handle_console_line("/help", chat, lambda: None) == CONSOLE_HELP

@@ -1,0 +1,244 @@
+"""The server in-process: real sockets on 127.0.0.1, several clients, exact frames.
+
+trio-websocket clients and the independent ``websockets`` library (its asyncio client,
+in a worker thread) talk to the same server. Slow and stuck clients are played by
+in-memory lockstep streams, where a send blocks until the other side reads: the
+deterministic version of a peer that stopped reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+import trio.testing
+import websockets
+from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
+from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
+
+from trio_chat.chat import Chat
+from trio_chat.config import ServerConfig
+from trio_chat.server import ChatServer
+
+StartServer = Callable[..., Awaitable[ChatServer]]
+
+
+async def expect_close(ws: WebSocketConnection, code: int, reason: str | None) -> None:
+    """Wait for the server to close ``ws`` with exactly ``code`` and ``reason``."""
+    _, closed = await read_until_closed(ws)
+    assert closed is not None
+    assert (closed.code, closed.reason) == (code, reason)
+
+
+async def test_tutorial_wording_across_two_client_libraries(chat_server: ChatServer) -> None:
+    """trio-websocket and websockets clients chat with the tutorial's exact wording."""
+    url = chat_server.urls[0]
+    ready = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    async def websockets_side() -> list[str]:
+        async with websockets.connect(url) as ws:
+            await ws.send("sync")
+            received = [await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT)]
+            trio.from_thread.run_sync(ready.set, trio_token=token)
+            received.append(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+            await ws.send("from asyncio")
+            received.append(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+            return received
+
+    async with open_client(url) as alice, open_client(url) as bob:
+        await say(alice, "hello")
+        assert await receive(bob) == "Someone says: hello"
+        async with trio.open_nursery() as nursery:
+            results: list[list[str]] = []
+
+            async def run_websockets_side() -> None:
+                results.append(await trio.to_thread.run_sync(asyncio.run, websockets_side()))
+
+            nursery.start_soon(run_websockets_side)
+            with trio.fail_after(EVENT_TIMEOUT):
+                await ready.wait()
+            assert await receive(alice) == "Someone says: sync"
+            assert await receive(bob) == "Someone says: sync"
+            await say(alice, "from trio")
+        assert results == [["You said: sync", "Someone says: from trio", "You said: from asyncio"]]
+        assert await receive(bob) == "Someone says: from trio"
+        assert await receive(bob) == "Someone says: from asyncio"
+
+
+async def test_shutdown_closes_every_client_with_1001(chat_server: ChatServer) -> None:
+    """shutdown() closes every connection with 1001 ``server shutting down``, then run()
+    returns and new connections are refused."""
+    url = chat_server.urls[0]
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(3):
+            ws = await stack.enter_async_context(open_client(url))
+            await say(ws, "here")  # the earlier clients' "Someone says" stay unread
+            clients.append(ws)
+        chat_server.shutdown()
+        for ws in clients:
+            await expect_close(ws, 1001, "server shutting down")
+    with trio.fail_after(EVENT_TIMEOUT):
+        await chat_server.stopped.wait()
+    assert chat_server.connections == {}
+    with pytest.raises(OSError, match="all attempts to connect"):
+        await trio.open_tcp_stream("127.0.0.1", chat_server.port)
+
+
+async def test_connections_over_the_limit_get_503(start_server: StartServer) -> None:
+    """With --max-connections 1 the second handshake is refused with 503 ``server full``."""
+    server = await start_server(max_connections=1)
+    url = server.urls[0]
+    async with open_client(url) as first:
+        await say(first, "I'm in")
+        with pytest.raises(ConnectionRejected) as info:
+            async with open_client(url):
+                pytest.fail("the second connection must be refused")
+        assert info.value.status_code == 503
+        assert info.value.body == b"server full"
+        await say(first, "still here")
+
+
+async def test_a_crash_in_one_connection_closes_only_it(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception while handling one client's line is logged with its traceback and
+    closes that client with 1011; the server and the other clients carry on."""
+    original = Chat.receive_text
+
+    def explode_on_boom(self: Chat, sender: int, text: str) -> None:
+        if text == "boom":
+            raise RuntimeError("boom")
+        original(self, sender, text)
+
+    monkeypatch.setattr(Chat, "receive_text", explode_on_boom)
+    server = await start_server()
+    url = server.urls[0]
+    async with open_client(url) as victim:
+        await say(victim, "hi")
+        async with open_client(url) as bystander:
+            await say(bystander, "hi")
+            assert await receive(victim) == "Someone says: hi"
+            await victim.send_message("boom")
+            await expect_close(victim, 1011, "internal error")
+            await say(bystander, "still chatting")
+    assert "RuntimeError: boom" in caplog.text
+    assert any(record.levelno == logging.ERROR and record.exc_info for record in caplog.records)
+
+
+async def test_binary_frames_get_an_error_line_and_the_connection_stays(
+    chat_server: ChatServer,
+) -> None:
+    """A binary frame is answered with one error line to its sender only."""
+    async with open_client(chat_server.urls[0]) as ws:
+        await ws.send_message(b"\x00\x01")
+        assert await receive(ws) == "Error: binary messages are not supported; send text"
+        await say(ws, "text works")
+
+
+async def test_a_message_over_the_limit_closes_with_1009(start_server: StartServer) -> None:
+    """A message longer than --max-message-size closes its sender with 1009."""
+    server = await start_server(max_message_size=10)
+    async with open_client(server.urls[0]) as ws:
+        await say(ws, "0123456789")
+        async with open_client(server.urls[0]) as other:
+            await ws.send_message("01234567890")
+            await expect_close(ws, 1009, "Exceeded maximum message size: 10 bytes")
+            await say(other, "unaffected")
+
+
+async def connect_in_memory(server: ChatServer, nursery: trio.Nursery) -> WebSocketConnection:
+    """Hand the server one end of a lockstep stream pair and handshake on the other.
+
+    The client reads only when the test calls get_message(): it keeps one message in
+    its queue and then stops reading, like a stuck peer.
+    """
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(server.handle_stream, server_stream)
+    return await wrap_client_stream(nursery, client_stream, "localhost", "/", message_queue_size=1)
+
+
+async def test_a_slow_consumer_is_closed_with_1008_and_others_get_everything(
+    start_server: StartServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When a client's queue overflows it is closed with 1008 ``slow consumer`` after the
+    frames already on their way; a fast client receives every event."""
+    server = await start_server(queue_depth=3)
+    stuck = await connect_in_memory(server, nursery)
+    async with open_client(server.urls[0]) as fast:
+        await say(fast, "ready")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.chat.bus) == 2
+        published = [f"update {n}" for n in range(8)]
+        for text in published:
+            server.chat.operator_says(text)
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(server.chat.bus) == 1, "the stuck client must have left the bus"
+        lines: list[str] = []
+        while len(lines) < len(published):
+            lines.extend((await receive(fast)).split("\n"))
+        assert lines == [f"🟢 Server: {text}" for text in published]
+    # The stuck client now reads: what was already sent or queued, then the close.
+    received, closed = await read_until_closed(stuck)
+    assert closed is not None
+    assert (closed.code, closed.reason) == (1008, "slow consumer")
+    everything = ["Someone says: ready"] + [f"🟢 Server: {text}" for text in published]
+    assert received == everything[: len(received)]
+    assert len(received) < len(everything)
+    assert "client #1 (in-memory) has 3 events queued; closing it as a slow consumer" in (
+        caplog.text
+    )
+
+
+async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame that cannot be sent within --send-timeout drops the client, and the
+    writer does not hang on it."""
+    caplog.set_level(logging.INFO)
+    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, send_timeout=5))
+    stuck = await connect_in_memory(server, nursery)
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(server.connections) == 1
+    start = trio.current_time()
+    for n in range(3):  # one frame fills the client's queue, one its reader; one blocks
+        server.chat.operator_says(f"update {n}")
+        await trio.testing.wait_all_tasks_blocked()
+    (connection,) = server.connections.values()
+    with trio.fail_after(60):
+        await connection.closed.wait()
+    await trio.testing.wait_all_tasks_blocked()  # let the server log the disconnect
+    assert 5 <= trio.current_time() - start < 10
+    assert "a frame took over 5 s to send" in caplog.text
+    assert "disconnected: 1008 slow consumer" in caplog.text
+    del stuck
+
+
+async def test_a_handshake_during_shutdown_gets_503(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    """While shutdown waits for slow connections, a new handshake is refused with 503."""
+    server = await start_server(shutdown_grace=EVENT_TIMEOUT)
+    stuck = await connect_in_memory(server, nursery)
+    for n in range(3):  # leave the stuck client's writer blocked mid-send
+        server.chat.operator_says(f"update {n}")
+        await trio.testing.wait_all_tasks_blocked()
+    server.shutdown()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not server.stopped.is_set()
+    refused = pytest.RaisesExc(
+        ConnectionRejected,
+        check=lambda exc: (exc.status_code, exc.body) == (503, b"server shutting down"),
+    )
+    with pytest.RaisesGroup(refused):
+        async with trio.open_nursery() as handshake_nursery:
+            await connect_in_memory(server, handshake_nursery)
+    # Unstick the slow client: it gets its frames, then 1001, and the server stops.
+    await expect_close(stuck, 1001, "server shutting down")
+    with trio.fail_after(EVENT_TIMEOUT):
+        await server.stopped.wait()
