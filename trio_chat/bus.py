@@ -19,6 +19,7 @@ from .protocol import Event
 
 __all__ = ["Bus", "Subscription"]
 
+
 class Subscription:
     """One subscriber's bounded queue of events.
 
