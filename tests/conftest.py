@@ -6,20 +6,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trio
-from support import (
-    EVENT_TIMEOUT,
-    ROOT,
-    ServerProcess,
-    child_env,
-    open_client,
-    receive,
-    say,
-)
+from support import ServerProcess
 
 from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
-
-__all__ = ["EVENT_TIMEOUT", "ROOT", "ServerProcess", "child_env", "open_client", "receive", "say"]
 
 
 @pytest.fixture

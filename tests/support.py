@@ -50,16 +50,24 @@ class ServerProcess:
     """``python -m trio_chat.server`` in a subprocess, its output collected by a thread.
 
     stdout and stderr are merged into :attr:`output`; :meth:`wait_for` blocks until a
-    pattern appears (or fails after a time limit).
+    pattern appears (or fails after a time limit). ``port=None`` leaves ``--port`` out
+    (so ``TRIO_CHAT_PORT`` in ``env`` decides).
     """
 
-    def __init__(self, *args: str, stdin: int | None = subprocess.PIPE) -> None:
+    def __init__(
+        self,
+        *args: str,
+        stdin: int | None = subprocess.PIPE,
+        port: int | None = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        port_args = [] if port is None else ["--port", str(port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_chat.server", "--host", "127.0.0.1", "--port", "0", *args],
+            [sys.executable, "-m", "trio_chat.server", "--host", "127.0.0.1", *port_args, *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=child_env(),
+            env=child_env() if env is None else env,
             cwd=ROOT,
         )
         self._output: list[str] = []

@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 from trio_websocket import wrap_server_stream
@@ -278,6 +278,48 @@ def _seconds(text: str) -> float:
     return value
 
 
+#: The limit flags: (ServerConfig field, value parser, metavar, help). Each becomes
+#: ``--field-name`` with the field's default, so a flag and its setting cannot drift apart.
+LIMIT_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
+    (
+        "max_message_size",
+        _positive_int,
+        "CHARS",
+        "largest text message a client may send; a bigger one closes it with 1009",
+    ),
+    (
+        "queue_depth",
+        _positive_int,
+        "EVENTS",
+        "events queued per client before it is closed with 1008 'slow consumer'",
+    ),
+    (
+        "send_timeout",
+        _seconds,
+        "SECONDS",
+        "time one frame may take to send before the client is dropped as a slow consumer",
+    ),
+    (
+        "handshake_timeout",
+        _seconds,
+        "SECONDS",
+        "time a new connection has to complete the WebSocket handshake",
+    ),
+    (
+        "max_connections",
+        _positive_int,
+        "N",
+        "connections open at once; further handshakes get HTTP 503 'server full'",
+    ),
+    (
+        "shutdown_grace",
+        _seconds,
+        "SECONDS",
+        "time given to closing every connection with 1001 at shutdown",
+    ),
+)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The server's command line; environment variables supply the host and port defaults."""
     defaults = ServerConfig()
@@ -296,51 +338,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--port",
         type=_port,
-        default=os.environ.get("TRIO_CHAT_PORT", str(DEFAULT_PORT)),
-        help="TCP port; 0 picks a free one (env TRIO_CHAT_PORT)",
+        default=argparse.SUPPRESS,  # absent unless given: then TRIO_CHAT_PORT decides
+        help=f"TCP port; 0 picks a free one (env TRIO_CHAT_PORT; default: {DEFAULT_PORT})",
     )
-    parser.add_argument(
-        "--max-message-size",
-        type=_positive_int,
-        default=defaults.max_message_size,
-        metavar="CHARS",
-        help="largest text message a client may send; a bigger one closes it with 1009",
-    )
-    parser.add_argument(
-        "--queue-depth",
-        type=_positive_int,
-        default=defaults.queue_depth,
-        metavar="EVENTS",
-        help="events queued per client before it is closed with 1008 'slow consumer'",
-    )
-    parser.add_argument(
-        "--send-timeout",
-        type=_seconds,
-        default=defaults.send_timeout,
-        metavar="SECONDS",
-        help="time one frame may take to send before the client is dropped as a slow consumer",
-    )
-    parser.add_argument(
-        "--handshake-timeout",
-        type=_seconds,
-        default=defaults.handshake_timeout,
-        metavar="SECONDS",
-        help="time a new connection has to complete the WebSocket handshake",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=_positive_int,
-        default=defaults.max_connections,
-        metavar="N",
-        help="connections open at once; further handshakes get HTTP 503 'server full'",
-    )
-    parser.add_argument(
-        "--shutdown-grace",
-        type=_seconds,
-        default=defaults.shutdown_grace,
-        metavar="SECONDS",
-        help="time given to closing every connection with 1001 at shutdown",
-    )
+    for field, parse, metavar, help_text in LIMIT_FLAGS:
+        parser.add_argument(
+            "--" + field.replace("_", "-"),
+            type=parse,
+            default=getattr(defaults, field),
+            metavar=metavar,
+            help=help_text,
+        )
     parser.add_argument(
         "--no-console",
         action="store_true",
@@ -354,9 +362,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="logging threshold",
     )
     args = parser.parse_args(argv)
-    if isinstance(args.port, str):  # the default came from the environment
+    if not hasattr(args, "port"):
         try:
-            args.port = _port(args.port)
+            args.port = _port(os.environ.get("TRIO_CHAT_PORT", str(DEFAULT_PORT)))
         except argparse.ArgumentTypeError as exc:
             parser.error(f"TRIO_CHAT_PORT: {exc}")
     return args
@@ -364,16 +372,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` the parsed command line describes."""
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_message_size=args.max_message_size,
-        queue_depth=args.queue_depth,
-        shutdown_grace=args.shutdown_grace,
-        send_timeout=args.send_timeout,
-        handshake_timeout=args.handshake_timeout,
-        max_connections=args.max_connections,
-    )
+    limits = {field: getattr(args, field) for field, *_ in LIMIT_FLAGS}
+    return ServerConfig(host=args.host, port=args.port, **limits)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
