@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trio
-from support import ServerProcess
 
 from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
+
+from support import ServerProcess
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,12 @@ async def read_until_closed(ws: WebSocketConnection) -> tuple[list[str], CloseRe
                 return lines, closed.reason
             assert isinstance(message, str)
             lines.extend(message.split("\n"))
+
+
+@dataclass
+class FakeViewer:
+    """A recipient for rendering events without a connection."""
+
+    key: int
+    json: bool = False
+    current_room: str = "lobby"

@@ -5,14 +5,16 @@ from __future__ import annotations
 from trio_chat.chat import Chat
 from trio_chat.console import CONSOLE_HELP, handle_console_line
 
+from support import FakeViewer
+
 
 async def test_a_console_line_reaches_every_client() -> None:
     """A plain line is published to everyone and the console confirms it."""
     chat = Chat()
     shutdowns: list[bool] = []
     with (
-        chat.bus.subscribe(1, 4, lambda: None) as first,
-        chat.bus.subscribe(2, 4, lambda: None) as second,
+        chat.bus.subscribe(FakeViewer(1), 4, lambda: None) as first,
+        chat.bus.subscribe(FakeViewer(2), 4, lambda: None) as second,
     ):
         answer = handle_console_line("  hello all ", chat, lambda: shutdowns.append(True))
         assert await first.next_batch(1000) == ["🟢 Server: hello all"]

@@ -1,28 +1,10 @@
-"""The sans-I/O core: renderings and close descriptions, with plain function calls."""
+"""Close codes and how they are described."""
 
 from __future__ import annotations
 
 import pytest
 
-from trio_chat.protocol import ChatLine, CloseCode, ErrorLine, OperatorLine, describe_close
-
-
-def test_chat_line_reads_as_the_tutorial_for_sender_and_others() -> None:
-    """The sender reads ``You said:``, everyone else ``Someone says:``."""
-    line = ChatLine.from_text(sender=7, text="hello")
-    assert line.render(7) == "You said: hello"
-    assert line.render(8) == "Someone says: hello"
-
-
-def test_operator_line_is_the_same_for_everyone() -> None:
-    """A console line carries the tutorial's green-circle prefix for every recipient."""
-    line = OperatorLine.from_text("maintenance at noon")
-    assert line.render(1) == line.render(2) == "🟢 Server: maintenance at noon"
-
-
-def test_error_line_renders_as_given() -> None:
-    """An error line is delivered verbatim."""
-    assert ErrorLine("Error: nope").render(3) == "Error: nope"
+from trio_chat.protocol import CloseCode, describe_close
 
 
 @pytest.mark.parametrize(

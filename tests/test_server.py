@@ -17,12 +17,13 @@ import pytest
 import trio
 import trio.testing
 import websockets
-from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from trio_chat.chat import Chat
 from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
+
+from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
 
 StartServer = Callable[..., Awaitable[ChatServer]]
 

@@ -20,14 +20,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
+from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+
 SERVER = [sys.executable, "-m", "trio_chat.server"]
 PROG = "python -m trio_chat.server"
-CONSOLE_HELP = "Type a line to broadcast it to every client; /quit stops the server."
+CONSOLE_HELP = (
+    "Type a line to broadcast it to every client. Commands: /who [ROOM], /rooms, "
+    "/kick NICK [REASON], /say ROOM TEXT, /quit, /help."
+)
 #: How long the idle server is watched, and the CPU time it may use meanwhile.
 IDLE_WINDOW = 2.0
 IDLE_CPU_BUDGET = 0.1
@@ -352,6 +356,7 @@ def test_help_lists_every_flag_and_variable() -> None:
         "--send-timeout",
         "--handshake-timeout",
         "--max-connections",
+        "--presence-limit",
         "--shutdown-grace",
         "--no-console",
         "--log-level",

@@ -1,40 +1,43 @@
-"""The broadcast bus: where a published event fans out to every subscriber.
+"""The broadcast bus: where a published event fans out to its subscribers.
 
-Each subscriber owns a bounded memory channel, drained by exactly one task (the
-connection's writer). Publishing is synchronous and only ever calls
-``send_nowait``: it never awaits a socket, so one slow or stuck client delays
-nobody else. A subscriber whose channel is full is *overflowed*: it is taken off
-the bus at once and its owner closes it (1008 ``slow consumer``); the event is
-never skipped silently.
+Each subscriber owns a bounded memory channel, drained by exactly one task (its
+connection's writer). Publishing is synchronous and only ever calls ``send_nowait``: it
+never awaits a socket, so one slow or stuck client delays nobody else. A subscriber whose
+channel is full is *overflowed*: it is taken off the bus at once and its owner closes it
+(1008 ``slow consumer``); the event is never skipped silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import trio
 
-from .protocol import Event
+from .events import Event, Viewer
 
 __all__ = ["Bus", "Subscription"]
 
 
 class Subscription:
-    """One subscriber's bounded queue of events.
+    """One subscriber's bounded queue of events, rendered for its ``viewer``.
 
-    The bus (and anyone sending to this subscriber alone) calls :meth:`offer`; the
-    single owning task calls :meth:`next_batch`. ``on_overflow`` runs once, synchronously,
-    inside :meth:`offer` when the queue is full; it must not block.
+    The bus (and anyone answering this subscriber alone) calls :meth:`offer`; the single
+    owning task calls :meth:`next_batch`. ``on_overflow`` runs once, synchronously, inside
+    :meth:`offer` when the queue is full; it must not block.
     """
 
-    def __init__(self, key: int, depth: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, viewer: Viewer, depth: int, on_overflow: Callable[[], None]) -> None:
         if depth < 1:
             raise ValueError("a subscription needs room for at least one event")
-        self.key = key
+        self.viewer = viewer
         self.overflowed = False
         self._on_overflow = on_overflow
         self._send, self._receive = trio.open_memory_channel[Event](depth)
+
+    @property
+    def key(self) -> int:
+        return self.viewer.key
 
     def offer(self, event: Event) -> bool:
         """Queue ``event`` without waiting. Returns False if it did not fit (or the
@@ -52,23 +55,30 @@ class Subscription:
         return True
 
     async def next_batch(self, max_chars: int) -> list[str]:
-        """Wait for at least one event, then take every event already queued, up to
-        about ``max_chars`` characters, rendered for this subscriber.
+        """Wait for at least one line, then take every event already queued, up to about
+        ``max_chars`` characters, rendered for this subscriber (events that render to
+        nothing for it are skipped).
 
-        Cancel-safe: an event is removed from the queue only when it is returned.
-        Raises ``trio.EndOfChannel`` once :meth:`close` was called and the queue is empty.
+        Cancel-safe: an event is removed from the queue only when it is rendered into the
+        returned batch. Raises ``trio.EndOfChannel`` once :meth:`close` was called and the
+        queue is empty.
         """
-        first = await self._receive.receive()
-        lines = [first.render(self.key)]
-        size = len(lines[0])
+        lines: list[str] = []
+        size = 0
+        while not lines:
+            line = (await self._receive.receive()).render(self.viewer)
+            if line is not None:
+                lines.append(line)
+                size = len(line)
         while size < max_chars:
             try:
                 event = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            line = event.render(self.key)
-            lines.append(line)
-            size += len(line) + 1
+            line = event.render(self.viewer)
+            if line is not None:
+                lines.append(line)
+                size += len(line) + 1
         return lines
 
     def close(self) -> None:
@@ -77,7 +87,7 @@ class Subscription:
 
 
 class Bus:
-    """The set of live subscriptions, and the one loop that fans an event out to them."""
+    """The live subscriptions, and the one loop that fans an event out to them."""
 
     def __init__(self) -> None:
         self._subscriptions: dict[int, Subscription] = {}
@@ -87,34 +97,40 @@ class Bus:
 
     @contextmanager
     def subscribe(
-        self, key: int, depth: int, on_overflow: Callable[[], None]
+        self, viewer: Viewer, depth: int, on_overflow: Callable[[], None]
     ) -> Iterator[Subscription]:
-        """Register a subscription for the duration of the ``with`` block.
+        """Register a subscription for ``viewer`` for the duration of the ``with`` block.
 
-        The subscription leaves the bus (and its channel is closed) when the block
-        exits, however it exits, or earlier if it overflows.
+        The subscription leaves the bus (and its channel is closed) when the block exits,
+        however it exits, or earlier if it overflows or is closed.
         """
-        subscription = Subscription(key, depth, on_overflow)
-        self._subscriptions[key] = subscription
+        subscription = Subscription(viewer, depth, on_overflow)
+        self._subscriptions[viewer.key] = subscription
         try:
             yield subscription
         finally:
-            self._subscriptions.pop(key, None)
+            self._subscriptions.pop(viewer.key, None)
             subscription.close()
 
-    def publish(self, event: Event) -> int:
-        """Offer ``event`` to every subscriber, without awaiting anything.
+    def publish(self, event: Event, keys: Iterable[int] | None = None) -> int:
+        """Offer ``event`` to the subscribers ``keys`` (default: all), without awaiting.
 
-        Returns how many subscribers received it. Overflowed subscribers are removed
-        here, so each one's owner is told exactly once and the bus stops paying for it.
+        Returns how many received it. Subscribers that overflowed (or were closed) are
+        removed here, so each owner is told exactly once and the bus stops paying for it.
         """
-        overflowed: list[int] = []
+        subscriptions = self._subscriptions
+        targets: Iterable[Subscription]
+        if keys is None:
+            targets = subscriptions.values()
+        else:
+            targets = [subscriptions[key] for key in keys if key in subscriptions]
+        refused: list[int] = []
         delivered = 0
-        for key, subscription in self._subscriptions.items():
+        for subscription in targets:
             if subscription.offer(event):
                 delivered += 1
             else:
-                overflowed.append(key)
-        for key in overflowed:
-            del self._subscriptions[key]
+                refused.append(subscription.key)
+        for key in refused:
+            del subscriptions[key]
         return delivered

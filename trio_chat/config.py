@@ -32,3 +32,6 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     #: Open connections allowed at once; the next handshake is refused with 503.
     max_connections: int = 10_000
+    #: Rooms with more members than this get no presence notices: a room of 5,000 must
+    #: not cost 25 million join notices. /who still lists everyone.
+    presence_limit: int = 100

@@ -16,14 +16,14 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .bus import Subscription
-from .chat import Chat
+from .chat import Chat, Member
 from .config import ServerConfig
+from .events import ErrorEvent
 from .protocol import (
     BINARY_NOT_SUPPORTED,
     INTERNAL_ERROR,
     SLOW_CONSUMER,
     CloseCode,
-    ErrorLine,
     describe_close,
 )
 
@@ -47,9 +47,13 @@ class ChatConnection:
         peer: str,
         chat: Chat,
         config: ServerConfig,
+        *,
+        json: bool = False,
     ) -> None:
         self.key = key
         self.peer = peer
+        #: True when the client chose the ``trio-chat.v1`` JSON subprotocol.
+        self.json = json
         self._ws = ws
         self._chat = chat
         self._config = config
@@ -60,19 +64,25 @@ class ChatConnection:
         self._close_requested = False
         # Set when a send was cut off mid-frame: no close frame can follow it.
         self._stream_broken = False
+        self._subscription: Subscription | None = None
         self.closed = trio.Event()
 
-    def close_soon(self, code: int, reason: str) -> None:
+    def close_soon(self, code: int, reason: str, flush: bool = False) -> None:
         """Ask the connection to close with ``code`` and ``reason``; returns at once.
 
-        Idempotent: the first request decides the code. Safe to call from any task,
-        before or during :meth:`run`.
+        With ``flush``, events already queued for the client are sent first (the answer
+        to ``/quit``, say); nothing queued later is. Idempotent: the first request decides
+        the code. Safe to call from any task, before or during :meth:`run`.
         """
         if not self._close_requested:
             self._close_requested = True
             self._close_code = code
             self._close_reason = reason
-        self._io_scope.cancel()
+        if flush and self._subscription is not None:
+            # The writer drains the queue, meets its end, and then cancels the I/O.
+            self._subscription.close()
+        else:
+            self._io_scope.cancel()
 
     async def run(self) -> None:
         """Serve the connection until it closes, then send the close frame.
@@ -85,15 +95,18 @@ class ChatConnection:
         try:
             with (
                 self._io_scope,
-                self._chat.bus.subscribe(
+                self._chat.connect(
                     self.key,
-                    self._config.queue_depth,
+                    json=self.json,
+                    disconnect=self.close_soon,
+                    queue_depth=self._config.queue_depth,
                     on_overflow=self._overflowed,
-                ) as subscription,
+                ) as (member, subscription),
             ):
+                self._subscription = subscription
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, subscription)
-                    await self._read_loop(subscription)
+                    await self._read_loop(member, subscription)
                     nursery.cancel_scope.cancel()
         except Exception:
             logger.exception("client #%d (%s) failed", self.key, self.peer)
@@ -121,7 +134,7 @@ class ChatConnection:
             return "not closed"
         return describe_close(closed.code, closed.reason)
 
-    async def _read_loop(self, subscription: Subscription) -> None:
+    async def _read_loop(self, member: Member, subscription: Subscription) -> None:
         """Hand every text frame to the chat until the peer closes; answer binary ones."""
         while True:
             try:
@@ -129,9 +142,9 @@ class ChatConnection:
             except ConnectionClosed:
                 return
             if isinstance(message, str):
-                self._chat.receive_text(self.key, message)
+                self._chat.receive_text(member, message)
             else:
-                subscription.offer(ErrorLine(BINARY_NOT_SUPPORTED))
+                subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
 
     async def _write_loop(self, subscription: Subscription) -> None:
         """Send queued events, batched into one frame, until cancelled.
@@ -140,7 +153,11 @@ class ChatConnection:
         wire (the close frame must follow a whole one); ``send_timeout`` bounds it.
         """
         while True:
-            lines = await subscription.next_batch(MAX_FRAME_CHARS)
+            try:
+                lines = await subscription.next_batch(MAX_FRAME_CHARS)
+            except trio.EndOfChannel:  # closed with flush: everything queued was sent
+                self._io_scope.cancel()
+                return
             with trio.CancelScope(shield=True) as send_scope:
                 send_scope.deadline = trio.current_time() + self._config.send_timeout
                 try:

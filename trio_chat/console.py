@@ -1,8 +1,9 @@
 """The operator console: lines typed at the server's terminal.
 
-A plain line goes to every client as ``🟢 Server: <text>``; ``/quit`` shuts the server
-down. At end of file (a service manager, ``< /dev/null``) the console stops quietly and
-the server keeps serving; no task is left polling stdin.
+A plain line goes to every client as ``🟢 Server: <text>``; ``/who``, ``/rooms``,
+``/kick`` and ``/say`` inspect and steer the chat; ``/quit`` shuts the server down. At
+end of file (a service manager, ``< /dev/null``) the console stops quietly and the server
+keeps serving; no task is left polling stdin.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .chat import Chat
+from .chat import Chat, describe_roster
+from .commands import CommandError
 from .lines import read_lines
 
 __all__ = ["CONSOLE_HELP", "run_console"]
 
 logger = logging.getLogger(__name__)
 
-CONSOLE_HELP = "Type a line to broadcast it to every client; /quit stops the server."
+CONSOLE_HELP = (
+    "Type a line to broadcast it to every client. Commands: /who [ROOM], /rooms, "
+    "/kick NICK [REASON], /say ROOM TEXT, /quit, /help."
+)
+#: The close reason a kicked client gets when the operator gives none.
+DEFAULT_KICK_REASON = "kicked by the operator"
 
 
 def handle_console_line(line: str, chat: Chat, shutdown: Callable[[], None]) -> str | None:
@@ -25,18 +32,49 @@ def handle_console_line(line: str, chat: Chat, shutdown: Callable[[], None]) -> 
     text = line.strip()
     if not text:
         return None
-    if text.startswith("/"):
-        command = text.split()[0].lower()
-        if command == "/quit":
-            shutdown()
-            return "Shutting down..."
-        if command == "/help":
-            return CONSOLE_HELP
-        return f"Unknown console command {command}. {CONSOLE_HELP}"
-    reached = chat.operator_says(text)
-    if reached == 0:
-        return "\N{HEAVY EXCLAMATION MARK SYMBOL} No clients connected to receive message"
-    return f"\N{OUTBOX TRAY} Server broadcast: {text}"
+    if not text.startswith("/"):
+        reached = chat.operator_says(text)
+        if reached == 0:
+            return "\N{HEAVY EXCLAMATION MARK SYMBOL} No clients connected to receive message"
+        return f"\N{OUTBOX TRAY} Server broadcast: {text}"
+    command, _, rest = text.partition(" ")
+    command = command.lower()
+    args = rest.split()
+    try:
+        match command:
+            case "/quit":
+                shutdown()
+                return "Shutting down..."
+            case "/help":
+                return CONSOLE_HELP
+            case "/rooms" if not args:
+                rooms = chat.room_list()
+                return "Rooms: " + ", ".join(f"{name} ({count})" for name, count, _ in rooms)
+            case "/who" if len(args) == 1:
+                nicks, anonymous = chat.roster(args[0].lower())
+                return f"In {args[0].lower()}: {describe_roster(nicks, anonymous)}"
+            case "/who" if not args:
+                return "\n".join(
+                    f"In {name}: {describe_roster(*chat.roster(name))}"
+                    for name, _, _ in chat.room_list()
+                )
+            case "/kick" if args:
+                nick = args[0]
+                reason = rest.split(None, 1)[1] if len(args) > 1 else DEFAULT_KICK_REASON
+                if not chat.kick(nick, reason):
+                    return f"Nobody is called {nick}"
+                return f"Kicked {nick} ({reason})"
+            case "/say" if len(args) >= 2:
+                room, message = rest.split(None, 1)
+                reached = chat.operator_says(message, room.lower())
+                return (
+                    f"\N{OUTBOX TRAY} Server said in {room.lower()} ({reached} reached): {message}"
+                )
+            case "/who" | "/rooms" | "/kick" | "/say":
+                return f"Wrong arguments for {command}. {CONSOLE_HELP}"
+    except CommandError as error:
+        return f"Error: {error.text}"
+    return f"Unknown console command {command}. {CONSOLE_HELP}"
 
 
 async def run_console(

@@ -1,26 +1,20 @@
-"""The sans-I/O core: close codes, chat events and how they read on the wire.
+"""Close codes and reasons: how a connection ends, in the words both ends print.
 
-Nothing here touches a socket, a channel or the clock, so every rule about what a
-client sees can be tested with plain function calls. The transport
-(:mod:`trio_chat.connection`) and the fan-out (:mod:`trio_chat.bus`) only move the
-objects defined here.
+Commands are parsed in :mod:`trio_chat.commands` and events rendered in
+:mod:`trio_chat.events`; together the three modules are the sans-I/O core.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol
 
 __all__ = [
     "BINARY_NOT_SUPPORTED",
+    "INTERNAL_ERROR",
+    "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
     "SLOW_CONSUMER",
-    "ChatLine",
     "CloseCode",
-    "ErrorLine",
-    "Event",
-    "OperatorLine",
     "describe_close",
 ]
 
@@ -46,7 +40,7 @@ SERVER_SHUTTING_DOWN = "server shutting down"
 SLOW_CONSUMER = "slow consumer"
 SERVER_FULL = "server full"
 INTERNAL_ERROR = "internal error"
-BINARY_NOT_SUPPORTED = "Error: binary messages are not supported; send text"
+BINARY_NOT_SUPPORTED = "binary messages are not supported; send text"
 
 
 def describe_close(code: int | None, reason: str | None) -> str:
@@ -64,56 +58,3 @@ def describe_close(code: int | None, reason: str | None) -> str:
     except ValueError:
         return str(code)
     return f"{code} ({name})"
-
-
-class Event(Protocol):
-    """Something the bus fans out; each recipient renders it into one text line."""
-
-    def render(self, recipient: int) -> str:
-        """The line connection ``recipient`` receives for this event."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChatLine:
-    """A line a client typed. The sender reads it as ``You said:``, everyone else as
-    ``Someone says:``, exactly as in the tutorial.
-
-    Both renderings are built once, when the line enters, so the fan-out does no
-    string work per recipient.
-    """
-
-    sender: int
-    own: str
-    others: str
-
-    @classmethod
-    def from_text(cls, sender: int, text: str) -> ChatLine:
-        return cls(sender, f"You said: {text}", f"Someone says: {text}")
-
-    def render(self, recipient: int) -> str:
-        return self.own if recipient == self.sender else self.others
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorLine:
-    """A line typed at the server's console, seen by every client alike."""
-
-    line: str
-
-    @classmethod
-    def from_text(cls, text: str) -> OperatorLine:
-        return cls(f"\N{LARGE GREEN CIRCLE} Server: {text}")
-
-    def render(self, recipient: int) -> str:
-        return self.line
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorLine:
-    """An answer meant for one client only (a bad frame, a wrong command)."""
-
-    line: str
-
-    def render(self, recipient: int) -> str:
-        return self.line

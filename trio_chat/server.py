@@ -29,6 +29,7 @@ import trio
 from trio_websocket import wrap_server_stream
 
 from .chat import Chat
+from .commands import PROTOCOL
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 from .connection import ChatConnection
 from .console import CONSOLE_HELP, run_console
@@ -68,7 +69,7 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig, chat: Chat | None = None) -> None:
         self.config = config
-        self.chat = chat if chat is not None else Chat()
+        self.chat = chat if chat is not None else Chat(presence_limit=config.presence_limit)
         self.connections: dict[int, ChatConnection] = {}
         self.urls: list[str] = []
         self._keys = itertools.count(1)
@@ -177,10 +178,17 @@ class ChatServer:
             logger.warning("%s refused: %d connections open", peer, len(self.connections))
             await request.reject(503, body=SERVER_FULL.encode())
             return
-        ws = await request.accept()
-        connection = ChatConnection(ws, key, peer, self.chat, self.config)
+        # The JSON subprotocol when the client offers it; plain text otherwise.
+        json = PROTOCOL in request.proposed_subprotocols
+        ws = await request.accept(subprotocol=PROTOCOL if json else None)
+        connection = ChatConnection(ws, key, peer, self.chat, self.config, json=json)
         self.connections[key] = connection
-        logger.info("\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s", key, peer)
+        logger.info(
+            "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
+            key,
+            peer,
+            f" ({PROTOCOL})" if json else "",
+        )
         try:
             await connection.run()
         finally:
@@ -258,6 +266,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -310,6 +328,12 @@ LIMIT_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
         _positive_int,
         "N",
         "connections open at once; further handshakes get HTTP 503 'server full'",
+    ),
+    (
+        "presence_limit",
+        _non_negative_int,
+        "MEMBERS",
+        "rooms with more members than this get no join/leave/nick/quit notices",
     ),
     (
         "shutdown_grace",

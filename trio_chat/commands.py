@@ -1,0 +1,286 @@
+"""Parsing what a client sends into commands: plain ``/command`` lines and JSON objects.
+
+Sans-I/O: pure functions from text to :class:`Command` values, raising
+:class:`CommandError` (with the machine-readable ``code`` of ``docs/protocol.md``) for
+anything wrong. The interactive client uses the same parser to turn what the user types
+into JSON, so both ends agree on every command's syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "HELP",
+    "PROTOCOL",
+    "Command",
+    "CommandError",
+    "Help",
+    "Join",
+    "Leave",
+    "ListRooms",
+    "Nick",
+    "Private",
+    "Quit",
+    "Say",
+    "Topic",
+    "Who",
+    "command_to_json",
+    "parse_json",
+    "parse_plain",
+    "valid_name",
+]
+
+#: The JSON subprotocol's name, as offered in ``Sec-WebSocket-Protocol``.
+PROTOCOL = "trio-chat.v1"
+
+#: Nicknames and room names: ASCII letters, digits, ``_``, ``-``, ``.``, 1 to 32 of them.
+#: ASCII only, so that no two names can look alike on screen.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+#: A ``cid`` is echoed back verbatim; a cap keeps a client from making acks large.
+MAX_CID_LENGTH = 64
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; ``code`` is the protocol's error code."""
+
+    def __init__(self, code: str, text: str, cid: str | int | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.cid = cid
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """A chat line (``action`` for ``/me``) to ``room``, or to the current room."""
+
+    text: str
+    room: str | None = None
+    action: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Show (``text`` None) or set (``""`` clears) a room's topic."""
+
+    room: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    reason: str | None = None
+
+
+Command = Say | Private | Nick | Join | Leave | ListRooms | Who | Topic | Help | Quit
+
+#: Every command: (usage, one-line description), in the order /help lists them.
+HELP: tuple[tuple[str, str], ...] = (
+    ("/nick NAME", "set your nickname (letters, digits, _ - ., up to 32)"),
+    ("/join ROOM", "join a room (or switch to it) and talk there"),
+    ("/leave [ROOM]", "leave a room (default: the current one)"),
+    ("/rooms", "list the rooms and how many are in each"),
+    ("/who [ROOM]", "list who is in a room (default: the current one)"),
+    ("/msg NICK TEXT", "send a private message"),
+    ("/me ACTION", "describe what you are doing"),
+    ("/topic [TEXT]", "show or set the current room's topic"),
+    ("/help", "list the commands"),
+    ("/quit [REASON]", "leave the chat"),
+)
+
+
+def valid_name(name: str, what: str) -> str:
+    """``name`` if it is a valid nickname or room name; else raise ``invalid_name``."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise CommandError(
+            "invalid_name",
+            f"invalid {what} {name!r}: use 1-32 letters, digits, '_', '-' or '.'",
+        )
+    return name
+
+
+def _room(name: str) -> str:
+    return valid_name(name, "room name").lower()
+
+
+def _usage(command: str) -> CommandError:
+    usage = next(usage for usage, _ in HELP if usage.split()[0] == command)
+    return CommandError("bad_request", f"usage: {usage}")
+
+
+def parse_plain(line: str) -> Command:
+    """The command a plain-mode line stands for. A line not starting with ``/`` is a chat
+    line; ``//text`` is the chat line ``/text``."""
+    if not line.startswith("/"):
+        return Say(line)
+    if line.startswith("//"):
+        return Say(line[1:])
+    name, _, rest = line.partition(" ")
+    name = name.lower()
+    rest = rest.strip()
+    args = rest.split()
+    match name:
+        case "/nick" if len(args) == 1:
+            return Nick(valid_name(args[0], "nickname"))
+        case "/join" if len(args) == 1:
+            return Join(_room(args[0]))
+        case "/leave" if len(args) <= 1:
+            return Leave(_room(args[0]) if args else None)
+        case "/rooms" if not args:
+            return ListRooms()
+        case "/who" if len(args) <= 1:
+            return Who(_room(args[0]) if args else None)
+        case "/msg" if len(args) >= 2:
+            nick, text = rest.split(None, 1)
+            return Private(valid_name(nick, "nickname"), text)
+        case "/me" if rest:
+            return Say(rest, action=True)
+        case "/topic":
+            return Topic(text=rest or None)
+        case "/help" if not args:
+            return Help()
+        case "/quit":
+            return Quit(rest or None)
+        case "/nick" | "/join" | "/leave" | "/rooms" | "/who" | "/msg" | "/me" | "/help":
+            raise _usage(name)
+    raise CommandError("unknown_command", f"unknown command {name}; /help lists the commands")
+
+
+def _field(data: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise CommandError("bad_request", f"{data['type']!r} needs a string {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise CommandError("bad_request", f"{key!r} must be a string")
+    return value
+
+
+def _one_line(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise CommandError("bad_request", "text must be a single line; send one message per line")
+    return text
+
+
+def _parse_object(data: dict[str, Any]) -> Command:
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise CommandError("bad_request", "a command needs a string 'type'")
+    room = _field(data, "room", required=False)
+    room = _room(room) if room is not None else None
+    match kind:
+        case "message" | "me":
+            text = _one_line(_field(data, "text") or "")
+            return Say(text, room, action=kind == "me")
+        case "private":
+            to = valid_name(_field(data, "to") or "", "nickname")
+            return Private(to, _one_line(_field(data, "text") or ""))
+        case "nick":
+            return Nick(valid_name(_field(data, "nick") or "", "nickname"))
+        case "join":
+            return Join(_room(_field(data, "room") or ""))
+        case "leave":
+            return Leave(room)
+        case "rooms":
+            return ListRooms()
+        case "who":
+            return Who(room)
+        case "topic":
+            text = _field(data, "text", required=False)
+            return Topic(room, _one_line(text) if text is not None else None)
+        case "help":
+            return Help()
+        case "quit":
+            return Quit(_field(data, "reason", required=False))
+    raise CommandError("unknown_command", f"unknown command type {kind!r}")
+
+
+def parse_json(frame: str) -> tuple[Command, str | int | None]:
+    """The command in one JSON document, and its ``cid``; errors carry the ``cid`` too."""
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise CommandError("bad_json", "expected one JSON object per message")
+    cid = data.get("cid")
+    if cid is not None and (
+        isinstance(cid, bool) or not isinstance(cid, str | int) or len(str(cid)) > MAX_CID_LENGTH
+    ):
+        raise CommandError(
+            "bad_request",
+            f"'cid' must be a string or number of at most {MAX_CID_LENGTH} characters",
+        )
+    try:
+        return _parse_object(data), cid
+    except CommandError as error:
+        error.cid = cid
+        raise
+
+
+_JSON_TYPES = {
+    Say: "message",
+    Private: "private",
+    Nick: "nick",
+    Join: "join",
+    Leave: "leave",
+    ListRooms: "rooms",
+    Who: "who",
+    Topic: "topic",
+    Help: "help",
+    Quit: "quit",
+}
+
+
+def command_to_json(command: Command, cid: str | int | None = None) -> str:
+    """The JSON form of ``command`` (what the client sends in ``trio-chat.v1`` mode)."""
+    fields = {key: value for key, value in asdict(command).items() if value is not None}
+    kind = _JSON_TYPES[type(command)]
+    if isinstance(command, Say):
+        del fields["action"]
+        kind = "me" if command.action else "message"
+    message: dict[str, Any] = {"type": kind, **fields}
+    if cid is not None:
+        message["cid"] = cid
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))

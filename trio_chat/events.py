@@ -1,0 +1,286 @@
+"""Server events and how each reads on the wire, in plain text and in JSON.
+
+Sans-I/O: an event is built once, when it happens, with every rendering that does not
+depend on who receives it already made (the JSON line above all), so the fan-out does
+as little as possible per recipient. :meth:`Event.render` picks the form for one
+:class:`Viewer`, or ``None`` when that viewer should get nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .commands import HELP, PROTOCOL
+
+__all__ = [
+    "Ack",
+    "ErrorEvent",
+    "Event",
+    "Message",
+    "Notice",
+    "Presence",
+    "PrivateMessage",
+    "TopicChanged",
+    "Viewer",
+    "Welcome",
+    "timestamp",
+]
+
+SERVER_NAME = "trio_chat/0.1.0"
+
+
+class Viewer(Protocol):
+    """Who an event is rendered for: a connection's mode and its current room."""
+
+    @property
+    def key(self) -> int: ...
+    @property
+    def json(self) -> bool: ...
+    @property
+    def current_room(self) -> str: ...
+
+
+class Event(Protocol):
+    """Something the bus delivers; rendered once per recipient."""
+
+    def render(self, viewer: Viewer) -> str | None:
+        """The line ``viewer`` receives, or ``None`` for nothing."""
+        ...
+
+
+def timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``: ``2026-11-26T05:46:09.123Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_json_line(data: dict[str, Any]) -> str:
+    """One compact JSON document; non-ASCII text stays as it is (the frame is UTF-8)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _in_room(viewer: Viewer, room: str, line: str) -> str:
+    """Plain lines from a room other than the viewer's current one name their room."""
+    return line if room == viewer.current_room else f"[{room}] {line}"
+
+
+def _who(nick: str | None) -> str:
+    return nick if nick is not None else "Someone"
+
+
+class Message:
+    """A chat line (or a ``/me`` action) in a room."""
+
+    __slots__ = ("_json", "_others", "_own", "action", "id", "nick", "room", "sender", "text", "ts")
+
+    def __init__(
+        self,
+        *,
+        message_id: int,
+        room: str,
+        sender: int,
+        nick: str | None,
+        text: str,
+        ts: str,
+        action: bool = False,
+    ) -> None:
+        self.id = message_id
+        self.room = room
+        self.sender = sender
+        self.nick = nick
+        self.text = text
+        self.ts = ts
+        self.action = action
+        data: dict[str, Any] = {
+            "type": "message",
+            "id": message_id,
+            "room": room,
+            "from": nick,
+            "text": text,
+            "ts": ts,
+        }
+        if action:
+            data["action"] = True
+            self._own = self._others = f"* {_who(nick)} {text}"
+        else:
+            self._own = f"You said: {text}"
+            self._others = f"{_who(nick)} says: {text}"
+        self._json = to_json_line(data)
+
+    def render(self, viewer: Viewer) -> str:
+        if viewer.json:
+            return self._json
+        return _in_room(viewer, self.room, self._own if viewer.key == self.sender else self._others)
+
+
+class PrivateMessage:
+    """A message only its sender and its recipient see."""
+
+    __slots__ = ("_json", "_received", "_sent", "id", "sender", "to")
+
+    def __init__(
+        self, *, message_id: int, sender: int, nick: str, to: str, text: str, ts: str
+    ) -> None:
+        self.id = message_id
+        self.sender = sender
+        self.to = to
+        self._json = to_json_line(
+            {"type": "private", "id": message_id, "from": nick, "to": to, "text": text, "ts": ts}
+        )
+        self._sent = f"[private] You said to {to}: {text}"
+        self._received = f"[private] {nick} says: {text}"
+
+    def render(self, viewer: Viewer) -> str:
+        if viewer.json:
+            return self._json
+        return self._sent if viewer.key == self.sender else self._received
+
+
+class Presence:
+    """Someone joined or left a room, changed nick, quit, or was kicked."""
+
+    __slots__ = ("_json", "_plain", "room")
+
+    def __init__(
+        self,
+        event: str,
+        nick: str,
+        ts: str,
+        *,
+        room: str | None = None,
+        new_nick: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.room = room
+        data: dict[str, Any] = {"type": "presence", "event": event, "nick": nick}
+        match event:
+            case "join" | "leave":
+                data["room"] = room
+                self._plain = f"* {nick} {'joined' if event == 'join' else 'left'} {room}"
+            case "nick":
+                data["new_nick"] = new_nick
+                self._plain = f"* {nick} is now known as {new_nick}"
+            case "quit" | "kick":
+                data["reason"] = reason
+                verb = "quit" if event == "quit" else "was kicked"
+                self._plain = f"* {nick} {verb}" + (f" ({reason})" if reason else "")
+            case _:
+                raise ValueError(f"unknown presence event {event!r}")
+        data["ts"] = ts
+        self._json = to_json_line(data)
+
+    def render(self, viewer: Viewer) -> str:
+        if viewer.json:
+            return self._json
+        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+
+
+class TopicChanged:
+    """A room's topic was set or cleared."""
+
+    __slots__ = ("_json", "_plain", "room")
+
+    def __init__(self, room: str, topic: str | None, by: str | None) -> None:
+        self.room = room
+        self._json = to_json_line({"type": "topic", "room": room, "topic": topic, "by": by})
+        if topic:
+            self._plain = f"* {_who(by)} set the topic of {room}: {topic}"
+        else:
+            self._plain = f"* {_who(by)} cleared the topic of {room}"
+
+    def render(self, viewer: Viewer) -> str:
+        return self._json if viewer.json else self._plain
+
+
+class Notice:
+    """The operator speaking: to everyone, or to one room."""
+
+    __slots__ = ("_json", "_plain", "room")
+
+    def __init__(self, text: str, room: str | None = None) -> None:
+        self.room = room
+        data: dict[str, Any] = {"type": "notice", "from": "server", "text": text}
+        if room is not None:
+            data["room"] = room
+        self._json = to_json_line(data)
+        self._plain = f"\N{LARGE GREEN CIRCLE} Server: {text}"
+
+    def render(self, viewer: Viewer) -> str:
+        if viewer.json:
+            return self._json
+        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+
+
+class Welcome:
+    """The first event of a JSON connection (plain clients get nothing: the tutorial's
+    clients expect no greeting)."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, nick: str | None, room: str, rooms: list[str]) -> None:
+        self._json = to_json_line(
+            {
+                "type": "welcome",
+                "protocol": PROTOCOL,
+                "server": SERVER_NAME,
+                "nick": nick,
+                "room": room,
+                "rooms": rooms,
+            }
+        )
+
+    def render(self, viewer: Viewer) -> str | None:
+        return self._json if viewer.json else None
+
+
+class Ack:
+    """The answer to one command: JSON ``ack`` with the result; in plain mode a ``* `` line
+    (or several), or nothing when the command's own effect is the answer (a chat line)."""
+
+    __slots__ = ("_json", "_plain")
+
+    def __init__(
+        self,
+        command: str,
+        cid: str | int | None,
+        plain: str | None = None,
+        **result: Any,
+    ) -> None:
+        data: dict[str, Any] = {"type": "ack"}
+        if cid is not None:
+            data["cid"] = cid
+        data["command"] = command
+        data.update(result)
+        self._json = to_json_line(data)
+        self._plain = plain
+
+    def render(self, viewer: Viewer) -> str | None:
+        return self._json if viewer.json else self._plain
+
+
+class ErrorEvent:
+    """A command that failed, for its sender only: ``Error: …`` or a JSON ``error``."""
+
+    __slots__ = ("_json", "_plain", "code")
+
+    def __init__(self, code: str, text: str, cid: str | int | None = None) -> None:
+        self.code = code
+        data: dict[str, Any] = {"type": "error"}
+        if cid is not None:
+            data["cid"] = cid
+        data["code"] = code
+        data["text"] = text
+        self._json = to_json_line(data)
+        self._plain = f"Error: {text}"
+
+    def render(self, viewer: Viewer) -> str:
+        return self._json if viewer.json else self._plain
+
+
+def help_ack(cid: str | int | None) -> Ack:
+    """The answer to ``/help``: every command with its usage and description."""
+    width = max(len(usage) for usage, _ in HELP)
+    plain = "\n".join(f"* {usage:<{width}}  {description}" for usage, description in HELP)
+    commands = [{"usage": usage, "description": description} for usage, description in HELP]
+    return Ack("help", cid, plain, commands=commands)
