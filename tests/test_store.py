@@ -1,0 +1,123 @@
+"""The message stores: the same behaviour from SQLite and memory, and SQLite's durability
+and start-up errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from trio_chat.store import MemoryStore, Record, SQLiteStore, Store, StoreError
+
+
+def record(
+    message_id: int,
+    room: str | None = "lobby",
+    sender: str | None = "alice",
+    recipient: str | None = None,
+    dedupe: str | None = None,
+) -> Record:
+    return Record(
+        message_id, f"ts{message_id}", room, sender, recipient, f"text {message_id}", False, dedupe
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Each store kind, opened empty with a retention of 5 records per room."""
+    opened: Store = (
+        SQLiteStore(tmp_path / "history.db", 5) if request.param == "sqlite" else MemoryStore(5)
+    )
+    assert await opened.open() == 0
+    yield opened
+    await opened.aclose()
+
+
+async def test_recent_returns_a_rooms_last_records_oldest_first(store: Store) -> None:
+    """recent() pages back through one room, oldest first, below ``before``."""
+    await store.write([record(1), record(2, "dev"), record(3), record(4)])
+    assert [r.id for r in await store.recent("lobby", 2)] == [3, 4]
+    assert [r.id for r in await store.recent("lobby", 10, before=4)] == [1, 3]
+    assert [r.id for r in await store.recent("dev", 10)] == [2]
+    assert await store.recent("empty", 10) == []
+    assert await store.recent("lobby", 1) == [record(4)]
+
+
+async def test_retention_keeps_the_newest_per_room(store: Store) -> None:
+    """Each room keeps its newest ``history_limit`` records; other rooms are untouched."""
+    await store.write([record(n) for n in range(1, 8)] + [record(8, "dev")])
+    await store.write([record(9)])
+    assert [r.id for r in await store.recent("lobby", 100)] == [4, 5, 6, 7, 9]
+    assert [r.id for r in await store.recent("dev", 100)] == [8]
+
+
+async def test_since_covers_rooms_and_own_private_messages(store: Store) -> None:
+    """since() returns what followed an id in the given rooms plus the private
+    messages the nick sent or received, in id order, up to the limit."""
+    await store.write(
+        [
+            record(1),
+            record(2, "dev"),
+            record(3, None, "bob", "Alice"),
+            record(4, None, "bob", "carol"),
+            record(5, "other"),
+            record(6, None, "ALICE", "bob"),
+            record(7),
+        ]
+    )
+    found = await store.since(1, {"lobby", "dev"}, "alice", 100)
+    assert [r.id for r in found] == [2, 3, 6, 7]
+    assert [r.id for r in await store.since(1, {"lobby", "dev"}, "alice", 2)] == [2, 3]
+    assert [r.id for r in await store.since(0, {"lobby"}, None, 100)] == [1, 7]
+
+
+async def test_dedupe_keys_are_found(store: Store) -> None:
+    """A stored resend key maps to its record's id."""
+    await store.write([record(1, dedupe="alice\ncid-1")])
+    assert await store.find_dedupe("alice\ncid-1") == 1
+    assert await store.find_dedupe("alice\ncid-2") is None
+
+
+async def test_sqlite_history_survives_a_reopen(tmp_path: Path) -> None:
+    """What was written is there after closing and reopening, and ids continue."""
+    path = tmp_path / "history.db"
+    first = SQLiteStore(path, 100)
+    await first.open()
+    await first.write([record(1), record(2, None, "alice", "bob", "alice\nx")])
+    await first.aclose()
+    second = SQLiteStore(path, 100)
+    assert await second.open() == 2
+    assert await second.recent("lobby", 10) == [record(1)]
+    assert await second.since(0, set(), "bob", 10) == [record(2, None, "alice", "bob", "alice\nx")]
+    await second.aclose()
+
+
+async def test_sqlite_refuses_a_database_another_server_holds(tmp_path: Path) -> None:
+    """Two servers on one file: the second gets one clear error."""
+    path = tmp_path / "history.db"
+    first = SQLiteStore(path, 100)
+    await first.open()
+    try:
+        with pytest.raises(StoreError, match=r"in use by another process \(database is locked\)"):
+            await SQLiteStore(path, 100).open()
+    finally:
+        await first.aclose()
+
+
+async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """A corrupt (non-SQLite) file gets one clear error naming it."""
+    path = tmp_path / "history.db"
+    path.write_bytes(b"this is not a database, just some bytes" * 100)
+    with pytest.raises(
+        StoreError, match=f"cannot use the history database {path}: file is not a database"
+    ):
+        await SQLiteStore(path, 100).open()
+
+
+async def test_sqlite_refuses_an_unusable_path(tmp_path: Path) -> None:
+    """A path under a regular file cannot hold a database: one clear error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match=f"cannot use the history database {blocker / 'h.db'}"):
+        await SQLiteStore(blocker / "h.db", 100).open()

@@ -1,0 +1,146 @@
+"""The message log: ids, group commit, and delivery in id order.
+
+Every room message and private message passes through :meth:`MessageLog.append`: it
+gets the next id at once, waits while its write is grouped with every other write that
+arrived during the previous commit, and is delivered (published to the bus, ack first)
+only after its commit, in id order, by the one committer task. So a message is stored
+before anyone sees it or its ack, the store never caps throughput at one message per
+commit, and every client sees ids in increasing order, which is what makes
+``since=<id>`` resumes exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .store import Record, Store, StoreError
+
+__all__ = ["MessageLog", "StoreFailed"]
+
+logger = logging.getLogger(__name__)
+
+#: Resend keys remembered in memory (besides the store's own index), so that a resend
+#: racing the original's commit is caught too. Older keys are looked up in the store.
+RECENT_DEDUPE_KEYS = 100_000
+
+
+class StoreFailed(Exception):
+    """The message could not be stored; it was not delivered."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    record: Record
+    deliver: Callable[[Record], None]
+    done: trio.Event = field(default_factory=trio.Event)
+    error: StoreError | None = None
+
+
+class MessageLog:
+    """Assigns ids, commits writes in groups, and delivers them in id order.
+
+    :meth:`run` is the committer task; it must be running for :meth:`append` to
+    complete. ``group_commits=False`` commits each message on its own (for measuring
+    what grouping buys).
+    """
+
+    def __init__(self, store: Store, *, group_commits: bool = True) -> None:
+        self.store = store
+        self._group_commits = group_commits
+        self._next_id = 1
+        self._pending: list[_Pending] = []
+        self._wakeup = trio.Event()
+        # Resend key -> the message that took it, committed or not.
+        self._recent_dedupe: OrderedDict[str, _Pending] = OrderedDict()
+        self.commits = 0
+
+    async def open(self) -> None:
+        """Open the store and continue numbering after its last id."""
+        self._next_id = await self.store.open() + 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit and deliver pending messages until cancelled.
+
+        A write that has started when this is cancelled still completes in its thread,
+        but its messages are not delivered (their senders are being cancelled too).
+        """
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._pending:
+                if self._group_commits:
+                    batch, self._pending = self._pending, []
+                else:
+                    batch, self._pending = self._pending[:1], self._pending[1:]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            await self.store.write([item.record for item in batch])
+        except StoreError as exc:
+            logger.error("could not store %d message(s): %s", len(batch), exc)
+            for item in batch:
+                item.error = exc
+                item.done.set()
+                if item.record.dedupe is not None:
+                    # Not stored, so a resend of it is a new message.
+                    self._recent_dedupe.pop(item.record.dedupe, None)
+            return
+        self.commits += 1
+        # Delivery happens here, in one synchronous pass, so ids reach every client
+        # in increasing order.
+        for item in batch:
+            item.deliver(item.record)
+            item.done.set()
+
+    async def append(
+        self,
+        make_record: Callable[[int], Record],
+        deliver: Callable[[Record], None],
+        dedupe: str | None = None,
+    ) -> tuple[int, bool]:
+        """Store a message and then deliver it; return ``(id, duplicate)``.
+
+        ``make_record`` builds the record for the id it is given; ``deliver`` is called
+        with it by the committer, after the commit. When ``dedupe`` (the sender's resend
+        key) was seen before, nothing is stored or delivered and the earlier id is
+        returned with ``duplicate`` True. Raises :class:`StoreFailed` if the message
+        could not be stored. If the caller is cancelled while waiting, the message is
+        still stored and delivered.
+        """
+        if dedupe is not None:
+            found = await self._find_resend(dedupe)
+            if found is not None:
+                return found, True
+        message_id = self._next_id
+        self._next_id += 1  # never reused, even if the write fails
+        item = _Pending(make_record(message_id), deliver)
+        if dedupe is not None:
+            self._recent_dedupe[dedupe] = item
+            if len(self._recent_dedupe) > RECENT_DEDUPE_KEYS:
+                self._recent_dedupe.popitem(last=False)
+        self._pending.append(item)
+        self._wakeup.set()
+        await item.done.wait()
+        if item.error is not None:
+            raise StoreFailed(str(item.error))
+        return message_id, False
+
+    async def _find_resend(self, dedupe: str) -> int | None:
+        """The id of the stored message with this resend key. A resend of a message
+        still being committed waits for that commit (and counts as new if it failed)."""
+        item = self._recent_dedupe.get(dedupe)
+        if item is None:
+            found = await self.store.find_dedupe(dedupe)
+            # Looked up again: the same key may have been taken while the store looked.
+            item = self._recent_dedupe.get(dedupe)
+            if item is None:
+                return found
+        await item.done.wait()
+        return item.record.id if item.error is None else None

@@ -1,0 +1,22 @@
+"""Where messages are stored: a small interface and its implementations.
+
+:class:`Store` is all the rest of the server knows about storage, kept small enough
+that a Redis-backed store can be added beside :class:`SQLiteStore` (the durable
+default) and :class:`MemoryStore` (``--db :memory:``) without touching anything else.
+Ids, grouping of writes into commits and delivery order are not the store's business:
+:mod:`trio_chat.history` owns them.
+"""
+
+from .base import Record, Store, StoreError
+from .memory import MemoryStore
+from .sqlite import SQLiteStore, default_db_path, open_store
+
+__all__ = [
+    "MemoryStore",
+    "Record",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "default_db_path",
+    "open_store",
+]

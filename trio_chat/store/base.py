@@ -1,0 +1,64 @@
+"""The storage interface and the record it stores."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Record", "Store", "StoreError"]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says why, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored message. ``room`` is None for a private message, which has a
+    ``recipient`` instead. ``dedupe`` is the sender's resend key (nickname and ``cid``),
+    unique among stored records, or None."""
+
+    id: int
+    ts: str
+    room: str | None
+    sender: str | None
+    recipient: str | None
+    text: str
+    action: bool = False
+    dedupe: str | None = None
+
+
+class Store(Protocol):
+    """Durable message storage. Every method may run in a worker thread or do network
+    I/O; none may be called before :meth:`open` or after :meth:`aclose`."""
+
+    async def open(self) -> int:
+        """Open (creating if needed) and return the highest stored id, 0 when empty.
+        Raises :class:`StoreError` when the store cannot be used."""
+        ...
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """Store ``records`` (ascending ids) durably, as one commit, then trim each
+        room they touch to the retention limit. Returns once they are durable."""
+        ...
+
+    async def recent(self, room: str | None, limit: int, before: int | None = None) -> list[Record]:
+        """The last ``limit`` records of ``room`` (None: private messages) with an id
+        below ``before``, oldest first."""
+        ...
+
+    async def since(
+        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+    ) -> list[Record]:
+        """Up to ``limit`` records with an id above ``after``, oldest first: those in
+        ``rooms``, and the private ones sent or received by ``nick``."""
+        ...
+
+    async def find_dedupe(self, dedupe: str) -> int | None:
+        """The id of the stored record with this resend key, if any."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store; idempotent."""
+        ...

@@ -1,0 +1,69 @@
+"""A store that keeps messages in memory only: ``--db :memory:`` (nothing survives a
+restart) and fast tests. Same retention as the durable store."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Sequence
+
+import trio
+
+from .base import Record
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Per-room deques of records, each capped at ``history_limit``."""
+
+    def __init__(self, history_limit: int) -> None:
+        self.history_limit = history_limit
+        self._rooms: dict[str | None, deque[Record]] = {}
+        self._dedupe: dict[str, int] = {}
+
+    async def open(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return max((r[-1].id for r in self._rooms.values() if r), default=0)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        await trio.lowlevel.checkpoint()
+        for record in records:
+            room = self._rooms.setdefault(record.room, deque())
+            room.append(record)
+            if record.dedupe is not None:
+                self._dedupe[record.dedupe] = record.id
+            while len(room) > self.history_limit:
+                dropped = room.popleft()
+                if dropped.dedupe is not None:
+                    self._dedupe.pop(dropped.dedupe, None)
+
+    async def recent(self, room: str | None, limit: int, before: int | None = None) -> list[Record]:
+        await trio.lowlevel.checkpoint()
+        records = [r for r in self._rooms.get(room, ()) if before is None or r.id < before]
+        return records[-limit:] if limit > 0 else []
+
+    async def since(
+        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+    ) -> list[Record]:
+        await trio.lowlevel.checkpoint()
+        folded = nick.casefold() if nick else None
+        found = [
+            record
+            for room, records in self._rooms.items()
+            if (room in rooms if room is not None else folded is not None)
+            for record in records
+            if record.id > after
+            and (
+                record.room is not None
+                or folded in ((record.sender or "").casefold(), (record.recipient or "").casefold())
+            )
+        ]
+        found.sort(key=lambda record: record.id)
+        return found[:limit]
+
+    async def find_dedupe(self, dedupe: str) -> int | None:
+        await trio.lowlevel.checkpoint()
+        return self._dedupe.get(dedupe)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,198 @@
+"""The durable store: SQLite (stdlib ``sqlite3``) in WAL mode, driven from one worker
+thread.
+
+One connection, used by one thread at a time (a capacity limiter of 1), so SQLite sees
+a single writer and never waits on itself. ``synchronous=NORMAL`` in WAL mode makes a
+commit survive the process being killed (``kill -9``); only a power failure can lose
+the last commits. The database is opened in exclusive locking mode, so a second server
+on the same file fails at start-up instead of interleaving writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from .base import Record, Store, StoreError
+from .memory import MemoryStore
+
+__all__ = ["MEMORY", "SQLiteStore", "default_db_path", "open_store"]
+
+MEMORY = ":memory:"
+#: How long opening waits for another process's lock before giving up.
+LOCK_TIMEOUT = 0.5
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    room TEXT,
+    sender TEXT,
+    recipient TEXT,
+    text TEXT NOT NULL,
+    action INTEGER NOT NULL DEFAULT 0,
+    dedupe TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_dedupe ON messages (dedupe)
+    WHERE dedupe IS NOT NULL;
+"""
+COLUMNS = "id, ts, room, sender, recipient, text, action, dedupe"
+
+T = TypeVar("T")
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/trio_chat/history.db`` (``~/.local/share/...`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "trio_chat" / "history.db"
+
+
+def open_store(db: str, history_limit: int) -> Store:
+    """The store ``--db`` names: :class:`MemoryStore` for ``:memory:``, else SQLite."""
+    if db == MEMORY:
+        return MemoryStore(history_limit)
+    return SQLiteStore(Path(db), history_limit)
+
+
+def _record(row: tuple[object, ...]) -> Record:
+    id_, ts, room, sender, recipient, text, action, dedupe = row
+    return Record(
+        int(id_),  # type: ignore[call-overload]
+        str(ts),
+        room,  # type: ignore[arg-type]
+        sender,  # type: ignore[arg-type]
+        recipient,  # type: ignore[arg-type]
+        str(text),
+        bool(action),
+        dedupe,  # type: ignore[arg-type]
+    )
+
+
+class SQLiteStore:
+    """Messages in one SQLite file, each room (and private messages) capped at
+    ``history_limit`` records."""
+
+    def __init__(self, path: Path, history_limit: int) -> None:
+        self.path = path
+        self.history_limit = history_limit
+        self._db: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in the store's worker thread. Not abandoned on cancellation: a
+        commit that has started finishes, so what was acknowledged stays stored."""
+        db = self._db
+        if db is None:
+            raise StoreError("the history database is not open")
+
+        def guarded() -> T:
+            try:
+                return work(db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"history database {self.path}: {exc}") from exc
+
+        return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    async def open(self) -> int:
+        def connect() -> tuple[sqlite3.Connection, int]:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA locking_mode = EXCLUSIVE")
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise sqlite3.OperationalError(f"cannot use WAL mode (got {mode})")
+                db.execute("PRAGMA synchronous = NORMAL")
+                db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock, for good
+                db.executescript(SCHEMA)  # commits
+                last = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
+            except BaseException:
+                db.close()
+                raise
+            return db, int(last)
+
+        try:
+            self._db, last = await trio.to_thread.run_sync(connect, limiter=self._limiter)
+        except (sqlite3.Error, OSError) as exc:
+            reason = str(exc)
+            if "locked" in reason:
+                reason = "it is in use by another process (database is locked)"
+            raise StoreError(f"cannot use the history database {self.path}: {reason}") from None
+        return last
+
+    async def write(self, records: Sequence[Record]) -> None:
+        rows = [
+            (r.id, r.ts, r.room, r.sender, r.recipient, r.text, int(r.action), r.dedupe)
+            for r in records
+        ]
+        rooms = {r.room for r in records}
+        keep = self.history_limit
+
+        def insert(db: sqlite3.Connection) -> None:
+            # One transaction: BEGIN ... COMMIT (ROLLBACK on error). OR IGNORE: a resend
+            # key already stored must not fail the other senders' messages in the group.
+            with db:
+                db.execute("BEGIN")
+                db.executemany(
+                    f"INSERT OR IGNORE INTO messages ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
+                )
+                for room in rooms:
+                    # Keep the newest `keep` records of the room: delete below the
+                    # keep-th newest id (nothing when the room has fewer).
+                    db.execute(
+                        "DELETE FROM messages WHERE room IS ? AND id < ("
+                        " SELECT id FROM messages WHERE room IS ? ORDER BY id DESC"
+                        " LIMIT 1 OFFSET ?)",
+                        (room, room, keep - 1),
+                    )
+
+        await self._run(insert)
+
+    async def recent(self, room: str | None, limit: int, before: int | None = None) -> list[Record]:
+        def query(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM messages WHERE room IS ? AND id < ?"
+                " ORDER BY id DESC LIMIT ?",
+                (room, before if before is not None else 2**63 - 1, limit),
+            ).fetchall()
+            return [_record(row) for row in reversed(rows)]
+
+        return await self._run(query)
+
+    async def since(
+        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+    ) -> list[Record]:
+        room_list = sorted(rooms)
+        placeholders = ",".join("?" * len(room_list))
+
+        def query(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM messages WHERE id > ? AND ("
+                f" room IN ({placeholders}) OR (room IS NULL AND ("
+                "  lower(sender) = lower(?) OR lower(recipient) = lower(?))))"
+                " ORDER BY id LIMIT ?",
+                (after, *room_list, nick, nick, limit),
+            ).fetchall()
+            return [_record(row) for row in rows]
+
+        return await self._run(query)
+
+    async def find_dedupe(self, dedupe: str) -> int | None:
+        def query(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT id FROM messages WHERE dedupe = ?", (dedupe,)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(query)
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await trio.to_thread.run_sync(db.close, limiter=self._limiter)
