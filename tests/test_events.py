@@ -110,8 +110,10 @@ def test_topic_notice_welcome_ack_error() -> None:
     """The remaining events, plain and JSON."""
     plain, json_viewer = FakeViewer(BOB), FakeViewer(BOB, json=True)
     topic = TopicChanged("dev", "release", "alice")
-    assert topic.render(plain) == "* alice set the topic of dev: release"
-    assert TopicChanged("dev", None, "alice").render(plain) == "* alice cleared the topic of dev"
+    in_dev = FakeViewer(BOB, current_room="dev")
+    assert topic.render(in_dev) == "* alice set the topic of dev: release"
+    assert topic.render(plain) == "[dev] * alice set the topic of dev: release"
+    assert TopicChanged("dev", None, "alice").render(in_dev) == "* alice cleared the topic of dev"
     assert json.loads(topic.render(json_viewer)) == {
         "type": "topic",
         "room": "dev",

@@ -198,6 +198,8 @@ def _field(data: dict[str, Any], key: str, *, required: bool = True) -> str | No
 
 
 def _one_line(text: str) -> str:
+    """``text``, refused if it holds a line break: in plain mode every line on the wire
+    is one event, so no text may span two."""
     if "\n" in text or "\r" in text:
         raise CommandError("bad_request", "text must be a single line; send one message per line")
     return text
@@ -232,7 +234,8 @@ def _parse_object(data: dict[str, Any]) -> Command:
         case "help":
             return Help()
         case "quit":
-            return Quit(_field(data, "reason", required=False))
+            reason = _field(data, "reason", required=False)
+            return Quit(_one_line(reason) if reason is not None else None)
     raise CommandError("unknown_command", f"unknown command type {kind!r}")
 
 
@@ -250,7 +253,7 @@ def parse_json(frame: str) -> tuple[Command, str | int | None]:
     ):
         raise CommandError(
             "bad_request",
-            f"'cid' must be a string or number of at most {MAX_CID_LENGTH} characters",
+            f"'cid' must be a string or an integer of at most {MAX_CID_LENGTH} characters",
         )
     try:
         return _parse_object(data), cid

@@ -190,7 +190,7 @@ class TopicChanged:
             self._plain = f"* {_who(by)} cleared the topic of {room}"
 
     def render(self, viewer: Viewer) -> str:
-        return self._json if viewer.json else self._plain
+        return self._json if viewer.json else _in_room(viewer, self.room, self._plain)
 
 
 class Notice:
