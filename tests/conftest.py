@@ -30,19 +30,23 @@ def server_process() -> Iterator[type[ServerProcess]]:
 
 @pytest.fixture
 async def chat_server(nursery: trio.Nursery) -> AsyncIterator[ChatServer]:
-    """A server running in the test's nursery on 127.0.0.1, port 0, default limits."""
-    server = await nursery.start(ChatServer(ServerConfig(host="127.0.0.1", port=0)).run)
+    """A server running in the test's nursery on 127.0.0.1, port 0, default limits, its
+    messages in memory and no history on join."""
+    config = ServerConfig(host="127.0.0.1", port=0, history_on_join=0)
+    server = await nursery.start(ChatServer(config).run)
     yield server
     server.shutdown()
 
 
 @pytest.fixture
 def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[ChatServer]]:
-    """A factory: ``await start_server(queue_depth=4)`` runs a server with those limits
-    in the test's nursery (127.0.0.1, port 0) and returns it once it listens."""
+    """A factory: ``await start_server(queue_depth=4)`` runs a server with those settings
+    in the test's nursery (127.0.0.1, port 0; messages in memory, no history on join
+    unless given) and returns it once it listens."""
 
     async def start(**limits: object) -> ChatServer:
-        config = ServerConfig(host="127.0.0.1", port=0, **limits)  # type: ignore[arg-type]
+        settings: dict[str, object] = {"history_on_join": 0, **limits}
+        config = ServerConfig(host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]
         return await nursery.start(ChatServer(config).run)
 
     return start

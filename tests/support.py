@@ -52,7 +52,8 @@ class ServerProcess:
 
     stdout and stderr are merged into :attr:`output`; :meth:`wait_for` blocks until a
     pattern appears (or fails after a time limit). ``port=None`` leaves ``--port`` out
-    (so ``TRIO_CHAT_PORT`` in ``env`` decides).
+    (so ``TRIO_CHAT_PORT`` in ``env`` decides); ``db`` and ``history_on_join`` default to
+    an in-memory store and no history on join (None leaves the flag out).
     """
 
     def __init__(
@@ -61,10 +62,18 @@ class ServerProcess:
         stdin: int | None = subprocess.PIPE,
         port: int | None = 0,
         env: dict[str, str] | None = None,
+        db: str | None = ":memory:",
+        history_on_join: int | None = 0,
     ) -> None:
-        port_args = [] if port is None else ["--port", str(port)]
+        # Tests get a private store and no history on join unless they ask: a test
+        # about history says so, and no test sees another's messages.
+        options = [] if port is None else ["--port", str(port)]
+        if db is not None:
+            options += ["--db", db]
+        if history_on_join is not None:
+            options += ["--history-on-join", str(history_on_join)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_chat.server", "--host", "127.0.0.1", *port_args, *args],
+            [sys.executable, "-m", "trio_chat.server", "--host", "127.0.0.1", *options, *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

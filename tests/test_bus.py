@@ -7,16 +7,23 @@ import trio
 import trio.testing
 
 from trio_chat.bus import Bus, Subscription
-from trio_chat.events import Message, Notice, Welcome
+from trio_chat.events import Message, Notice, ReplayRequest, Welcome
+from trio_chat.store import Record
 
 from support import FakeViewer
 
 
-def line(sender: int, text: str, room: str = "lobby") -> Message:
+def line(sender: int, text: str, room: str = "lobby", message_id: int = 1) -> Message:
     """An anonymous chat line from connection ``sender``."""
-    return Message(
-        message_id=1, room=room, sender=sender, nick=None, text=text, ts="2026-01-01T00:00:00.000Z"
-    )
+    record = Record(message_id, "2026-01-01T00:00:00.000Z", room, None, None, text)
+    return Message(record, sender)
+
+
+async def lines_of(subscription: Subscription, max_chars: int) -> list[str]:
+    """The next batch's lines (no replay request may interrupt it)."""
+    lines, replay = await subscription.next_batch(max_chars)
+    assert replay is None
+    return lines
 
 
 def never_overflows() -> None:
@@ -32,8 +39,8 @@ async def test_every_subscriber_gets_every_event_in_publish_order() -> None:
     ):
         for text in ("a", "b", "c"):
             assert bus.publish(line(1, text)) == 2
-        assert await first.next_batch(1000) == ["You said: a", "You said: b", "You said: c"]
-        assert await second.next_batch(1000) == [
+        assert await lines_of(first, 1000) == ["You said: a", "You said: b", "You said: c"]
+        assert await lines_of(second, 1000) == [
             "Someone says: a",
             "Someone says: b",
             "Someone says: c",
@@ -54,9 +61,9 @@ async def test_a_full_subscriber_is_overflowed_once_and_leaves_the_bus() -> None
         assert overflows == [1]
         assert slow.overflowed
         assert len(bus) == 1
-        assert await fast.next_batch(1000) == [f"🟢 Server: {n}" for n in range(4)]
+        assert await lines_of(fast, 1000) == [f"🟢 Server: {n}" for n in range(4)]
         # What was queued before the overflow is still there for the owner to drain.
-        assert await slow.next_batch(1000) == ["🟢 Server: 0", "🟢 Server: 1"]
+        assert await lines_of(slow, 1000) == ["🟢 Server: 0", "🟢 Server: 1"]
 
 
 async def test_publish_never_waits_for_a_subscriber() -> None:
@@ -73,8 +80,8 @@ async def test_next_batch_takes_everything_queued_up_to_the_size_cap() -> None:
     for text in ("one", "two", "three", "four"):
         subscription.offer(line(1, text))
     # "You said: one" (13) + "You said: two" (13+1) = 27 >= 20: the batch closes there.
-    assert await subscription.next_batch(20) == ["You said: one", "You said: two"]
-    assert await subscription.next_batch(1000) == ["You said: three", "You said: four"]
+    assert await lines_of(subscription, 20) == ["You said: one", "You said: two"]
+    assert await lines_of(subscription, 1000) == ["You said: three", "You said: four"]
 
 
 async def test_next_batch_waits_for_the_first_event() -> None:
@@ -84,7 +91,7 @@ async def test_next_batch_waits_for_the_first_event() -> None:
         received: list[list[str]] = []
 
         async def receive() -> None:
-            received.append(await subscription.next_batch(1000))
+            received.append(await lines_of(subscription, 1000))
 
         nursery.start_soon(receive)
         await trio.testing.wait_all_tasks_blocked()
@@ -97,9 +104,9 @@ async def test_cancelled_next_batch_loses_nothing(autojump_clock: trio.abc.Clock
     """Cancelling a waiting next_batch leaves later events for the next call."""
     subscription = Subscription(FakeViewer(1), 10, never_overflows)
     with trio.move_on_after(1):
-        await subscription.next_batch(1000)
+        await lines_of(subscription, 1000)
     subscription.offer(line(1, "kept"))
-    assert await subscription.next_batch(1000) == ["You said: kept"]
+    assert await lines_of(subscription, 1000) == ["You said: kept"]
 
 
 async def test_a_closed_subscription_ends_after_its_queue_is_drained() -> None:
@@ -108,9 +115,9 @@ async def test_a_closed_subscription_ends_after_its_queue_is_drained() -> None:
     subscription.offer(line(1, "last"))
     subscription.close()
     assert not subscription.offer(line(1, "too late"))
-    assert await subscription.next_batch(1000) == ["You said: last"]
+    assert await lines_of(subscription, 1000) == ["You said: last"]
     with pytest.raises(trio.EndOfChannel):
-        await subscription.next_batch(1000)
+        await lines_of(subscription, 1000)
 
 
 async def test_leaving_the_subscribe_block_removes_the_subscriber() -> None:
@@ -133,7 +140,7 @@ async def test_events_that_render_to_nothing_are_skipped() -> None:
     subscription = Subscription(FakeViewer(1), 10, never_overflows)
     subscription.offer(Welcome(None, "lobby", ["lobby"]))
     subscription.offer(line(2, "after the welcome"))
-    assert await subscription.next_batch(1000) == ["Someone says: after the welcome"]
+    assert await lines_of(subscription, 1000) == ["Someone says: after the welcome"]
 
 
 async def test_publish_to_some_keys_reaches_only_them() -> None:
@@ -145,5 +152,33 @@ async def test_publish_to_some_keys_reaches_only_them() -> None:
     ):
         assert bus.publish(Notice("for two"), [2, 99]) == 1
         assert bus.publish(Notice("for all")) == 2
-        assert await first.next_batch(1000) == ["🟢 Server: for all"]
-        assert await second.next_batch(1000) == ["🟢 Server: for two", "🟢 Server: for all"]
+        assert await lines_of(first, 1000) == ["🟢 Server: for all"]
+        assert await lines_of(second, 1000) == ["🟢 Server: for two", "🟢 Server: for all"]
+
+
+async def test_a_replay_request_ends_the_batch_before_it() -> None:
+    """A replay request stops the batch: the lines before it come with it, and what
+    follows waits for the next call."""
+    subscription = Subscription(FakeViewer(1), 10, never_overflows)
+    request = ReplayRequest(room="lobby", limit=5)
+    for event in (line(2, "before"), request, line(2, "after")):
+        subscription.offer(event)
+    assert await subscription.next_batch(1000) == (["Someone says: before"], request)
+    assert await subscription.next_batch(1000) == (["Someone says: after"], None)
+
+
+async def test_messages_at_or_below_a_watermark_are_dropped() -> None:
+    """Live messages a replay already delivered (id at or below their room's watermark)
+    are skipped; other rooms and later ids pass."""
+    subscription = Subscription(FakeViewer(1), 10, never_overflows)
+    subscription.watermarks["lobby"] = 5
+    for event in (
+        line(2, "replayed", message_id=5),
+        line(2, "other room", room="dev", message_id=4),
+        line(2, "new", message_id=6),
+    ):
+        subscription.offer(event)
+    assert await lines_of(subscription, 1000) == [
+        "[dev] Someone says: other room",
+        "Someone says: new",
+    ]

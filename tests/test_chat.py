@@ -7,16 +7,19 @@ received, so a rule is checked exactly where it is made.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+import trio
 
 from trio_chat.bus import Subscription
 from trio_chat.chat import LOBBY, Chat, Member
 from trio_chat.events import Notice
+from trio_chat.history import MessageLog
+from trio_chat.store import MemoryStore
 
 END = "🟢 Server: (end)"
 
@@ -34,23 +37,27 @@ class Client:
         self.subscription.offer(Notice("(end)"))
         lines: list[str] = []
         while True:
-            for line in await self.subscription.next_batch(1 << 20):
+            batch, _ = await self.subscription.next_batch(1 << 20)
+            for line in batch:
                 if line == END or line.endswith('"text":"(end)"}'):
                     return lines
                 lines.append(line)
 
 
 class Harness:
-    """A chat and the clients connected to it (the test harness)."""
+    """A chat (its message log in memory, running) and the clients connected to it."""
 
-    def __init__(self, stack: ExitStack, presence_limit: int = 100) -> None:
+    def __init__(self, stack: ExitStack, log: MessageLog, presence_limit: int = 100) -> None:
         self.chat = Chat(
-            presence_limit=presence_limit, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+            log,
+            presence_limit=presence_limit,
+            history_on_join=0,
+            clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         )
         self._stack = stack
         self._keys = iter(range(1, 1000))
 
-    def connect(self, nick: str | None = None, *, json: bool = False) -> Client:
+    async def connect(self, nick: str | None = None, *, json: bool = False) -> Client:
         closes: list[tuple[int, str, bool]] = []
 
         def overflow() -> None:
@@ -67,86 +74,94 @@ class Harness:
         )
         client = Client(member, subscription, closes)
         if nick:
-            self.chat.receive_text(member, f"/nick {nick}" if not json else _nick(nick))
+            await self.chat.receive_text(member, f"/nick {nick}" if not json else _nick(nick))
         return client
 
     def disconnect(self, client: Client) -> None:
         """What happens when the connection's ``with chat.connect(...)`` block exits."""
         self.chat._depart(client.member, self.chat._quit_notice(client.member, None))
 
-    def say(self, client: Client, text: str) -> None:
-        self.chat.receive_text(client.member, text)
+    async def say(self, client: Client, text: str) -> None:
+        await self.chat.receive_text(client.member, text)
 
 
 def _nick(nick: str) -> str:
     return json.dumps({"type": "nick", "nick": nick})
 
 
+async def running_log(nursery: trio.Nursery) -> MessageLog:
+    log = MessageLog(MemoryStore(100))
+    await log.open()
+    await nursery.start(log.run)
+    return log
+
+
 @pytest.fixture
-def room() -> Iterator[Harness]:
+async def room(nursery: trio.Nursery) -> AsyncIterator[Harness]:
+    log = await running_log(nursery)
     with ExitStack() as stack:
-        yield Harness(stack)
+        yield Harness(stack, log)
 
 
 async def test_anonymous_members_are_silent_until_named(room: Harness) -> None:
     """An anonymous member's arrival is not announced; taking a nick is, as a join."""
-    watcher = room.connect("watcher")
+    watcher = await room.connect("watcher")
     await watcher.received()
-    newcomer = room.connect()
+    newcomer = await room.connect()
     assert await watcher.received() == []
-    room.say(newcomer, "/nick alice")
+    await room.say(newcomer, "/nick alice")
     assert await newcomer.received() == ["* You are now known as alice"]
     assert await watcher.received() == ["* alice joined lobby"]
 
 
 async def test_nicks_are_unique_ignoring_case_and_server_is_reserved(room: Harness) -> None:
     """A taken nick (in any case) and 'server' are refused; one's own nick is fine."""
-    alice = room.connect("alice")
-    other = room.connect()
+    alice = await room.connect("alice")
+    other = await room.connect()
     await alice.received()
     for name in ("ALICE", "Server"):
-        room.say(other, f"/nick {name}")
+        await room.say(other, f"/nick {name}")
         assert await other.received() == [f"Error: nick {name} is taken"]
-    room.say(alice, "/nick Alice")
+    await room.say(alice, "/nick Alice")
     assert await alice.received() == ["* You are now known as Alice"]
 
 
 async def test_a_released_nick_can_be_taken_again(room: Harness) -> None:
     """After a nick change or a quit, the old nick is free."""
-    alice = room.connect("alice")
-    room.say(alice, "/nick al")
-    bob = room.connect("alice")
+    alice = await room.connect("alice")
+    await room.say(alice, "/nick al")
+    bob = await room.connect("alice")
     assert await bob.received() == ["* You are now known as alice"]
     room.disconnect(bob)
-    carol = room.connect("alice")
+    carol = await room.connect("alice")
     assert await carol.received() == ["* You are now known as alice"]
 
 
 async def test_rooms_isolate_and_lines_go_to_the_current_room(room: Harness) -> None:
     """A line goes to the sender's current room only; switching rooms switches it."""
-    alice, bob, carol = room.connect("alice"), room.connect("bob"), room.connect("carol")
-    room.say(alice, "/join dev")
-    room.say(carol, "/join dev")
+    alice, bob, carol = [await room.connect(n) for n in ("alice", "bob", "carol")]
+    await room.say(alice, "/join dev")
+    await room.say(carol, "/join dev")
     for client in (alice, bob, carol):
         await client.received()
-    room.say(alice, "for dev")
+    await room.say(alice, "for dev")
     assert await alice.received() == ["You said: for dev"]
     assert await carol.received() == ["alice says: for dev"]
     assert await bob.received() == []
-    room.say(carol, "/join lobby")
+    await room.say(carol, "/join lobby")
     assert await carol.received() == ["* You are now talking in lobby (3 here)"]
-    room.say(alice, "still dev")
+    await room.say(alice, "still dev")
     assert await carol.received() == ["[dev] alice says: still dev"]
 
 
 async def test_leaving_rooms(room: Harness) -> None:
     """Leave the current room (the previous one becomes current), never the only one;
     an emptied room disappears, the lobby stays."""
-    alice = room.connect("alice")
-    room.say(alice, "/join dev")
-    room.say(alice, "/leave")
-    room.say(alice, "/leave")
-    room.say(alice, "/leave dev")
+    alice = await room.connect("alice")
+    await room.say(alice, "/join dev")
+    await room.say(alice, "/leave")
+    await room.say(alice, "/leave")
+    await room.say(alice, "/leave dev")
     assert await alice.received() == [
         "* You are now known as alice",
         "* You joined dev (1 here)",
@@ -161,12 +176,12 @@ async def test_leaving_rooms(room: Harness) -> None:
 
 async def test_private_messages_reach_only_their_target(room: Harness) -> None:
     """/msg: sender and recipient only; unknown nick and anonymous sender are errors."""
-    alice, bob, carol, anon = (room.connect(n) for n in ("alice", "bob", "carol", None))
+    alice, bob, carol, anon = [await room.connect(n) for n in ("alice", "bob", "carol", None)]
     for client in (alice, bob, carol):
         await client.received()
-    room.say(alice, "/msg BOB psst")
-    room.say(alice, "/msg zed hello")
-    room.say(anon, "/msg bob hi")
+    await room.say(alice, "/msg BOB psst")
+    await room.say(alice, "/msg zed hello")
+    await room.say(anon, "/msg bob hi")
     assert await alice.received() == [
         "[private] You said to bob: psst",
         "Error: nobody is called zed",
@@ -178,40 +193,40 @@ async def test_private_messages_reach_only_their_target(room: Harness) -> None:
 
 async def test_a_nick_change_is_announced_once_to_each_member(room: Harness) -> None:
     """Sharing two rooms with the one who changes nick still means one notice."""
-    alice, bob = room.connect("alice"), room.connect("bob")
+    alice, bob = await room.connect("alice"), await room.connect("bob")
     for client in (alice, bob):
-        room.say(client, "/join dev")
+        await room.say(client, "/join dev")
     await bob.received()
-    room.say(alice, "/nick al")
+    await room.say(alice, "/nick al")
     assert await bob.received() == ["* alice is now known as al"]
 
 
-async def test_presence_is_not_broadcast_in_rooms_over_the_limit() -> None:
+async def test_presence_is_not_broadcast_in_rooms_over_the_limit(nursery: trio.Nursery) -> None:
     """Over --presence-limit members a room gets no presence notices; /who still works."""
     with ExitStack() as stack:
-        room = Harness(stack, presence_limit=2)
-        alice, bob = room.connect("alice"), room.connect("bob")
+        room = Harness(stack, await running_log(nursery), presence_limit=2)
+        alice, bob = await room.connect("alice"), await room.connect("bob")
         assert await alice.received() == ["* You are now known as alice", "* bob joined lobby"]
-        carol = room.connect("carol")  # now 3 in the lobby: over the limit
-        room.say(bob, "/nick robert")
-        room.say(carol, "/who")
+        carol = await room.connect("carol")  # now 3 in the lobby: over the limit
+        await room.say(bob, "/nick robert")
+        await room.say(carol, "/who")
         assert await alice.received() == []
         assert await carol.received() == [
             "* You are now known as carol",
             "* In lobby: alice, carol and robert",
         ]
-        room.say(alice, "/join dev")
-        room.say(carol, "/join dev")  # dev has 2 members: within the limit
+        await room.say(alice, "/join dev")
+        await room.say(carol, "/join dev")  # dev has 2 members: within the limit
         assert await alice.received() == ["* You joined dev (1 here)", "* carol joined dev"]
 
 
 async def test_topic(room: Harness) -> None:
     """A topic is shown, set for the room's members, and cleared."""
-    alice, bob = room.connect("alice"), room.connect("bob")
+    alice, bob = await room.connect("alice"), await room.connect("bob")
     await alice.received()
-    room.say(bob, "/topic")
-    room.say(bob, "/topic release day")
-    room.say(bob, "/topic")
+    await room.say(bob, "/topic")
+    await room.say(bob, "/topic release day")
+    await room.say(bob, "/topic")
     assert await bob.received() == [
         "* You are now known as bob",
         "* lobby has no topic",
@@ -219,7 +234,7 @@ async def test_topic(room: Harness) -> None:
         "* Topic of lobby: release day",
     ]
     assert await alice.received() == ["* bob set the topic of lobby: release day"]
-    room.say(bob, json.dumps({"type": "topic", "text": ""}))  # plain member sent JSON
+    await room.say(bob, json.dumps({"type": "topic", "text": ""}))  # plain member sent JSON
     assert await bob.received() == [
         'bob says: {"type": "topic", "text": ""}'.replace("bob says", "You said")
     ]
@@ -227,8 +242,8 @@ async def test_topic(room: Harness) -> None:
 
 async def test_json_members_get_an_ack_before_their_message(room: Harness) -> None:
     """The ack (with the id) comes before the message event it acknowledges."""
-    alice = room.connect(json=True)
-    room.say(alice, json.dumps({"type": "message", "text": "hi", "cid": "m1"}))
+    alice = await room.connect(json=True)
+    await room.say(alice, json.dumps({"type": "message", "text": "hi", "cid": "m1"}))
     welcome, ack, message = (json.loads(line) for line in await alice.received())
     assert welcome["type"] == "welcome"
     assert ack == {"type": "ack", "cid": "m1", "command": "message", "id": 1, "room": "lobby"}
@@ -244,9 +259,9 @@ async def test_json_members_get_an_ack_before_their_message(room: Harness) -> No
 
 async def test_quit_answers_then_closes_after_flushing(room: Harness) -> None:
     """/quit announces the departure, acks, and asks for a 1000 close after a flush."""
-    alice, bob = room.connect("alice"), room.connect("bob")
+    alice, bob = await room.connect("alice"), await room.connect("bob")
     await alice.received()
-    room.say(bob, "/quit gone fishing")
+    await room.say(bob, "/quit gone fishing")
     assert bob.closes == [(1000, "bye", True)]
     assert await alice.received() == ["* bob quit (gone fishing)"]
     room.disconnect(bob)  # the connection closing later announces nothing more
@@ -255,21 +270,21 @@ async def test_quit_answers_then_closes_after_flushing(room: Harness) -> None:
 
 async def test_kick(room: Harness) -> None:
     """The operator's kick announces it and closes the member with 1008 at once."""
-    alice, bob = room.connect("alice"), room.connect("bob")
+    alice, bob = await room.connect("alice"), await room.connect("bob")
     await alice.received()
     assert room.chat.kick("BOB", "spamming")
     assert not room.chat.kick("nobody", "x")
     assert bob.closes == [(1008, "spamming", False)]
     assert await alice.received() == ["* bob was kicked (spamming)"]
-    carol = room.connect("bob")  # the kicked nick is free at once
+    carol = await room.connect("bob")  # the kicked nick is free at once
     assert await carol.received() == ["* You are now known as bob"]
 
 
 async def test_operator_lines(room: Harness) -> None:
     """The operator speaks to everyone, or to one room's members."""
-    alice, bob = room.connect("alice"), room.connect("bob")
-    room.say(bob, "/join dev")
-    room.say(bob, "/join lobby")
+    alice, bob = await room.connect("alice"), await room.connect("bob")
+    await room.say(bob, "/join dev")
+    await room.say(bob, "/join lobby")
     await alice.received()
     await bob.received()
     assert room.chat.operator_says("all") == 2

@@ -16,6 +16,7 @@ from trio_chat.events import (
     help_ack,
     timestamp,
 )
+from trio_chat.store import Record
 
 from support import FakeViewer
 
@@ -24,9 +25,7 @@ ALICE, BOB = 1, 2
 
 
 def message(room: str = "lobby", nick: str | None = "alice", *, action: bool = False) -> Message:
-    return Message(
-        message_id=7, room=room, sender=ALICE, nick=nick, text="hi", ts=TS, action=action
-    )
+    return Message(Record(7, TS, room, nick, None, "hi", action), ALICE)
 
 
 def test_plain_messages_read_as_the_tutorial_with_nicknames() -> None:
@@ -66,7 +65,7 @@ def test_json_message_is_the_same_for_everyone() -> None:
 
 def test_private_messages() -> None:
     """Sender and recipient each read a private message their own way."""
-    event = PrivateMessage(message_id=8, sender=ALICE, nick="alice", to="bob", text="psst", ts=TS)
+    event = PrivateMessage(Record(8, TS, None, "alice", "bob", "psst"), ALICE)
     assert event.render(FakeViewer(ALICE)) == "[private] You said to bob: psst"
     assert event.render(FakeViewer(BOB)) == "[private] alice says: psst"
     assert json.loads(event.render(FakeViewer(BOB, json=True))) == {
@@ -159,7 +158,9 @@ def test_topic_notice_welcome_ack_error() -> None:
 def test_help_lists_every_command_in_both_modes() -> None:
     """/help: aligned '* ' lines in plain, a list of usages in JSON."""
     plain_lines = help_ack(None).render(FakeViewer(BOB)).split("\n")
-    assert plain_lines[0] == "* /nick NAME      set your nickname (letters, digits, _ - ., up to 32)"
+    assert (
+        plain_lines[0] == "* /nick NAME      set your nickname (letters, digits, _ - ., up to 32)"
+    )
     assert plain_lines[-1] == "* /quit [REASON]  leave the chat"
     commands = json.loads(help_ack(1).render(FakeViewer(BOB, json=True)))["commands"]
     assert len(commands) == len(plain_lines) == 10

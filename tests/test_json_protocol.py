@@ -210,6 +210,15 @@ def test_every_command_is_answered_once(
         def call(command: Event) -> Event:
             return alice.call(with_cid(command, cid))
 
+        def message_cid(n: int) -> str | int | None:
+            """A message's cid names that message: a reused one would be a resend."""
+            if cid is None:
+                return None
+            return f"{cid}-{n}" if isinstance(cid, str) else cid + n
+
+        def send_message(command: Event, n: int) -> Event:
+            return alice.call(with_cid(command, message_cid(n)))
+
         assert call({"type": "nick", "nick": "alice"}) == ack("nick", cid, nick="alice")
         assert stamped(bob.event()) == presence("join", "alice", room="lobby")
         take_nicks([bob, alice], "bob")
@@ -218,34 +227,34 @@ def test_every_command_is_answered_once(
             "join", cid, room="dev", topic=None, members=["alice"], anonymous=0
         )
 
-        answer = call({"type": "message", "text": "hello dev"})
+        answer = send_message({"type": "message", "text": "hello dev"}, 1)
         first_id = answer["id"]
         assert isinstance(first_id, int)
-        assert answer == ack("message", cid, id=first_id, room="dev")
+        assert answer == ack("message", message_cid(1), id=first_id, room="dev")
         said = {"type": "message", "id": first_id, "room": "dev", "from": "alice"}
         assert stamped(alice.event()) == {**said, "text": "hello dev"}
 
-        answer = call({"type": "me", "text": "waves"})
+        answer = send_message({"type": "me", "text": "waves"}, 2)
         action_id = answer["id"]
         assert isinstance(action_id, int)
         assert action_id > first_id
-        assert answer == ack("me", cid, id=action_id, room="dev")
+        assert answer == ack("me", message_cid(2), id=action_id, room="dev")
         assert stamped(alice.event()) == {**said, "id": action_id, "text": "waves", "action": True}
 
-        answer = call({"type": "message", "text": "to the lobby", "room": "lobby"})
+        answer = send_message({"type": "message", "text": "to the lobby", "room": "lobby"}, 3)
         lobby_id = answer["id"]
         assert isinstance(lobby_id, int)
         assert lobby_id > action_id
-        assert answer == ack("message", cid, id=lobby_id, room="lobby")
+        assert answer == ack("message", message_cid(3), id=lobby_id, room="lobby")
         in_lobby = {**said, "id": lobby_id, "room": "lobby", "text": "to the lobby"}
         assert stamped(alice.event()) == in_lobby
         assert stamped(bob.event()) == in_lobby
 
-        answer = call({"type": "private", "to": "bob", "text": "psst"})
+        answer = send_message({"type": "private", "to": "bob", "text": "psst"}, 4)
         private_id = answer["id"]
         assert isinstance(private_id, int)
         assert private_id > lobby_id
-        assert answer == ack("private", cid, id=private_id, to="bob")
+        assert answer == ack("private", message_cid(4), id=private_id, to="bob")
         whisper = {
             "type": "private",
             "id": private_id,

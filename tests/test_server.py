@@ -19,7 +19,7 @@ import trio.testing
 import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
-from trio_chat.chat import Chat
+from trio_chat.chat import Chat, Member
 from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
 
@@ -112,10 +112,10 @@ async def test_a_crash_in_one_connection_closes_only_it(
     closes that client with 1011; the server and the other clients carry on."""
     original = Chat.receive_text
 
-    def explode_on_boom(self: Chat, sender: int, text: str) -> None:
+    async def explode_on_boom(self: Chat, member: Member, text: str) -> None:
         if text == "boom":
             raise RuntimeError("boom")
-        original(self, sender, text)
+        await original(self, member, text)
 
     monkeypatch.setattr(Chat, "receive_text", explode_on_boom)
     server = await start_server()
@@ -202,7 +202,7 @@ async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(
     """A frame that cannot be sent within --send-timeout drops the client, and the
     writer does not hang on it."""
     caplog.set_level(logging.INFO)
-    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, send_timeout=5))
+    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, send_timeout=5, history_on_join=0))
     stuck = await connect_in_memory(server, nursery)
     await trio.testing.wait_all_tasks_blocked()
     assert len(server.connections) == 1

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import trio
 
-from .events import Event, Viewer
+from .events import Event, ReplayRequest, Viewer
 
 __all__ = ["Bus", "Subscription"]
 
@@ -32,6 +32,9 @@ class Subscription:
             raise ValueError("a subscription needs room for at least one event")
         self.viewer = viewer
         self.overflowed = False
+        #: room (None: private messages) -> the highest id already replayed to this
+        #: subscriber; live copies at or below it are dropped, not sent twice.
+        self.watermarks: dict[str | None, int] = {}
         self._on_overflow = on_overflow
         self._send, self._receive = trio.open_memory_channel[Event](depth)
 
@@ -54,32 +57,40 @@ class Subscription:
             return False
         return True
 
-    async def next_batch(self, max_chars: int) -> list[str]:
-        """Wait for at least one line, then take every event already queued, up to about
-        ``max_chars`` characters, rendered for this subscriber (events that render to
-        nothing for it are skipped).
+    async def next_batch(self, max_chars: int) -> tuple[list[str], ReplayRequest | None]:
+        """Wait for at least one line (or a replay request), then take every event already
+        queued, up to about ``max_chars`` characters, rendered for this subscriber.
 
-        Cancel-safe: an event is removed from the queue only when it is rendered into the
-        returned batch. Raises ``trio.EndOfChannel`` once :meth:`close` was called and the
-        queue is empty.
+        Returns the lines and, when the batch stopped at one, a :class:`ReplayRequest`
+        that the caller must carry out before asking for the next batch. Events that
+        render to nothing for this viewer are skipped, and so are stored messages at or
+        below the :attr:`watermarks` of their room (a replay already delivered them).
+
+        Cancel-safe: an event leaves the queue only when it is rendered into the returned
+        batch. Raises ``trio.EndOfChannel`` once :meth:`close` was called and the queue
+        is empty.
         """
         lines: list[str] = []
         size = 0
-        while not lines:
-            line = (await self._receive.receive()).render(self.viewer)
-            if line is not None:
-                lines.append(line)
-                size = len(line)
-        while size < max_chars:
+        watermarks = self.watermarks
+        event = await self._receive.receive()
+        while True:
+            if isinstance(event, ReplayRequest):
+                return lines, event
+            position = event.log_position
+            if not (watermarks and position and position[1] <= watermarks.get(position[0], 0)):
+                line = event.render(self.viewer)
+                if line is not None:
+                    lines.append(line)
+                    size += len(line) + 1
+                    if size >= max_chars:
+                        return lines, None
             try:
                 event = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            line = event.render(self.viewer)
-            if line is not None:
-                lines.append(line)
-                size += len(line) + 1
-        return lines
+                if lines:
+                    return lines, None
+                event = await self._receive.receive()
 
     def close(self) -> None:
         """Refuse further events; the owner still drains what is queued."""

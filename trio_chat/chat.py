@@ -2,14 +2,15 @@
 
 A line enters through :meth:`Chat.receive_text`, becomes a
 :class:`~trio_chat.commands.Command`, and :meth:`Chat.execute` turns it into events
-published on the bus to exactly the members who should see them. This module owns the
-chat's state and never awaits: it runs inside the reader task of the connection that
-sent the command, and every change it makes is atomic with respect to other clients.
+published on the bus to exactly the members who should see them. Room and private
+messages go through the :class:`~trio_chat.history.MessageLog` first: stored, then
+delivered. This module owns the chat's state; it runs inside the reader task of the
+connection that sent the command, and every change of state it makes happens between
+two awaits, so it is atomic with respect to other clients.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from .commands import (
     Command,
     CommandError,
     Help,
+    History,
     Join,
     Leave,
     ListRooms,
     Nick,
     Private,
     Quit,
+    Resume,
     Say,
     Topic,
     Who,
@@ -40,14 +43,18 @@ from .events import (
     Notice,
     Presence,
     PrivateMessage,
+    ReplayRequest,
     TopicChanged,
     Welcome,
     help_ack,
+    message_data,
     timestamp,
 )
+from .history import MessageLog, StoreFailed
 from .protocol import CloseCode
+from .store import Record, StoreError
 
-__all__ = ["LOBBY", "Chat", "Member", "Room"]
+__all__ = ["LOBBY", "Arrival", "Chat", "Member", "Room"]
 
 LOBBY = "lobby"
 #: Nicknames nobody may take: the operator speaks as "Server".
@@ -74,6 +81,16 @@ class Member:
         return self.rooms[-1]
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """How a connection asked to arrive (URL query): nickname, rooms, and the id of the
+    last message it saw, to resume after."""
+
+    nick: str | None = None
+    rooms: tuple[str, ...] = ()
+    since: int | None = None
+
+
 @dataclass(eq=False)
 class Room:
     name: str
@@ -94,14 +111,20 @@ class Chat:
     """The chat every connection of one server takes part in."""
 
     def __init__(
-        self, *, presence_limit: int = 100, clock: Callable[[], datetime] = utc_now
+        self,
+        log: MessageLog,
+        *,
+        presence_limit: int = 100,
+        history_on_join: int = 50,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.bus = Bus()
+        self.log = log
         self.presence_limit = presence_limit
+        self.history_on_join = history_on_join
         self.members: dict[int, Member] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY)}
         self._nicks: dict[str, Member] = {}
-        self._ids = itertools.count(1)
         self._clock = clock
 
     @property
@@ -119,14 +142,37 @@ class Chat:
         disconnect: Disconnect,
         queue_depth: int,
         on_overflow: Callable[[], None],
+        arrival: Arrival | None = None,
     ) -> Iterator[tuple[Member, Subscription]]:
-        """A member for connection ``key``, subscribed and in the lobby, for the ``with``
-        block; on the way out it leaves every room (announced if it had a nickname)."""
+        """A member for connection ``key``, subscribed, for the ``with`` block; on the
+        way out it leaves every room (announced if it had a nickname).
+
+        Without ``arrival`` the member arrives anonymous in the lobby and is sent the
+        lobby's recent history. ``arrival`` (from the connection's URL) names the nick
+        and rooms to arrive with, and ``since``: the id to resume after, which replays
+        everything missed in those rooms instead of their recent history.
+        """
+        arrival = arrival or Arrival()
         member = Member(key, json, disconnect)
         with self.bus.subscribe(member, queue_depth, on_overflow) as subscription:
             self.members[key] = member
-            self._enter_room(member, LOBBY)
-            subscription.offer(Welcome(None, LOBBY, [LOBBY]))
+            for name in arrival.rooms or (LOBBY,):
+                if name not in member.rooms:
+                    self._enter_room(member, name)
+            refusal = None
+            if arrival.nick is not None:
+                try:
+                    self._change_nick(member, arrival.nick, None)
+                except CommandError as error:
+                    refusal = ErrorEvent(error.code, error.text)
+            subscription.offer(Welcome(member.nick, member.current_room, list(member.rooms)))
+            if refusal is not None:
+                subscription.offer(refusal)
+            if arrival.since is not None:
+                subscription.offer(self._resume_request(member, arrival.since))
+            elif self.history_on_join:
+                for name in member.rooms:
+                    subscription.offer(ReplayRequest(room=name, limit=self.history_on_join))
             try:
                 yield member, subscription
             finally:
@@ -153,17 +199,18 @@ class Chat:
 
     # --- what clients send ---------------------------------------------------------------
 
-    def receive_text(self, member: Member, text: str) -> None:
+    async def receive_text(self, member: Member, text: str) -> None:
         """Carry out one text frame from ``member``: a JSON command, or plain lines (a
         frame of several lines is that many lines, so every line on the wire stays one
-        event). Errors go back to the member alone."""
+        event). Errors go back to the member alone. Returns once every message in the
+        frame is stored and delivered."""
         if member.json:
             try:
                 command, cid = parse_json(text)
             except CommandError as error:
                 self._reply(member, ErrorEvent(error.code, error.text, error.cid))
                 return
-            self.execute(member, command, cid)
+            await self.execute(member, command, cid)
             return
         lines = text.splitlines() if ("\n" in text or "\r" in text) else [text]
         for line in lines:
@@ -172,23 +219,33 @@ class Chat:
             except CommandError as error:
                 self._reply(member, ErrorEvent(error.code, error.text))
                 continue
-            self.execute(member, command, None)
+            await self.execute(member, command, None)
 
-    def execute(self, member: Member, command: Command, cid: str | int | None) -> None:
+    async def execute(self, member: Member, command: Command, cid: str | int | None) -> None:
         """Carry out ``command`` for ``member``; answer with exactly one ack or error."""
         try:
-            reply = self._dispatch(member, command, cid)
+            reply = await self._dispatch(member, command, cid)
         except CommandError as error:
             reply = ErrorEvent(error.code, error.text, cid)
+        except StoreFailed:
+            reply = ErrorEvent("store_failed", "the message could not be stored; try again", cid)
         if reply is not None:
             self._reply(member, reply)
 
-    def _dispatch(self, member: Member, command: Command, cid: str | int | None) -> Event | None:
+    async def _dispatch(
+        self, member: Member, command: Command, cid: str | int | None
+    ) -> Event | None:
         match command:
             case Say():
-                return self._say(member, command, cid)
+                return await self._say(member, command, cid)
             case Private():
-                return self._private(member, command, cid)
+                return await self._private(member, command, cid)
+            case History():
+                return await self._history(member, command, cid)
+            case Resume():
+                self._reply(member, Ack("resume", cid, since=command.since))
+                self._reply(member, self._resume_request(member, command.since))
+                return None
             case Nick():
                 return self._change_nick(member, command.nick, cid)
             case Join():
@@ -226,40 +283,62 @@ class Chat:
                 return None
         raise AssertionError(f"unhandled command {command!r}")
 
-    def _say(self, member: Member, command: Say, cid: str | int | None) -> None:
+    async def _say(self, member: Member, command: Say, cid: str | int | None) -> None:
         room = command.room or member.current_room
         if room not in member.rooms:
             raise CommandError("not_in_room", f"you are not in {room}; /join it first")
-        message = Message(
-            message_id=next(self._ids),
-            room=room,
-            sender=member.key,
-            nick=member.nick,
-            text=command.text,
-            ts=self._ts(),
-            action=command.action,
-        )
         kind = "me" if command.action else "message"
-        # The ack comes first, so a client knows the id before it sees the message.
-        self._reply(member, Ack(kind, cid, id=message.id, room=room))
-        self.bus.publish(message, self.rooms[room].members)
+        nick = member.nick
+        ts = self._ts()
+        dedupe = resend_key(member, cid)
 
-    def _private(self, member: Member, command: Private, cid: str | int | None) -> None:
-        if member.nick is None:
+        def record(message_id: int) -> Record:
+            return Record(message_id, ts, room, nick, None, command.text, command.action, dedupe)
+
+        def deliver(stored: Record) -> None:
+            # The ack comes first, so a client knows the id before it sees the message.
+            self._reply(member, Ack(kind, cid, id=stored.id, room=room))
+            audience = self.rooms.get(room)
+            if audience is not None:
+                self.bus.publish(Message(stored, member.key), audience.members)
+
+        message_id, duplicate = await self.log.append(record, deliver, dedupe)
+        if duplicate:
+            self._reply(member, Ack(kind, cid, id=message_id, room=room, duplicate=True))
+
+    async def _private(self, member: Member, command: Private, cid: str | int | None) -> None:
+        nick = member.nick
+        if nick is None:
             raise CommandError("nick_required", "set a nickname with /nick before /msg")
         recipient = self._nicks.get(command.to.casefold())
-        if recipient is None:
+        if recipient is None or recipient.nick is None:
             raise CommandError("no_such_nick", f"nobody is called {command.to}")
-        message = PrivateMessage(
-            message_id=next(self._ids),
-            sender=member.key,
-            nick=member.nick,
-            to=recipient.nick or command.to,
-            text=command.text,
-            ts=self._ts(),
-        )
-        self._reply(member, Ack("private", cid, id=message.id, to=message.to))
-        self.bus.publish(message, {member.key, recipient.key})
+        to, ts, dedupe = recipient.nick, self._ts(), resend_key(member, cid)
+
+        def record(message_id: int) -> Record:
+            return Record(message_id, ts, None, nick, to, command.text, False, dedupe)
+
+        def deliver(stored: Record) -> None:
+            self._reply(member, Ack("private", cid, id=stored.id, to=to))
+            self.bus.publish(PrivateMessage(stored, member.key), {member.key, recipient.key})
+
+        message_id, duplicate = await self.log.append(record, deliver, dedupe)
+        if duplicate:
+            self._reply(member, Ack("private", cid, id=message_id, to=to, duplicate=True))
+
+    async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
+        name = command.room or member.current_room
+        if name not in member.rooms:
+            raise CommandError("not_in_room", f"you are not in {name}")
+        try:
+            records = await self.log.store.recent(name, command.limit, command.before)
+        except StoreError as exc:
+            raise StoreFailed(str(exc)) from exc
+        messages = [{**message_data(r), "history": True} for r in records]
+        return Ack("history", cid, room=name, messages=messages)
+
+    def _resume_request(self, member: Member, since: int) -> ReplayRequest:
+        return ReplayRequest(after=since, rooms=tuple(member.rooms), nick=member.nick)
 
     def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
         folded = nick.casefold()
@@ -288,6 +367,10 @@ class Chat:
             self._enter_room(member, name)
             if member.nick:
                 self._announce(Presence("join", member.nick, self._ts(), room=name), member, [name])
+            if self.history_on_join:
+                # Queued before anything said in the room from now on, so the history
+                # reaches the member first (the writer carries it out in line).
+                self._reply(member, ReplayRequest(room=name, limit=self.history_on_join))
             plain = f"* You joined {name}"
         room = self.rooms[name]
         nicks, anonymous = room.roster()
@@ -389,6 +472,14 @@ class Chat:
         audience.discard(subject.key)
         if audience:
             self.bus.publish(event, audience)
+
+
+def resend_key(member: Member, cid: str | int | None) -> str | None:
+    """The key that identifies a resent message: the sender's nickname and its ``cid``.
+    Only JSON members with a nickname have one (a cid alone is not unique)."""
+    if cid is None or member.nick is None or not member.json:
+        return None
+    return f"{member.nick.casefold()}\n{cid}"
 
 
 def describe_roster(nicks: list[str], anonymous: int) -> str:

@@ -19,12 +19,14 @@ __all__ = [
     "Command",
     "CommandError",
     "Help",
+    "History",
     "Join",
     "Leave",
     "ListRooms",
     "Nick",
     "Private",
     "Quit",
+    "Resume",
     "Say",
     "Topic",
     "Who",
@@ -108,11 +110,31 @@ class Help:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """Page back through a room's stored messages (JSON only)."""
+
+    room: str | None = None
+    before: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Replay every message after ``since`` in one's rooms (JSON only)."""
+
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     reason: str | None = None
 
 
-Command = Say | Private | Nick | Join | Leave | ListRooms | Who | Topic | Help | Quit
+Command = (
+    Say | Private | Nick | Join | Leave | ListRooms | Who | Topic | Help | Quit | History | Resume
+)
+#: The most messages one ``history`` command returns.
+MAX_HISTORY_PAGE = 500
 
 #: Every command: (usage, one-line description), in the order /help lists them.
 HELP: tuple[tuple[str, str], ...] = (
@@ -197,6 +219,13 @@ def _field(data: dict[str, Any], key: str, *, required: bool = True) -> str | No
     return value
 
 
+def _whole_number(data: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = data.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise CommandError("bad_request", f"{key!r} must be a whole number")
+    return value
+
+
 def _one_line(text: str) -> str:
     """``text``, refused if it holds a line break: in plain mode every line on the wire
     is one event, so no text may span two."""
@@ -233,6 +262,16 @@ def _parse_object(data: dict[str, Any]) -> Command:
             return Topic(room, _one_line(text) if text is not None else None)
         case "help":
             return Help()
+        case "history":
+            limit = _whole_number(data, "limit", 50) or 0
+            if not 1 <= limit <= MAX_HISTORY_PAGE:
+                raise CommandError("bad_request", f"'limit' must be 1 to {MAX_HISTORY_PAGE}")
+            return History(room, _whole_number(data, "before", None), limit)
+        case "resume":
+            since = _whole_number(data, "since", None)
+            if since is None:
+                raise CommandError("bad_request", "'resume' needs a whole number 'since'")
+            return Resume(since)
         case "quit":
             reason = _field(data, "reason", required=False)
             return Quit(_one_line(reason) if reason is not None else None)
@@ -273,6 +312,8 @@ _JSON_TYPES = {
     Topic: "topic",
     Help: "help",
     Quit: "quit",
+    History: "history",
+    Resume: "resume",
 }
 
 

@@ -35,3 +35,10 @@ class ServerConfig:
     #: Rooms with more members than this get no presence notices: a room of 5,000 must
     #: not cost 25 million join notices. /who still lists everyone.
     presence_limit: int = 100
+    #: Where messages are stored: a SQLite file, or ":memory:" to keep them in memory
+    #: only. (The command line defaults to a file in the user's data directory.)
+    db: str = ":memory:"
+    #: Messages kept per room (and for private messages), oldest dropped first.
+    history_limit: int = 10_000
+    #: Stored messages a member is sent when it joins a room (0: none).
+    history_on_join: int = 50

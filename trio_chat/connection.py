@@ -16,9 +16,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .bus import Subscription
-from .chat import Chat, Member
+from .chat import Arrival, Chat, Member
 from .config import ServerConfig
-from .events import ErrorEvent
+from .events import ErrorEvent, HistoryLine, ReplayRequest
 from .protocol import (
     BINARY_NOT_SUPPORTED,
     INTERNAL_ERROR,
@@ -26,6 +26,7 @@ from .protocol import (
     CloseCode,
     describe_close,
 )
+from .store import Record, StoreError
 
 __all__ = ["ChatConnection"]
 
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: to carry hundreds of chat lines in one frame, far below the 1 MiB that common
 #: clients (browsers, websockets, trio-websocket) accept in one message.
 MAX_FRAME_CHARS = 64 * 1024
+#: Stored messages fetched per query while resuming; a long absence is replayed in
+#: pages so that memory stays bounded.
+RESUME_PAGE = 1000
 
 
 class ChatConnection:
@@ -49,9 +53,11 @@ class ChatConnection:
         config: ServerConfig,
         *,
         json: bool = False,
+        arrival: Arrival | None = None,
     ) -> None:
         self.key = key
         self.peer = peer
+        self._arrival = arrival
         #: True when the client chose the ``trio-chat.v1`` JSON subprotocol.
         self.json = json
         self._ws = ws
@@ -101,6 +107,7 @@ class ChatConnection:
                     disconnect=self.close_soon,
                     queue_depth=self._config.queue_depth,
                     on_overflow=self._overflowed,
+                    arrival=self._arrival,
                 ) as (member, subscription),
             ):
                 self._subscription = subscription
@@ -142,38 +149,97 @@ class ChatConnection:
             except ConnectionClosed:
                 return
             if isinstance(message, str):
-                self._chat.receive_text(member, message)
+                await self._chat.receive_text(member, message)
             else:
                 subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
 
     async def _write_loop(self, subscription: Subscription) -> None:
-        """Send queued events, batched into one frame, until cancelled.
-
-        Each send is shielded so that a cancellation never leaves half a frame on the
-        wire (the close frame must follow a whole one); ``send_timeout`` bounds it.
-        """
+        """Send queued events, batched into one frame, until cancelled; carry out the
+        replay requests queued among them (history on join, resume) in line."""
         while True:
             try:
-                lines = await subscription.next_batch(MAX_FRAME_CHARS)
+                lines, replay = await subscription.next_batch(MAX_FRAME_CHARS)
             except trio.EndOfChannel:  # closed with flush: everything queued was sent
                 self._io_scope.cancel()
                 return
-            with trio.CancelScope(shield=True) as send_scope:
-                send_scope.deadline = trio.current_time() + self._config.send_timeout
-                try:
-                    await self._ws.send_message("\n".join(lines))
-                except ConnectionClosed:
-                    return
-            if send_scope.cancelled_caught:
-                self._stream_broken = True
-                logger.warning(
-                    "client #%d (%s): a frame took over %g s to send",
-                    self.key,
-                    self.peer,
-                    self._config.send_timeout,
-                )
-                self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+            if lines and not await self._send_frame(lines):
                 return
+            if replay is not None and not await self._replay(replay, subscription):
+                return
+
+    async def _send_frame(self, lines: list[str]) -> bool:
+        """Send ``lines`` as one frame; False once the connection cannot take more.
+
+        The send is shielded so that a cancellation never leaves half a frame on the
+        wire (the close frame must follow a whole one); ``send_timeout`` bounds it.
+        """
+        with trio.CancelScope(shield=True) as send_scope:
+            send_scope.deadline = trio.current_time() + self._config.send_timeout
+            try:
+                await self._ws.send_message("\n".join(lines))
+            except ConnectionClosed:
+                return False
+        if send_scope.cancelled_caught:
+            self._stream_broken = True
+            logger.warning(
+                "client #%d (%s): a frame took over %g s to send",
+                self.key,
+                self.peer,
+                self._config.send_timeout,
+            )
+            self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+            return False
+        return True
+
+    async def _replay(self, request: ReplayRequest, subscription: Subscription) -> bool:
+        """Send stored messages as ``request`` asks, and raise the subscription's
+        watermarks so that live copies of them are not sent again. False once the
+        connection cannot take more."""
+        store = self._chat.log.store
+        watermarks = subscription.watermarks
+        try:
+            if request.room is not None:
+                records = await store.recent(request.room, request.limit)
+                if not await self._send_records(records, subscription):
+                    return False
+                if records:
+                    watermarks[request.room] = max(watermarks.get(request.room, 0), records[-1].id)
+                return True
+            after = request.after
+            while True:
+                records = await store.since(after, request.rooms, request.nick, RESUME_PAGE)
+                if not await self._send_records(records, subscription):
+                    return False
+                if records:
+                    after = records[-1].id
+                if len(records) < RESUME_PAGE:
+                    break
+        except StoreError as exc:
+            logger.error("client #%d (%s): history unavailable: %s", self.key, self.peer, exc)
+            subscription.offer(ErrorEvent("store_failed", "history is unavailable right now"))
+            return True
+        for room in (*request.rooms, None):
+            watermarks[room] = max(watermarks.get(room, 0), after)
+        return True
+
+    async def _send_records(self, records: list[Record], subscription: Subscription) -> bool:
+        """Send stored records as history lines, in frames of about MAX_FRAME_CHARS,
+        skipping any already sent (at or below the watermark of its room)."""
+        watermarks = subscription.watermarks
+        viewer = subscription.viewer
+        lines: list[str] = []
+        size = 0
+        for record in records:
+            if record.id <= watermarks.get(record.room, 0):
+                continue
+            line = HistoryLine(record).render(viewer)
+            lines.append(line)
+            size += len(line) + 1
+            if size >= MAX_FRAME_CHARS:
+                if not await self._send_frame(lines):
+                    return False
+                lines, size = [], 0
+        return not lines or await self._send_frame(lines)
 
     async def _send_close_frame(self) -> None:
         """Close the WebSocket with the decided code, waiting at most ``shutdown_grace``

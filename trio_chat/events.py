@@ -9,19 +9,23 @@ as little as possible per recipient. :meth:`Event.render` picks the form for one
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .commands import HELP, PROTOCOL
+from .store import Record
 
 __all__ = [
     "Ack",
     "ErrorEvent",
     "Event",
+    "HistoryLine",
     "Message",
     "Notice",
     "Presence",
     "PrivateMessage",
+    "ReplayRequest",
     "TopicChanged",
     "Viewer",
     "Welcome",
@@ -44,6 +48,10 @@ class Viewer(Protocol):
 
 class Event(Protocol):
     """Something the bus delivers; rendered once per recipient."""
+
+    #: (room, id) for stored messages (room None for private ones), else None: how a
+    #: connection recognises a live message it already got from a replay.
+    log_position: tuple[str | None, int] | None
 
     def render(self, viewer: Viewer) -> str | None:
         """The line ``viewer`` receives, or ``None`` for nothing."""
@@ -69,44 +77,47 @@ def _who(nick: str | None) -> str:
     return nick if nick is not None else "Someone"
 
 
-class Message:
-    """A chat line (or a ``/me`` action) in a room."""
-
-    __slots__ = ("_json", "_others", "_own", "action", "id", "nick", "room", "sender", "text", "ts")
-
-    def __init__(
-        self,
-        *,
-        message_id: int,
-        room: str,
-        sender: int,
-        nick: str | None,
-        text: str,
-        ts: str,
-        action: bool = False,
-    ) -> None:
-        self.id = message_id
-        self.room = room
-        self.sender = sender
-        self.nick = nick
-        self.text = text
-        self.ts = ts
-        self.action = action
-        data: dict[str, Any] = {
-            "type": "message",
-            "id": message_id,
-            "room": room,
-            "from": nick,
-            "text": text,
-            "ts": ts,
+def message_data(record: Record) -> dict[str, Any]:
+    """The JSON fields of a stored room or private message."""
+    if record.room is None:
+        return {
+            "type": "private",
+            "id": record.id,
+            "from": record.sender,
+            "to": record.recipient,
+            "text": record.text,
+            "ts": record.ts,
         }
-        if action:
-            data["action"] = True
-            self._own = self._others = f"* {_who(nick)} {text}"
+    data: dict[str, Any] = {
+        "type": "message",
+        "id": record.id,
+        "room": record.room,
+        "from": record.sender,
+        "text": record.text,
+        "ts": record.ts,
+    }
+    if record.action:
+        data["action"] = True
+    return data
+
+
+class Message:
+    """A chat line (or a ``/me`` action) in a room, live."""
+
+    __slots__ = ("_json", "_others", "_own", "log_position", "room", "sender")
+
+    def __init__(self, record: Record, sender: int) -> None:
+        assert record.room is not None
+        self.room = record.room
+        #: The connection that sent it: it reads its own line as "You said".
+        self.sender = sender
+        self.log_position = (record.room, record.id)
+        if record.action:
+            self._own = self._others = f"* {_who(record.sender)} {record.text}"
         else:
-            self._own = f"You said: {text}"
-            self._others = f"{_who(nick)} says: {text}"
-        self._json = to_json_line(data)
+            self._own = f"You said: {record.text}"
+            self._others = f"{_who(record.sender)} says: {record.text}"
+        self._json = to_json_line(message_data(record))
 
     def render(self, viewer: Viewer) -> str:
         if viewer.json:
@@ -115,21 +126,16 @@ class Message:
 
 
 class PrivateMessage:
-    """A message only its sender and its recipient see."""
+    """A message only its sender and its recipient see, live."""
 
-    __slots__ = ("_json", "_received", "_sent", "id", "sender", "to")
+    __slots__ = ("_json", "_received", "_sent", "log_position", "sender")
 
-    def __init__(
-        self, *, message_id: int, sender: int, nick: str, to: str, text: str, ts: str
-    ) -> None:
-        self.id = message_id
+    def __init__(self, record: Record, sender: int) -> None:
         self.sender = sender
-        self.to = to
-        self._json = to_json_line(
-            {"type": "private", "id": message_id, "from": nick, "to": to, "text": text, "ts": ts}
-        )
-        self._sent = f"[private] You said to {to}: {text}"
-        self._received = f"[private] {nick} says: {text}"
+        self.log_position = (None, record.id)
+        self._json = to_json_line(message_data(record))
+        self._sent = f"[private] You said to {record.recipient}: {record.text}"
+        self._received = f"[private] {record.sender} says: {record.text}"
 
     def render(self, viewer: Viewer) -> str:
         if viewer.json:
@@ -137,10 +143,56 @@ class PrivateMessage:
         return self._sent if viewer.key == self.sender else self._received
 
 
+class HistoryLine:
+    """A stored message replayed from history (on join or resume), marked as such:
+    ``[history] `` in plain text, ``"history": true`` in JSON."""
+
+    __slots__ = ("_json", "_plain", "room")
+
+    log_position = None
+
+    def __init__(self, record: Record) -> None:
+        self.room = record.room
+        self._json = to_json_line({**message_data(record), "history": True})
+        if record.room is None:
+            body = f"[private] {record.sender} to {record.recipient}: {record.text}"
+        elif record.action:
+            body = f"* {_who(record.sender)} {record.text}"
+        else:
+            body = f"{_who(record.sender)} says: {record.text}"
+        self._plain = f"[history] {body}"
+
+    def render(self, viewer: Viewer) -> str:
+        if viewer.json:
+            return self._json
+        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    """An instruction to a connection's writer, queued in line with its events: send
+    stored messages now, before what follows. ``room`` set: that room's last ``limit``
+    messages (history on join). ``room`` None: everything after ``after`` in ``rooms``
+    and the private messages of ``nick`` (a resume)."""
+
+    room: str | None = None
+    limit: int = 0
+    after: int = 0
+    rooms: tuple[str, ...] = ()
+    nick: str | None = None
+
+    log_position = None
+
+    def render(self, viewer: Viewer) -> None:
+        return None
+
+
 class Presence:
     """Someone joined or left a room, changed nick, quit, or was kicked."""
 
     __slots__ = ("_json", "_plain", "room")
+
+    log_position = None
 
     def __init__(
         self,
@@ -181,6 +233,8 @@ class TopicChanged:
 
     __slots__ = ("_json", "_plain", "room")
 
+    log_position = None
+
     def __init__(self, room: str, topic: str | None, by: str | None) -> None:
         self.room = room
         self._json = to_json_line({"type": "topic", "room": room, "topic": topic, "by": by})
@@ -197,6 +251,8 @@ class Notice:
     """The operator speaking: to everyone, or to one room."""
 
     __slots__ = ("_json", "_plain", "room")
+
+    log_position = None
 
     def __init__(self, text: str, room: str | None = None) -> None:
         self.room = room
@@ -217,6 +273,8 @@ class Welcome:
     clients expect no greeting)."""
 
     __slots__ = ("_json",)
+
+    log_position = None
 
     def __init__(self, nick: str | None, room: str, rooms: list[str]) -> None:
         self._json = to_json_line(
@@ -239,6 +297,8 @@ class Ack:
     (or several), or nothing when the command's own effect is the answer (a chat line)."""
 
     __slots__ = ("_json", "_plain")
+
+    log_position = None
 
     def __init__(
         self,
@@ -263,6 +323,8 @@ class ErrorEvent:
     """A command that failed, for its sender only: ``Error: …`` or a JSON ``error``."""
 
     __slots__ = ("_json", "_plain", "code")
+
+    log_position = None
 
     def __init__(self, code: str, text: str, cid: str | int | None = None) -> None:
         self.code = code

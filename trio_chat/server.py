@@ -24,16 +24,19 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 import trio
 from trio_websocket import wrap_server_stream
 
-from .chat import Chat
-from .commands import PROTOCOL
+from .chat import Arrival, Chat
+from .commands import PROTOCOL, CommandError, valid_name
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 from .connection import ChatConnection
 from .console import CONSOLE_HELP, run_console
+from .history import MessageLog
 from .protocol import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
+from .store import StoreError, default_db_path, open_store
 
 __all__ = ["ChatServer", "main", "parse_args", "serve"]
 
@@ -43,6 +46,8 @@ logger = logging.getLogger("trio_chat.server")
 #: instead of crashing (the same list and pause as trio.serve_listeners).
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_CAPACITY_PAUSE = 0.100
+#: Rooms one connection may name in its URL.
+MAX_ARRIVAL_ROOMS = 100
 
 
 def format_address(address: object) -> str:
@@ -64,12 +69,48 @@ def describe_peer(stream: trio.abc.Stream) -> str:
         return "unknown"
 
 
+def parse_arrival(path: str) -> Arrival:
+    """The nickname, rooms and resume point a client asked for in its URL's query:
+    ``/?nick=alice&room=lobby&room=dev&since=42`` (``room=lobby,dev`` works too).
+    Raises ValueError with a one-line reason for anything invalid."""
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    try:
+        nicks = query.get("nick", [])
+        if len(nicks) > 1:
+            raise ValueError("give one nick")
+        nick = valid_name(nicks[0], "nickname") if nicks else None
+        rooms = tuple(
+            dict.fromkeys(
+                valid_name(name, "room name").lower()
+                for value in query.get("room", [])
+                for name in value.split(",")
+            )
+        )
+    except CommandError as error:
+        raise ValueError(error.text) from None
+    since_values = query.get("since", [])
+    since = None
+    if since_values:
+        if len(since_values) > 1 or not since_values[0].isdigit():
+            raise ValueError("since must be one whole number: the id of the last message seen")
+        since = int(since_values[0])
+    if len(rooms) > MAX_ARRIVAL_ROOMS:
+        raise ValueError(f"at most {MAX_ARRIVAL_ROOMS} rooms")
+    return Arrival(nick, rooms, since)
+
+
 class ChatServer:
     """A chat server bound to its listeners; :meth:`run` serves until :meth:`shutdown`."""
 
     def __init__(self, config: ServerConfig, chat: Chat | None = None) -> None:
         self.config = config
-        self.chat = chat if chat is not None else Chat(presence_limit=config.presence_limit)
+        if chat is None:
+            chat = Chat(
+                MessageLog(open_store(config.db, config.history_limit)),
+                presence_limit=config.presence_limit,
+                history_on_join=config.history_on_join,
+            )
+        self.chat = chat
         self.connections: dict[int, ChatConnection] = {}
         self.urls: list[str] = []
         self._keys = itertools.count(1)
@@ -103,6 +144,17 @@ class ChatServer:
             self.stopped.set()
 
     async def _run(self, task_status: trio.TaskStatus[ChatServer]) -> None:
+        await self.chat.log.open()
+        try:
+            async with trio.open_nursery() as log_tasks:
+                await log_tasks.start(self.chat.log.run)
+                await self._serve(task_status)
+                log_tasks.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.chat.log.store.aclose()
+
+    async def _serve(self, task_status: trio.TaskStatus[ChatServer]) -> None:
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.urls = [f"ws://{format_address(ln.socket.getsockname())}" for ln in listeners]
         async with trio.open_nursery() as handlers:
@@ -178,10 +230,17 @@ class ChatServer:
             logger.warning("%s refused: %d connections open", peer, len(self.connections))
             await request.reject(503, body=SERVER_FULL.encode())
             return
+        try:
+            arrival = parse_arrival(request.path)
+        except ValueError as exc:
+            await request.reject(400, body=str(exc).encode())
+            return
         # The JSON subprotocol when the client offers it; plain text otherwise.
         json = PROTOCOL in request.proposed_subprotocols
         ws = await request.accept(subprotocol=PROTOCOL if json else None)
-        connection = ChatConnection(ws, key, peer, self.chat, self.config, json=json)
+        connection = ChatConnection(
+            ws, key, peer, self.chat, self.config, json=json, arrival=arrival
+        )
         self.connections[key] = connection
         logger.info(
             "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
@@ -336,6 +395,18 @@ LIMIT_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
         "rooms with more members than this get no join/leave/nick/quit notices",
     ),
     (
+        "history_limit",
+        _positive_int,
+        "MESSAGES",
+        "messages kept per room (and for private messages); the oldest go first",
+    ),
+    (
+        "history_on_join",
+        _non_negative_int,
+        "MESSAGES",
+        "stored messages a client is sent when it joins a room (0: none)",
+    ),
+    (
         "shutdown_grace",
         _seconds,
         "SECONDS",
@@ -374,6 +445,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             help=help_text,
         )
     parser.add_argument(
+        "--db",
+        default=str(default_db_path()),
+        metavar="PATH",
+        help="SQLite file that stores every message; ':memory:' keeps them in memory only",
+    )
+    parser.add_argument(
         "--no-console",
         action="store_true",
         help="do not read operator lines from standard input",
@@ -397,14 +474,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` the parsed command line describes."""
     limits = {field: getattr(args, field) for field, *_ in LIMIT_FLAGS}
-    return ServerConfig(host=args.host, port=args.port, **limits)
+    return ServerConfig(host=args.host, port=args.port, db=args.db, **limits)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group``, however deeply nurseries nested it."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m trio_chat.server`` and ``trio-chat-server``.
 
     Exits 0 after a clean shutdown, 2 when the server cannot start (bad flag, port
-    in use), each with one clear line and no traceback.
+    in use, unusable history database), each with one clear line and no traceback.
     """
     args = parse_args(argv)
     logging.basicConfig(
@@ -417,8 +502,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     console_fd = None if args.no_console else sys.stdin.fileno() if sys.stdin else None
     try:
         trio.run(lambda: serve(config, console_fd=console_fd))
+    except* StoreError as group:
+        print(first_error(group), file=sys.stderr)
+        sys.exit(2)
     except* OSError as group:
-        exc = group.exceptions[0]
+        exc = first_error(group)
+        assert isinstance(exc, OSError)
         print(
             f"Could not listen on {config.host}:{config.port}: {exc.strerror or exc}",
             file=sys.stderr,
