@@ -358,28 +358,32 @@ class Chat:
             self._announce(Presence("nick", old, self._ts(), new_nick=nick), member, member.rooms)
         return Ack("nick", cid, f"* You are now known as {nick}", nick=nick)
 
-    def _join(self, member: Member, name: str, cid: str | int | None) -> Event:
-        if name in member.rooms:
-            member.rooms.remove(name)
-            member.rooms.append(name)
-            plain = f"* You are now talking in {name}"
-        else:
+    def _join(self, member: Member, name: str, cid: str | int | None) -> None:
+        joined = name not in member.rooms
+        if joined:
             self._enter_room(member, name)
             if member.nick:
                 self._announce(Presence("join", member.nick, self._ts(), room=name), member, [name])
-            if self.history_on_join:
-                # Queued before anything said in the room from now on, so the history
-                # reaches the member first (the writer carries it out in line).
-                self._reply(member, ReplayRequest(room=name, limit=self.history_on_join))
             plain = f"* You joined {name}"
+        else:
+            member.rooms.remove(name)
+            member.rooms.append(name)
+            plain = f"* You are now talking in {name}"
         room = self.rooms[name]
         nicks, anonymous = room.roster()
         plain += f" ({len(room.members)} here)"
         if room.topic:
             plain += f". Topic: {room.topic}"
-        return Ack(
-            "join", cid, plain, room=name, topic=room.topic, members=nicks, anonymous=anonymous
+        self._reply(
+            member,
+            Ack(
+                "join", cid, plain, room=name, topic=room.topic, members=nicks, anonymous=anonymous
+            ),
         )
+        if joined and self.history_on_join:
+            # Queued before anything said in the room from now on, so the room's history
+            # reaches the member first (the writer carries it out in line).
+            self._reply(member, ReplayRequest(room=name, limit=self.history_on_join))
 
     def _leave(self, member: Member, name: str, cid: str | int | None) -> Event:
         if name not in member.rooms:
