@@ -1,17 +1,17 @@
 """The server in-process: real sockets on 127.0.0.1, several clients, exact frames.
 
 trio-websocket clients and the independent ``websockets`` library (its asyncio client,
-in a worker thread) talk to the same server. Slow and stuck clients are played by
-in-memory lockstep streams, where a send blocks until the other side reads: the
-deterministic version of a peer that stopped reading.
+in a worker thread) talk to the same server. A stuck client is a real socket with the
+smallest receive buffer the kernel allows, whose reader stops after one message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -20,7 +20,6 @@ import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from trio_chat.chat import Chat, Member
-from trio_chat.config import ServerConfig
 from trio_chat.server import ChatServer
 
 from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
@@ -153,15 +152,33 @@ async def test_a_message_over_the_limit_closes_with_1009(start_server: StartServ
             await say(other, "unaffected")
 
 
-async def connect_in_memory(server: ChatServer, nursery: trio.Nursery) -> WebSocketConnection:
-    """Hand the server one end of a lockstep stream pair and handshake on the other.
+@asynccontextmanager
+async def stuck_client(
+    server: ChatServer, nursery: trio.Nursery
+) -> AsyncIterator[WebSocketConnection]:
+    """A real client that reads only when the test calls get_message(): its socket's
+    receive buffer is as small as the kernel allows and its queue holds one message, so
+    the server soon cannot send to it. Closed (its socket too) on the way out."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stream = trio.SocketStream(sock)  # owns sock from here on
+    try:
+        await sock.connect(("127.0.0.1", server.port))
+        yield await wrap_client_stream(nursery, stream, "127.0.0.1", "/", message_queue_size=1)
+    finally:
+        await trio.aclose_forcefully(stream)
 
-    The client reads only when the test calls get_message(): it keeps one message in
-    its queue and then stops reading, like a stuck peer.
-    """
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    nursery.start_soon(server.handle_stream, server_stream)
-    return await wrap_client_stream(nursery, client_stream, "localhost", "/", message_queue_size=1)
+
+async def fill_until(server: ChatServer, done: Callable[[], bool]) -> list[str]:
+    """Publish 8 KB operator lines until ``done()``; return what was published."""
+    published: list[str] = []
+    for n in range(200):
+        published.append(f"{n:03} " + "x" * 8000)
+        server.chat.operator_says(published[-1])
+        await trio.testing.wait_all_tasks_blocked()
+        if done():
+            return published
+    raise AssertionError("the stuck client never fell behind")
 
 
 async def test_a_slow_consumer_is_closed_with_1008_and_others_get_everything(
@@ -170,54 +187,41 @@ async def test_a_slow_consumer_is_closed_with_1008_and_others_get_everything(
     """When a client's queue overflows it is closed with 1008 ``slow consumer`` after the
     frames already on their way; a fast client receives every event."""
     server = await start_server(queue_depth=3)
-    stuck = await connect_in_memory(server, nursery)
-    async with open_client(server.urls[0]) as fast:
+    async with stuck_client(server, nursery) as stuck, open_client(server.urls[0]) as fast:
         await say(fast, "ready")
         await trio.testing.wait_all_tasks_blocked()
         assert len(server.chat.bus) == 2
-        published = [f"update {n}" for n in range(8)]
-        for text in published:
-            server.chat.operator_says(text)
-            await trio.testing.wait_all_tasks_blocked()
-        assert len(server.chat.bus) == 1, "the stuck client must have left the bus"
+        published = await fill_until(server, lambda: len(server.chat.bus) == 1)
         lines: list[str] = []
         while len(lines) < len(published):
             lines.extend((await receive(fast)).split("\n"))
         assert lines == [f"🟢 Server: {text}" for text in published]
-    # The stuck client now reads: what was already sent or queued, then the close.
-    received, closed = await read_until_closed(stuck)
+        # The stuck client now reads: what was already sent or queued, then the close.
+        received, closed = await read_until_closed(stuck)
     assert closed is not None
     assert (closed.code, closed.reason) == (1008, "slow consumer")
     everything = ["Someone says: ready"] + [f"🟢 Server: {text}" for text in published]
     assert received == everything[: len(received)]
     assert len(received) < len(everything)
-    assert "client #1 (in-memory) has 3 events queued; closing it as a slow consumer" in (
-        caplog.text
-    )
+    assert "has 3 events queued; closing it as a slow consumer" in caplog.text
 
 
 async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(
-    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    start_server: StartServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A frame that cannot be sent within --send-timeout drops the client, and the
     writer does not hang on it."""
     caplog.set_level(logging.INFO)
-    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, send_timeout=5, history_on_join=0))
-    stuck = await connect_in_memory(server, nursery)
-    await trio.testing.wait_all_tasks_blocked()
-    assert len(server.connections) == 1
-    start = trio.current_time()
-    for n in range(3):  # one frame fills the client's queue, one its reader; one blocks
-        server.chat.operator_says(f"update {n}")
+    server = await start_server(send_timeout=0.5, queue_depth=1000)
+    async with stuck_client(server, nursery):
         await trio.testing.wait_all_tasks_blocked()
-    (connection,) = server.connections.values()
-    with trio.fail_after(60):
-        await connection.closed.wait()
-    await trio.testing.wait_all_tasks_blocked()  # let the server log the disconnect
-    assert 5 <= trio.current_time() - start < 10
-    assert "a frame took over 5 s to send" in caplog.text
+        (connection,) = server.connections.values()
+        flood(server)
+        with trio.fail_after(EVENT_TIMEOUT):
+            await connection.closed.wait()
+        await trio.testing.wait_all_tasks_blocked()  # let the server log the disconnect
+    assert "a frame took over 0.5 s to send" in caplog.text
     assert "disconnected: 1008 slow consumer" in caplog.text
-    del stuck
 
 
 async def test_a_handshake_during_shutdown_gets_503(
@@ -225,21 +229,31 @@ async def test_a_handshake_during_shutdown_gets_503(
 ) -> None:
     """While shutdown waits for slow connections, a new handshake is refused with 503."""
     server = await start_server(shutdown_grace=EVENT_TIMEOUT)
-    stuck = await connect_in_memory(server, nursery)
-    for n in range(3):  # leave the stuck client's writer blocked mid-send
-        server.chat.operator_says(f"update {n}")
+    async with stuck_client(server, nursery) as stuck:
         await trio.testing.wait_all_tasks_blocked()
-    server.shutdown()
-    await trio.testing.wait_all_tasks_blocked()
-    assert not server.stopped.is_set()
-    refused = pytest.RaisesExc(
-        ConnectionRejected,
-        check=lambda exc: (exc.status_code, exc.body) == (503, b"server shutting down"),
-    )
-    with pytest.RaisesGroup(refused):
-        async with trio.open_nursery() as handshake_nursery:
-            await connect_in_memory(server, handshake_nursery)
-    # Unstick the slow client: it gets its frames, then 1001, and the server stops.
-    await expect_close(stuck, 1001, "server shutting down")
+        flood(server)
+        await trio.testing.wait_all_tasks_blocked()
+        assert any(c.backlog_bytes for c in server.connections.values())
+        late = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with late:
+            await trio.testing.wait_all_tasks_blocked()  # the server has accepted it
+            server.shutdown()
+            await trio.testing.wait_all_tasks_blocked()
+            assert not server.stopped.is_set()
+            refused = pytest.RaisesExc(
+                ConnectionRejected,
+                check=lambda exc: (exc.status_code, exc.body) == (503, b"server shutting down"),
+            )
+            with pytest.RaisesGroup(refused):
+                async with trio.open_nursery() as handshake_nursery:
+                    await wrap_client_stream(handshake_nursery, late, "127.0.0.1", "/")
+        # Unstick the slow client: it gets its frames, then 1001, and the server stops.
+        await expect_close(stuck, 1001, "server shutting down")
     with trio.fail_after(EVENT_TIMEOUT):
         await server.stopped.wait()
+
+
+def flood(server: ChatServer) -> None:
+    """Publish 800 KB at once: far more than a stuck client's socket buffers hold."""
+    for n in range(100):
+        server.chat.operator_says(f"{n:03} " + "x" * 8000)

@@ -27,6 +27,7 @@ from .protocol import (
     describe_close,
 )
 from .store import Record, StoreError
+from .transport import ConnectionStream, encode_text_frame
 
 __all__ = ["ChatConnection"]
 
@@ -47,11 +48,12 @@ class ChatConnection:
     def __init__(
         self,
         ws: WebSocketConnection,
+        stream: ConnectionStream,
         key: int,
         peer: str,
         chat: Chat,
-        config: ServerConfig,
         *,
+        config: ServerConfig,
         json: bool = False,
         arrival: Arrival | None = None,
     ) -> None:
@@ -61,6 +63,8 @@ class ChatConnection:
         #: True when the client chose the ``trio-chat.v1`` JSON subprotocol.
         self.json = json
         self._ws = ws
+        # The stream under ``ws``: the writer sends its frames here directly.
+        self._stream = stream
         self._chat = chat
         self._config = config
         # Cancelling this scope stops both I/O tasks; run() then sends the close frame.
@@ -68,7 +72,7 @@ class ChatConnection:
         self._close_code: int = CloseCode.NORMAL_CLOSURE
         self._close_reason: str | None = None
         self._close_requested = False
-        # Set when a send was cut off mid-frame: no close frame can follow it.
+        # Set when the client stopped reading: a close frame could not reach it.
         self._stream_broken = False
         self._subscription: Subscription | None = None
         self.closed = trio.Event()
@@ -122,6 +126,11 @@ class ChatConnection:
             await self._send_close_frame()
             self.closed.set()
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes written to this client that its socket has not taken yet."""
+        return self._stream.buffered
+
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""
         logger.warning(
@@ -170,24 +179,27 @@ class ChatConnection:
     async def _send_frame(self, lines: list[str]) -> bool:
         """Send ``lines`` as one frame; False once the connection cannot take more.
 
-        The send is shielded so that a cancellation never leaves half a frame on the
-        wire (the close frame must follow a whole one); ``send_timeout`` bounds it.
+        The frame goes to the socket at once when it has room (no scheduler round trip);
+        when it has not, this waits for the socket to drain, at most ``send_timeout``
+        seconds, and a client that stays that far behind is dropped as a slow consumer.
+        Cancellation is safe at any point: the frame is queued whole.
         """
-        with trio.CancelScope(shield=True) as send_scope:
-            send_scope.deadline = trio.current_time() + self._config.send_timeout
-            try:
-                await self._ws.send_message("\n".join(lines))
-            except ConnectionClosed:
-                return False
-        if send_scope.cancelled_caught:
-            self._stream_broken = True
-            logger.warning(
-                "client #%d (%s): a frame took over %g s to send",
-                self.key,
-                self.peer,
-                self._config.send_timeout,
-            )
-            self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+        try:
+            self._stream.write(encode_text_frame("\n".join(lines).encode()))
+            if self._stream.buffered:
+                with trio.move_on_after(self._config.send_timeout) as drain_scope:
+                    await self._stream.flush()
+                if drain_scope.cancelled_caught:
+                    self._stream_broken = True
+                    logger.warning(
+                        "client #%d (%s): a frame took over %g s to send",
+                        self.key,
+                        self.peer,
+                        self._config.send_timeout,
+                    )
+                    self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+                    return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
 

@@ -37,6 +37,7 @@ from .console import CONSOLE_HELP, run_console
 from .history import MessageLog
 from .protocol import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from .store import StoreError, default_db_path, open_store
+from .transport import ConnectionStream
 
 __all__ = ["ChatServer", "main", "parse_args", "serve"]
 
@@ -58,13 +59,10 @@ def format_address(address: object) -> str:
     return str(address)
 
 
-def describe_peer(stream: trio.abc.Stream) -> str:
-    """The remote address of a socket stream, for the log (``in-memory`` otherwise)."""
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return "in-memory"
+def describe_peer(stream: trio.SocketStream) -> str:
+    """The remote address of a socket stream, for the log."""
     try:
-        return format_address(sock.getpeername())
+        return format_address(stream.socket.getpeername())
     except OSError:  # the peer already left
         return "unknown"
 
@@ -185,7 +183,7 @@ class ChatServer:
                     continue
                 handlers.start_soon(self.handle_stream, stream)
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
         """The one place a new connection enters: handshake, limits, serve, close.
 
         Owns ``stream`` and closes it on the way out, whatever happens. Owns the
@@ -194,17 +192,18 @@ class ChatServer:
         """
         key = next(self._keys)
         peer = describe_peer(stream)
+        connection_stream = ConnectionStream(stream)
         try:
             async with trio.open_nursery() as nursery:
-                await self._serve_websocket(nursery, stream, key, peer)
+                await self._serve_websocket(nursery, connection_stream, key, peer)
                 nursery.cancel_scope.cancel()
         except Exception:
             logger.exception("connection #%d (%s) failed", key, peer)
         finally:
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(connection_stream)
 
     async def _serve_websocket(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream, key: int, peer: str
+        self, nursery: trio.Nursery, stream: ConnectionStream, key: int, peer: str
     ) -> None:
         """Complete the handshake on ``stream`` and serve it until it closes.
 
@@ -239,7 +238,7 @@ class ChatServer:
         json = PROTOCOL in request.proposed_subprotocols
         ws = await request.accept(subprotocol=PROTOCOL if json else None)
         connection = ChatConnection(
-            ws, key, peer, self.chat, self.config, json=json, arrival=arrival
+            ws, stream, key, peer, self.chat, config=self.config, json=json, arrival=arrival
         )
         self.connections[key] = connection
         logger.info(

@@ -1,0 +1,572 @@
+"""Load generator for chat servers that speak the tutorial's plain protocol.
+
+Starts each server under test itself (trio_chat and the two peers in scripts/), measures
+them in the same run, and prints the figures with trio_chat / peer ratios.
+
+Two modes:
+
+* ``throughput``: CLIENTS clients connect; SENDERS of them each send MESSAGES messages,
+  with at most WINDOW unacknowledged (a message is acknowledged when its own
+  ``You said:`` echo returns). Every client scans every frame it receives. Reports
+  deliveries per second, latency p50/p99/max (send to receipt, over every delivery),
+  and checks that every message reached every client exactly once.
+* ``fanout``: FANOUT_CLIENTS idle connections; reports the server's RSS per connection
+  and the time for one message to reach all of them (median of ROUNDS rounds, each
+  started once the server is idle).
+
+The load side is a minimal WebSocket client on asyncio's Protocol API: one callback
+per TCP read, frames parsed with slicing, bytes never decoded to text, and client frames
+masked with an all-zero key (valid framing; a server must not depend on the key's value,
+and it saves a per-byte XOR). Its CPU time per delivery is printed beside the server's, so
+a run where the load side was the bottleneck shows itself.
+
+    .venv/bin/python scripts/bench.py                     # everything, full scale
+    .venv/bin/python scripts/bench.py --mode throughput --clients 20 --messages 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+URL_LINE = re.compile(rb"Server is running on ws://([\d.]+):(\d+)")
+START_TIMEOUT = 30.0
+
+
+# --- the servers under test ------------------------------------------------------------
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    command: list[str]
+
+
+def server_specs(db_dir: str) -> dict[str, ServerSpec]:
+    """Every server the benchmark knows, each run with its default settings (trio_chat
+    with its durable history store on, in a fresh database)."""
+    python = sys.executable
+    return {
+        "trio_chat": ServerSpec(
+            "trio_chat",
+            [
+                python,
+                "-m",
+                "trio_chat.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-console",
+                "--db",
+                str(Path(db_dir) / "bench.db"),
+            ],
+        ),
+        "asyncio": ServerSpec(
+            "asyncio",
+            [
+                python,
+                str(ROOT / "scripts" / "peer_server.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+        ),
+        "trio": ServerSpec(
+            "trio",
+            [
+                python,
+                str(ROOT / "scripts" / "peer_trio_server.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+        ),
+    }
+
+
+class RunningServer:
+    """A server subprocess; its output is drained by a thread so it never blocks."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            spec.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        self.port = self._read_port()
+        self._drain = threading.Thread(target=self._discard_output, daemon=True)
+        self._drain.start()
+
+    def _read_port(self) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        seen = b""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+            match = URL_LINE.search(line)
+            if match:
+                return int(match.group(2))
+        self.proc.kill()
+        raise RuntimeError(f"server did not start:\n{seen.decode(errors='replace')}")
+
+    def _discard_output(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._drain.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    async def wait_idle(self, quiet: float = 0.05, limit: float = 30.0) -> None:
+        """Wait (at most ``limit`` seconds) until the server uses no CPU over ``quiet``."""
+        deadline = time.monotonic() + limit
+        before = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(quiet)
+            now = self.cpu_seconds()
+            if now == before:
+                return
+            before = now
+
+
+# --- a minimal WebSocket client ----------------------------------------------------------
+
+
+class BenchClient(asyncio.Protocol):
+    """One connection: handshake, frame parsing, and a callback per received line."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self.on_line = on_line
+        self.transport: asyncio.Transport | None = None
+        self.handshake = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self._upgraded = False
+        self._buffer = b""
+        self._fragments: list[bytes] = []
+        self._key = base64.b64encode(os.urandom(16)).decode()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(
+            (
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {self._key}\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectionError("closed during the handshake"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        if not self._upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self._buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.handshake.set_exception(ConnectionError(buffer[:end].decode(errors="replace")))
+                return
+            self._upgraded = True
+            self.handshake.set_result(None)
+            buffer = buffer[end + 4 :]
+        position, size = 0, len(buffer)
+        while size - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = struct.unpack_from("!H", buffer, position + 2)[0]
+                header = 4
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = struct.unpack_from("!Q", buffer, position + 2)[0]
+                header = 10
+            end = position + header + length
+            if end > size:
+                break
+            self._frame(first, buffer[position + header : end])
+            position = end
+        self._buffer = buffer[position:]
+
+    def _frame(self, first: int, payload: bytes) -> None:
+        opcode = first & 0x0F
+        if opcode in (0x1, 0x0):  # text, continuation
+            if not first & 0x80:
+                self._fragments.append(payload)
+                return
+            if self._fragments:
+                payload = b"".join([*self._fragments, payload])
+                self._fragments = []
+            on_line = self.on_line
+            for line in payload.split(b"\n"):
+                on_line(line)
+        elif opcode == 0x9:  # ping: answer with a pong
+            self._send(0xA, payload)
+        elif opcode == 0x8 and self.transport is not None:
+            self.transport.close()
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+        assert self.transport is not None
+        # An all-zero masking key: the payload goes as it is.
+        self.transport.write(header + b"\0\0\0\0" + payload)
+
+    def send_text(self, payload: bytes) -> None:
+        self._send(0x1, payload)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(0x8, struct.pack("!H", 1000))
+            self.transport.close()
+
+
+async def connect_all(
+    port: int, count: int, make: Callable[[int], BenchClient]
+) -> list[BenchClient]:
+    """Connect ``count`` clients, 200 handshakes at a time. Client i binds to a loopback
+    address of its own group, so that many runs do not exhaust one address's ports."""
+    loop = asyncio.get_running_loop()
+    clients: list[BenchClient] = []
+    for start in range(0, count, 200):
+        batch = [make(i) for i in range(start, min(count, start + 200))]
+        for index, client in enumerate(batch, start):
+            source = f"127.0.{1 + index // 20000}.{1 + (os.getpid() % 200)}"
+            await loop.create_connection(
+                lambda client=client: client, "127.0.0.1", port, local_addr=(source, 0)
+            )
+        await asyncio.gather(*(client.handshake for client in batch))
+        clients.extend(batch)
+    return clients
+
+
+async def close_all(clients: list[BenchClient]) -> None:
+    for client in clients:
+        client.close()
+    await asyncio.wait_for(asyncio.gather(*(c.closed for c in clients)), 30)
+
+
+# --- throughput ------------------------------------------------------------------------
+
+
+@dataclass
+class ThroughputResult:
+    deliveries_per_second: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu_us_per_delivery: float
+    load_cpu_us_per_delivery: float
+    duplicates: int
+    missing: int
+
+
+@dataclass
+class ThroughputRun:
+    clients: int
+    senders: int
+    messages: int
+    window: int
+    latencies: list[int] = field(default_factory=list)
+    received: int = 0
+    duplicates: int = 0
+
+
+async def throughput(server: RunningServer, args: argparse.Namespace) -> ThroughputResult:
+    run = ThroughputRun(args.clients, args.senders, args.messages, args.window)
+    total = args.clients * args.senders * args.messages
+    done = asyncio.get_running_loop().create_future()
+    seen = [bytearray(args.senders * args.messages) for _ in range(args.clients)]
+    senders: list[Sender] = []
+    perf_counter_ns = time.perf_counter_ns
+    messages = args.messages
+
+    def make(index: int) -> BenchClient:
+        marks = seen[index]
+        latencies = run.latencies
+
+        def on_line(line: bytes) -> None:
+            # "You said: m <sender> <seq> <t0>" or "Someone says: m ..."
+            at = line.find(b": m ")
+            if at < 0:
+                return
+            _, sender, seq, sent = line[at + 2 :].split(b" ")
+            slot = int(sender) * messages + int(seq)
+            if marks[slot]:
+                run.duplicates += 1
+            marks[slot] = 1
+            latencies.append(perf_counter_ns() - int(sent))
+            if index < len(senders) and int(sender) == index:
+                senders[index].acknowledged()
+            run.received += 1
+            if run.received == total and not done.done():
+                done.set_result(None)
+
+        return BenchClient(on_line)
+
+    clients = await connect_all(server.port, args.clients, make)
+    senders.extend(Sender(i, clients[i], args.messages, args.window) for i in range(args.senders))
+    await server.wait_idle()
+    cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
+    started = time.perf_counter()
+    for sender in senders:
+        sender.start()
+    await asyncio.wait_for(done, args.timeout)
+    elapsed = time.perf_counter() - started
+    cpu_server = server.cpu_seconds() - cpu_server
+    cpu_load = time.process_time() - cpu_load
+    await close_all(clients)
+    missing = sum(len(marks) - sum(marks) for marks in seen)
+    latencies = sorted(run.latencies)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return ThroughputResult(
+        deliveries_per_second=total / elapsed,
+        p50_ms=quantiles[49] / 1e6,
+        p99_ms=quantiles[98] / 1e6,
+        max_ms=latencies[-1] / 1e6,
+        server_cpu_us_per_delivery=cpu_server / total * 1e6,
+        load_cpu_us_per_delivery=cpu_load / total * 1e6,
+        duplicates=run.duplicates,
+        missing=missing,
+    )
+
+
+class Sender:
+    """Sends its messages, keeping at most ``window`` unacknowledged."""
+
+    def __init__(self, index: int, client: BenchClient, messages: int, window: int) -> None:
+        self.index, self.client, self.messages, self.window = index, client, messages, window
+        self.sent = 0
+
+    def start(self) -> None:
+        for _ in range(min(self.window, self.messages)):
+            self._send_next()
+
+    def acknowledged(self) -> None:
+        if self.sent < self.messages:
+            self._send_next()
+
+    def _send_next(self) -> None:
+        self.client.send_text(b"m %d %d %d" % (self.index, self.sent, time.perf_counter_ns()))
+        self.sent += 1
+
+
+# --- fan-out ---------------------------------------------------------------------------
+
+
+@dataclass
+class FanoutResult:
+    connections: int
+    rss_per_connection_kib: float
+    median_ms: float
+    rounds_ms: list[float]
+
+
+async def fanout(server: RunningServer, args: argparse.Namespace) -> FanoutResult:
+    count = args.fanout_clients
+    await server.wait_idle()
+    rss_before = server.rss_bytes()
+    state = {"remaining": 0, "round": -1}
+    finished: list[asyncio.Future[None]] = []
+
+    def make(index: int) -> BenchClient:
+        def on_line(line: bytes) -> None:
+            if line.endswith(b"r %d" % state["round"]):
+                state["remaining"] -= 1
+                if state["remaining"] == 0:
+                    finished[-1].set_result(None)
+
+        return BenchClient(on_line)
+
+    clients = await connect_all(server.port, count, make)
+    await server.wait_idle()
+    rss_per_connection = (server.rss_bytes() - rss_before) / count / 1024
+    rounds: list[float] = []
+    for number in range(args.rounds):
+        await server.wait_idle()
+        finished.append(asyncio.get_running_loop().create_future())
+        state["remaining"], state["round"] = count, number
+        started = time.perf_counter()
+        clients[0].send_text(b"r %d" % number)
+        await asyncio.wait_for(finished[-1], args.timeout)
+        rounds.append((time.perf_counter() - started) * 1000)
+    await close_all(clients)
+    return FanoutResult(count, rss_per_connection, statistics.median(rounds), rounds)
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (the servers inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def main(args: argparse.Namespace) -> None:
+    limit = raise_file_limit()
+    if args.fanout_clients + 100 > limit and args.mode in ("fanout", "all"):
+        sys.exit(f"open-file limit {limit} is too low for {args.fanout_clients} connections")
+    names = args.servers.split(",")
+    throughput_results: dict[str, ThroughputResult] = {}
+    fanout_results: dict[str, FanoutResult] = {}
+    with tempfile.TemporaryDirectory() as db_dir:
+        specs = server_specs(db_dir)
+        for name in names:
+            if args.mode in ("throughput", "all"):
+                server = RunningServer(specs[name])
+                try:
+                    throughput_results[name] = await throughput(server, args)
+                finally:
+                    server.stop()
+                fresh_database(db_dir)
+            if args.mode in ("fanout", "all"):
+                server = RunningServer(specs[name])
+                try:
+                    fanout_results[name] = await fanout(server, args)
+                finally:
+                    server.stop()
+                fresh_database(db_dir)
+    report(args, names, throughput_results, fanout_results)
+
+
+def fresh_database(db_dir: str) -> None:
+    """Remove trio_chat's database (and its WAL files) so each run starts empty."""
+    for path in Path(db_dir).iterdir():
+        path.unlink()
+
+
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "n/a"
+
+
+def report(
+    args: argparse.Namespace,
+    names: list[str],
+    throughput_results: dict[str, ThroughputResult],
+    fanout_results: dict[str, FanoutResult],
+) -> None:
+    peers = [name for name in names if name != "trio_chat"]
+    if throughput_results:
+        print(
+            f"throughput: {args.clients} clients, {args.senders} senders"
+            f" x {args.messages} messages, window {args.window}"
+        )
+        print(
+            f"{'server':<10} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+            f" {'server us/dlv':>13} {'load us/dlv':>11} {'dup':>4} {'miss':>5}"
+        )
+        for name, r in throughput_results.items():
+            print(
+                f"{name:<10} {r.deliveries_per_second:>13.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+                f" {r.max_ms:>8.2f} {r.server_cpu_us_per_delivery:>13.2f}"
+                f" {r.load_cpu_us_per_delivery:>11.2f} {r.duplicates:>4} {r.missing:>5}"
+            )
+        ours = throughput_results.get("trio_chat")
+        for peer in peers:
+            theirs = throughput_results.get(peer)
+            if ours and theirs:
+                speed = ratio(ours.deliveries_per_second, theirs.deliveries_per_second)
+                print(
+                    f"trio_chat / {peer}: deliveries/s {speed},"
+                    f" p99 {ratio(ours.p99_ms, theirs.p99_ms)}"
+                )
+    if fanout_results:
+        print(f"fan-out: {args.fanout_clients} idle connections, {args.rounds} rounds")
+        print(f"{'server':<10} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
+        for name, f in fanout_results.items():
+            rounds = " ".join(f"{value:.1f}" for value in f.rounds_ms)
+            print(f"{name:<10} {f.rss_per_connection_kib:>12.1f} {f.median_ms:>10.2f}  {rounds}")
+        ours_fanout = fanout_results.get("trio_chat")
+        for peer in peers:
+            theirs_fanout = fanout_results.get(peer)
+            if ours_fanout and theirs_fanout:
+                time_ratio = ratio(ours_fanout.median_ms, theirs_fanout.median_ms)
+                rss_ratio = ratio(
+                    ours_fanout.rss_per_connection_kib, theirs_fanout.rss_per_connection_kib
+                )
+                print(
+                    f"trio_chat / {peer}: fan-out time {time_ratio}, RSS per connection {rss_ratio}"
+                )
+    bad = [n for n, r in throughput_results.items() if r.duplicates or r.missing]
+    if bad:
+        print(f"DELIVERY CHECK FAILED for: {', '.join(bad)}")
+        sys.exit(1)
+    print("delivery check: every message reached every client exactly once")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["throughput", "fanout", "all"], default="all")
+    parser.add_argument("--servers", default="trio_chat,asyncio,trio", help="comma-separated")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--window", type=int, default=10, help="unacknowledged messages per sender")
+    parser.add_argument("--fanout-clients", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
