@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 import trio
+import trio.testing
 
 from trio_chat.bus import Subscription
 from trio_chat.chat import LOBBY, Chat, Member
@@ -75,6 +76,7 @@ class Harness:
         client = Client(member, subscription, closes)
         if nick:
             await self.chat.receive_text(member, f"/nick {nick}" if not json else _nick(nick))
+            await trio.testing.wait_all_tasks_blocked()
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -82,7 +84,9 @@ class Harness:
         self.chat._depart(client.member, self.chat._quit_notice(client.member, None))
 
     async def say(self, client: Client, text: str) -> None:
+        """Send ``text`` as ``client`` and let the log commit and deliver it."""
         await self.chat.receive_text(client.member, text)
+        await trio.testing.wait_all_tasks_blocked()
 
 
 def _nick(nick: str) -> str:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import trio
+
 from .bus import Bus, Subscription
 from .commands import (
     Command,
@@ -59,11 +61,15 @@ __all__ = ["LOBBY", "Arrival", "Chat", "Member", "Room"]
 LOBBY = "lobby"
 #: Nicknames nobody may take: the operator speaks as "Server".
 RESERVED_NICKS = frozenset({"server"})
+#: Messages one connection may have being committed at once. Its reader goes on to the
+#: next frame while earlier messages commit (so one busy sender fills a whole commit),
+#: and waits past this many.
+MAX_UNCONFIRMED = 64
 #: How a connection is asked to close: (code, reason, flush queued events first?).
 Disconnect = Callable[[int, str, bool], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     """One connection's place in the chat. ``rooms`` is ordered by recency: the last one
     is the current room, where plain lines go."""
@@ -75,6 +81,10 @@ class Member:
     rooms: list[str] = field(default_factory=list)
     #: Set once the member's departure was announced (kick), so it is not announced twice.
     departed: bool = False
+    #: Messages submitted to the log and not yet delivered (or failed).
+    unconfirmed: int = 0
+    #: Set when ``unconfirmed`` drops back to the limit, for a reader waiting on it.
+    confirmation: trio.Event | None = None
 
     @property
     def current_room(self) -> str:
@@ -133,6 +143,53 @@ class Chat:
 
     # --- joining and leaving the chat --------------------------------------------------
 
+    def arrive(
+        self,
+        key: int,
+        *,
+        json: bool,
+        disconnect: Disconnect,
+        queue_depth: int,
+        on_overflow: Callable[[], None],
+        arrival: Arrival | None = None,
+    ) -> tuple[Member, Subscription]:
+        """A member for connection ``key``, subscribed; :meth:`leave` it when the
+        connection ends.
+
+        Without ``arrival`` the member arrives anonymous in the lobby and is sent the
+        lobby's recent history. ``arrival`` (from the connection's URL) names the nick
+        and rooms to arrive with, and ``since``: the id to resume after, which replays
+        everything missed in those rooms instead of their recent history.
+        """
+        arrival = arrival or Arrival()
+        member = Member(key, json, disconnect)
+        subscription = self.bus.add(member, queue_depth, on_overflow)
+        self.members[key] = member
+        for name in arrival.rooms or (LOBBY,):
+            if name not in member.rooms:
+                self._enter_room(member, name)
+        refusal = None
+        if arrival.nick is not None:
+            try:
+                self._change_nick(member, arrival.nick, None)
+            except CommandError as error:
+                refusal = ErrorEvent(error.code, error.text)
+        subscription.offer(Welcome(member.nick, member.current_room, list(member.rooms)))
+        if refusal is not None:
+            subscription.offer(refusal)
+        if arrival.since is not None:
+            subscription.offer(self._resume_request(member, arrival.since))
+        elif self.history_on_join:
+            for name in member.rooms:
+                subscription.offer(ReplayRequest(room=name, limit=self.history_on_join))
+        return member, subscription
+
+    def leave(self, member: Member, subscription: Subscription) -> None:
+        """The end of ``member``'s connection: it leaves every room (announced if it had
+        a nickname and was not already announced) and the bus. Idempotent."""
+        self._depart(member, self._quit_notice(member, None))
+        self.bus.remove(subscription)
+
     @contextmanager
     def connect(
         self,
@@ -144,39 +201,19 @@ class Chat:
         on_overflow: Callable[[], None],
         arrival: Arrival | None = None,
     ) -> Iterator[tuple[Member, Subscription]]:
-        """A member for connection ``key``, subscribed, for the ``with`` block; on the
-        way out it leaves every room (announced if it had a nickname).
-
-        Without ``arrival`` the member arrives anonymous in the lobby and is sent the
-        lobby's recent history. ``arrival`` (from the connection's URL) names the nick
-        and rooms to arrive with, and ``since``: the id to resume after, which replays
-        everything missed in those rooms instead of their recent history.
-        """
-        arrival = arrival or Arrival()
-        member = Member(key, json, disconnect)
-        with self.bus.subscribe(member, queue_depth, on_overflow) as subscription:
-            self.members[key] = member
-            for name in arrival.rooms or (LOBBY,):
-                if name not in member.rooms:
-                    self._enter_room(member, name)
-            refusal = None
-            if arrival.nick is not None:
-                try:
-                    self._change_nick(member, arrival.nick, None)
-                except CommandError as error:
-                    refusal = ErrorEvent(error.code, error.text)
-            subscription.offer(Welcome(member.nick, member.current_room, list(member.rooms)))
-            if refusal is not None:
-                subscription.offer(refusal)
-            if arrival.since is not None:
-                subscription.offer(self._resume_request(member, arrival.since))
-            elif self.history_on_join:
-                for name in member.rooms:
-                    subscription.offer(ReplayRequest(room=name, limit=self.history_on_join))
-            try:
-                yield member, subscription
-            finally:
-                self._depart(member, self._quit_notice(member, None))
+        """:meth:`arrive` for the duration of a ``with`` block, then :meth:`leave`."""
+        member, subscription = self.arrive(
+            key,
+            json=json,
+            disconnect=disconnect,
+            queue_depth=queue_depth,
+            on_overflow=on_overflow,
+            arrival=arrival,
+        )
+        try:
+            yield member, subscription
+        finally:
+            self.leave(member, subscription)
 
     def _quit_notice(self, member: Member, reason: str | None) -> Presence | None:
         """The presence notice for ``member`` quitting; anonymous members leave unseen."""
@@ -227,8 +264,8 @@ class Chat:
             reply = await self._dispatch(member, command, cid)
         except CommandError as error:
             reply = ErrorEvent(error.code, error.text, cid)
-        except StoreFailed:
-            reply = ErrorEvent("store_failed", "the message could not be stored; try again", cid)
+        except StoreFailed:  # reading history failed
+            reply = ErrorEvent("store_failed", "history is unavailable right now", cid)
         if reply is not None:
             self._reply(member, reply)
 
@@ -291,20 +328,25 @@ class Chat:
         nick = member.nick
         ts = self._ts()
         dedupe = resend_key(member, cid)
+        if dedupe is not None:
+            found = await self.log.find_resend(dedupe)
+            if found is not None:
+                self._reply(member, Ack(kind, cid, id=found, room=room, duplicate=True))
+                return
 
         def record(message_id: int) -> Record:
             return Record(message_id, ts, room, nick, None, command.text, command.action, dedupe)
 
         def deliver(stored: Record) -> None:
+            self._confirmed(member)
             # The ack comes first, so a client knows the id before it sees the message.
             self._reply(member, Ack(kind, cid, id=stored.id, room=room))
             audience = self.rooms.get(room)
             if audience is not None:
                 self.bus.publish(Message(stored, member.key), audience.members)
 
-        message_id, duplicate = await self.log.append(record, deliver, dedupe)
-        if duplicate:
-            self._reply(member, Ack(kind, cid, id=message_id, room=room, duplicate=True))
+        self.log.submit(record, deliver, self._store_failed(member, cid), dedupe)
+        await self._limit_unconfirmed(member)
 
     async def _private(self, member: Member, command: Private, cid: str | int | None) -> None:
         nick = member.nick
@@ -314,17 +356,48 @@ class Chat:
         if recipient is None or recipient.nick is None:
             raise CommandError("no_such_nick", f"nobody is called {command.to}")
         to, ts, dedupe = recipient.nick, self._ts(), resend_key(member, cid)
+        if dedupe is not None:
+            found = await self.log.find_resend(dedupe)
+            if found is not None:
+                self._reply(member, Ack("private", cid, id=found, to=to, duplicate=True))
+                return
 
         def record(message_id: int) -> Record:
             return Record(message_id, ts, None, nick, to, command.text, False, dedupe)
 
         def deliver(stored: Record) -> None:
+            self._confirmed(member)
             self._reply(member, Ack("private", cid, id=stored.id, to=to))
             self.bus.publish(PrivateMessage(stored, member.key), {member.key, recipient.key})
 
-        message_id, duplicate = await self.log.append(record, deliver, dedupe)
-        if duplicate:
-            self._reply(member, Ack("private", cid, id=message_id, to=to, duplicate=True))
+        self.log.submit(record, deliver, self._store_failed(member, cid), dedupe)
+        await self._limit_unconfirmed(member)
+
+    def _store_failed(self, member: Member, cid: str | int | None) -> Callable[[StoreError], None]:
+        def fail(error: StoreError) -> None:
+            self._confirmed(member)
+            self._reply(
+                member,
+                ErrorEvent("store_failed", "the message could not be stored; try again", cid),
+            )
+
+        return fail
+
+    async def _limit_unconfirmed(self, member: Member) -> None:
+        """Count a message just submitted, and wait while the member has too many being
+        committed: messages from one connection are pipelined (its reader goes on to the
+        next frame while earlier ones commit), but only so far."""
+        member.unconfirmed += 1
+        while member.unconfirmed > MAX_UNCONFIRMED:
+            if member.confirmation is None:
+                member.confirmation = trio.Event()
+            await member.confirmation.wait()
+
+    def _confirmed(self, member: Member) -> None:
+        member.unconfirmed -= 1
+        if member.confirmation is not None and member.unconfirmed <= MAX_UNCONFIRMED:
+            member.confirmation.set()
+            member.confirmation = None
 
     async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
         name = command.room or member.current_room

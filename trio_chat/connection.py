@@ -45,6 +45,24 @@ RESUME_PAGE = 1000
 class ChatConnection:
     """A connected client, from accepted handshake to sent close frame."""
 
+    __slots__ = (
+        "_arrival",
+        "_chat",
+        "_close_code",
+        "_close_reason",
+        "_close_requested",
+        "_config",
+        "_io_scope",
+        "_stream",
+        "_stream_broken",
+        "_subscription",
+        "_ws",
+        "closed",
+        "json",
+        "key",
+        "peer",
+    )
+
     def __init__(
         self,
         ws: WebSocketConnection,
@@ -102,19 +120,17 @@ class ChatConnection:
         and closes this connection alone with 1011. Cancelling ``run`` abandons the
         close handshake and returns promptly (at most ``shutdown_grace`` seconds).
         """
+        member, subscription = self._chat.arrive(
+            self.key,
+            json=self.json,
+            disconnect=self.close_soon,
+            queue_depth=self._config.queue_depth,
+            on_overflow=self._overflowed,
+            arrival=self._arrival,
+        )
+        self._subscription = subscription
         try:
-            with (
-                self._io_scope,
-                self._chat.connect(
-                    self.key,
-                    json=self.json,
-                    disconnect=self.close_soon,
-                    queue_depth=self._config.queue_depth,
-                    on_overflow=self._overflowed,
-                    arrival=self._arrival,
-                ) as (member, subscription),
-            ):
-                self._subscription = subscription
+            with self._io_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, subscription)
                     await self._read_loop(member, subscription)
@@ -123,6 +139,7 @@ class ChatConnection:
             logger.exception("client #%d (%s) failed", self.key, self.peer)
             self.close_soon(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
         finally:
+            self._chat.leave(member, subscription)
             await self._send_close_frame()
             self.closed.set()
 

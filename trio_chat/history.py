@@ -33,10 +33,11 @@ class StoreFailed(Exception):
     """The message could not be stored; it was not delivered."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     record: Record
     deliver: Callable[[Record], None]
+    fail: Callable[[StoreError], None] | None
     done: trio.Event = field(default_factory=trio.Event)
     error: StoreError | None = None
 
@@ -44,8 +45,8 @@ class _Pending:
 class MessageLog:
     """Assigns ids, commits writes in groups, and delivers them in id order.
 
-    :meth:`run` is the committer task; it must be running for :meth:`append` to
-    complete. ``group_commits=False`` commits each message on its own (for measuring
+    :meth:`run` is the committer task; it must be running for anything submitted to be
+    stored and delivered. ``group_commits=False`` commits each message on its own (for measuring
     what grouping buys).
     """
 
@@ -91,6 +92,8 @@ class MessageLog:
                 if item.record.dedupe is not None:
                     # Not stored, so a resend of it is a new message.
                     self._recent_dedupe.pop(item.record.dedupe, None)
+                if item.fail is not None:
+                    item.fail(exc)
             return
         self.commits += 1
         # Delivery happens here, in one synchronous pass, so ids reach every client
@@ -99,42 +102,44 @@ class MessageLog:
             item.deliver(item.record)
             item.done.set()
 
-    async def append(
+    def submit(
         self,
         make_record: Callable[[int], Record],
         deliver: Callable[[Record], None],
+        fail: Callable[[StoreError], None] | None = None,
         dedupe: str | None = None,
-    ) -> tuple[int, bool]:
-        """Store a message and then deliver it; return ``(id, duplicate)``.
+    ) -> Record:
+        """Queue a message for the next commit, without waiting; return its record.
 
-        ``make_record`` builds the record for the id it is given; ``deliver`` is called
-        with it by the committer, after the commit. When ``dedupe`` (the sender's resend
-        key) was seen before, nothing is stored or delivered and the earlier id is
-        returned with ``duplicate`` True. Raises :class:`StoreFailed` if the message
-        could not be stored. If the caller is cancelled while waiting, the message is
-        still stored and delivered.
+        ``make_record`` builds the record for the id it is given (ids are taken in
+        submission order and never reused). After the commit the committer calls
+        ``deliver`` with the record, in id order; if the commit fails it calls ``fail``
+        instead. Check :meth:`find_resend` first when the message has a resend key.
         """
-        if dedupe is not None:
-            found = await self._find_resend(dedupe)
-            if found is not None:
-                return found, True
+        return self._enqueue(make_record, deliver, fail, dedupe).record
+
+    def _enqueue(
+        self,
+        make_record: Callable[[int], Record],
+        deliver: Callable[[Record], None],
+        fail: Callable[[StoreError], None] | None,
+        dedupe: str | None,
+    ) -> _Pending:
         message_id = self._next_id
-        self._next_id += 1  # never reused, even if the write fails
-        item = _Pending(make_record(message_id), deliver)
+        self._next_id += 1
+        item = _Pending(make_record(message_id), deliver, fail)
         if dedupe is not None:
             self._recent_dedupe[dedupe] = item
             if len(self._recent_dedupe) > RECENT_DEDUPE_KEYS:
                 self._recent_dedupe.popitem(last=False)
         self._pending.append(item)
         self._wakeup.set()
-        await item.done.wait()
-        if item.error is not None:
-            raise StoreFailed(str(item.error))
-        return message_id, False
+        return item
 
-    async def _find_resend(self, dedupe: str) -> int | None:
-        """The id of the stored message with this resend key. A resend of a message
-        still being committed waits for that commit (and counts as new if it failed)."""
+    async def find_resend(self, dedupe: str) -> int | None:
+        """The id of the stored message with this resend key, if any. A resend of a
+        message still being committed waits for that commit (and counts as new if the
+        commit failed)."""
         item = self._recent_dedupe.get(dedupe)
         if item is None:
             found = await self.store.find_dedupe(dedupe)
@@ -144,3 +149,26 @@ class MessageLog:
                 return found
         await item.done.wait()
         return item.record.id if item.error is None else None
+
+    async def append(
+        self,
+        make_record: Callable[[int], Record],
+        deliver: Callable[[Record], None],
+        dedupe: str | None = None,
+    ) -> tuple[int, bool]:
+        """Store a message, deliver it, and return ``(id, duplicate)`` once delivered.
+
+        A resend (``dedupe`` seen before) is neither stored nor delivered: the earlier
+        id comes back with ``duplicate`` True. Raises :class:`StoreFailed` if the
+        message could not be stored. If the caller is cancelled while waiting, the
+        message is still stored and delivered.
+        """
+        if dedupe is not None:
+            found = await self.find_resend(dedupe)
+            if found is not None:
+                return found, True
+        item = self._enqueue(make_record, deliver, None, dedupe)
+        await item.done.wait()
+        if item.error is not None:
+            raise StoreFailed(str(item.error))
+        return item.record.id, False
