@@ -47,6 +47,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+#: Runs the server with the soft open-file limit lowered to argv[1] (exec, so the pid,
+#: the output and the signals are the server's own).
+_LOW_FILE_LIMIT_LAUNCHER = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, "
+    "(int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'trio_chat.server', *sys.argv[2:]])"
+)
+
+
 class ServerProcess:
     """``python -m trio_chat.server`` in a subprocess, its output collected by a thread.
 
@@ -64,6 +74,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         db: str | None = ":memory:",
         history_on_join: int | None = 0,
+        soft_file_limit: int | None = None,
     ) -> None:
         # Tests get a private store and no history on join unless they ask: a test
         # about history says so, and no test sees another's messages.
@@ -72,8 +83,11 @@ class ServerProcess:
             options += ["--db", db]
         if history_on_join is not None:
             options += ["--history-on-join", str(history_on_join)]
+        launch = ["-m", "trio_chat.server"]
+        if soft_file_limit is not None:
+            launch = ["-c", _LOW_FILE_LIMIT_LAUNCHER, str(soft_file_limit)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_chat.server", "--host", "127.0.0.1", *options, *args],
+            [sys.executable, *launch, "--host", "127.0.0.1", *options, *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

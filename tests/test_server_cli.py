@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -384,3 +385,13 @@ def test_port_comes_from_environment_without_flag(
     server.proc.send_signal(signal.SIGTERM)
     assert server.wait() == 0
     assert "Traceback" not in server.output
+
+
+def test_the_open_file_limit_is_raised_and_logged(server_process: type[ServerProcess]) -> None:
+    """Started with a low soft open-file limit, the server raises it to the hard limit
+    and says so (every connection needs a file descriptor)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256:
+        pytest.skip(f"the hard open-file limit here is only {hard}")
+    server = server_process(soft_file_limit=256)
+    server.wait_for(f"raised the open-file limit from 256 to {hard}\n")

@@ -21,6 +21,7 @@ import errno
 import itertools
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -280,10 +281,12 @@ async def serve(
     config: ServerConfig,
     *,
     console_fd: int | None = None,
+    file_limit: str | None = None,
     task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a server with its shutdown triggers: SIGINT, SIGTERM and (when ``console_fd``
-    is given) the operator console. Returns once the server has shut down.
+    is given) the operator console. Returns once the server has shut down. ``file_limit``
+    is logged once the server listens (what :func:`raise_open_file_limit` did).
 
     Owns the server, the signal watcher and the console; the console's thread is
     abandoned on the way out.
@@ -292,6 +295,8 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            if file_limit is not None:
+                logger.info("%s", file_limit)
             nursery.start_soon(_watch_signals, signals, server)
             if console_fd is not None:
                 print(CONSOLE_HELP, flush=True)
@@ -476,6 +481,20 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(host=args.host, port=args.port, db=args.db, **limits)
 
 
+def raise_open_file_limit() -> str:
+    """Raise the soft limit on open files to the hard limit: every connection is a file
+    descriptor, and the usual soft limit (1024) would cap the server there. Returns
+    the line to log once the server is listening."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= hard:
+        return f"open-file limit: {soft}"
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        return f"could not raise the open-file limit from {soft}: {exc}"
+    return f"raised the open-file limit from {soft} to {hard}"
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception in ``group``, however deeply nurseries nested it."""
     error: BaseException = group
@@ -498,9 +517,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
     )
     config = config_from_args(args)
+    file_limit = raise_open_file_limit()
     console_fd = None if args.no_console else sys.stdin.fileno() if sys.stdin else None
     try:
-        trio.run(lambda: serve(config, console_fd=console_fd))
+        trio.run(lambda: serve(config, console_fd=console_fd, file_limit=file_limit))
     except* StoreError as group:
         print(first_error(group), file=sys.stderr)
         sys.exit(2)
