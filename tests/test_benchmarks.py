@@ -31,3 +31,45 @@ def test_store_benchmark_runs_and_reports_both_modes() -> None:
     assert re.fullmatch(r"grouped commits: +\d+ messages/s in \d+ commits", lines[1])
     assert re.fullmatch(r"one per message: +\d+ messages/s in 12 commits", lines[2])
     assert re.fullmatch(r"ratio grouped / one per message: \d+\.\dx", lines[3])
+
+
+def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
+    """scripts/bench.py starts trio_chat and both peers, drives both modes, checks that
+    every message reached every client once, and prints the ratios."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench.py",
+            "--clients",
+            "4",
+            "--senders",
+            "2",
+            "--messages",
+            "5",
+            "--window",
+            "2",
+            "--fanout-clients",
+            "5",
+            "--rounds",
+            "2",
+            "--timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "throughput: 4 clients, 2 senders x 5 messages, window 2" in out
+    for server in ("trio_chat", "asyncio", "trio"):
+        assert re.search(
+            rf"^{server} +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +0 +0$", out, re.M
+        )
+        assert re.search(rf"^{server} +[\d.-]+ +[\d.]+  [\d. ]+$", out, re.M)
+    assert re.search(r"^trio_chat / asyncio: deliveries/s [\d.]+x, p99 [\d.]+x$", out, re.M)
+    assert re.search(r"^trio_chat / trio: fan-out time [\d.]+x, RSS per connection", out, re.M)
+    assert out.rstrip().endswith("delivery check: every message reached every client exactly once")

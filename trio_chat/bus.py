@@ -9,8 +9,8 @@ event is never skipped silently.
 The channel is a specialised memory channel rather than ``trio.open_memory_channel``:
 the writer always takes everything queued at once (that is the batching), so the queue
 is a plain list swapped out whole, and a publish wakes the writer at most once per
-batch instead of handing over every event. At 5,000 subscribers that halves the work
-per delivery and the memory per connection (measured: see scripts/bench.py).
+batch instead of handing over every event; it also costs about 2.4 KB less per
+connection than a trio memory channel pair (measured with tracemalloc).
 """
 
 from __future__ import annotations
