@@ -7,7 +7,7 @@ received, so a rule is checked exactly where it is made.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,10 +17,10 @@ import trio
 import trio.testing
 
 from trio_chat.bus import Subscription
-from trio_chat.chat import LOBBY, Chat, Member
+from trio_chat.chat import LOBBY, MAX_UNCONFIRMED, Chat, Member
 from trio_chat.events import Notice
 from trio_chat.history import MessageLog
-from trio_chat.store import MemoryStore
+from trio_chat.store import MemoryStore, Record, StoreError
 
 END = "🟢 Server: (end)"
 
@@ -64,15 +64,14 @@ class Harness:
         def overflow() -> None:
             raise AssertionError("no queue may overflow here")
 
-        member, subscription = self._stack.enter_context(
-            self.chat.connect(
-                next(self._keys),
-                json=json,
-                disconnect=lambda code, reason, flush: closes.append((code, reason, flush)),
-                queue_depth=100,
-                on_overflow=overflow,
-            )
+        member, subscription = self.chat.arrive(
+            next(self._keys),
+            json=json,
+            disconnect=lambda code, reason, flush: closes.append((code, reason, flush)),
+            queue_depth=1000,
+            on_overflow=overflow,
         )
+        self._stack.callback(self.chat.leave, member, subscription)
         client = Client(member, subscription, closes)
         if nick:
             await self.chat.receive_text(member, f"/nick {nick}" if not json else _nick(nick))
@@ -80,8 +79,8 @@ class Harness:
         return client
 
     def disconnect(self, client: Client) -> None:
-        """What happens when the connection's ``with chat.connect(...)`` block exits."""
-        self.chat._depart(client.member, self.chat._quit_notice(client.member, None))
+        """The client's connection ends."""
+        self.chat.leave(client.member, client.subscription)
 
     async def say(self, client: Client, text: str) -> None:
         """Send ``text`` as ``client`` and let the log commit and deliver it."""
@@ -295,3 +294,75 @@ async def test_operator_lines(room: Harness) -> None:
     assert room.chat.operator_says("devs", "dev") == 1
     assert await alice.received() == ["🟢 Server: all"]
     assert await bob.received() == ["🟢 Server: all", "[dev] 🟢 Server: devs"]
+
+
+class HeldStore(MemoryStore):
+    """A memory store whose commits wait for ``release`` and can be told to fail."""
+
+    def __init__(self) -> None:
+        super().__init__(history_limit=1000)
+        self.release = trio.Event()
+        self.fail = False
+
+    async def write(self, records: Sequence[Record]) -> None:
+        await self.release.wait()
+        if self.fail:
+            raise StoreError("disk full")
+        await super().write(records)
+
+
+async def test_a_members_messages_are_pipelined_up_to_a_limit(nursery: trio.Nursery) -> None:
+    """A reader goes on while its messages commit, up to MAX_UNCONFIRMED; then it
+    waits; nothing is delivered before its commit."""
+    store = HeldStore()
+    log = MessageLog(store)
+    await log.open()
+    await nursery.start(log.run)
+    with ExitStack() as stack:
+        room = Harness(stack, log)
+        alice, bob = await room.connect(), await room.connect()
+        for n in range(MAX_UNCONFIRMED):
+            with trio.fail_after(1):
+                await room.chat.receive_text(alice.member, f"m{n}")
+        blocked = trio.Event()
+
+        async def one_more() -> None:
+            await room.chat.receive_text(alice.member, "one more")
+            blocked.set()
+
+        nursery.start_soon(one_more)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not blocked.is_set()
+        assert await bob.received() == []
+        store.release.set()
+        with trio.fail_after(5):
+            await blocked.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        expected = [f"Someone says: m{n}" for n in range(MAX_UNCONFIRMED)]
+        assert await bob.received() == [*expected, "Someone says: one more"]
+
+
+async def test_a_message_that_cannot_be_stored_is_refused_to_its_sender(
+    nursery: trio.Nursery,
+) -> None:
+    """A failed commit: the sender gets store_failed, nobody gets the message."""
+    store = HeldStore()
+    store.fail = True
+    store.release.set()
+    log = MessageLog(store)
+    await log.open()
+    await nursery.start(log.run)
+    with ExitStack() as stack:
+        room = Harness(stack, log)
+        alice, bob = await room.connect(json=True), await room.connect()
+        await alice.received()
+        await room.say(alice, json.dumps({"type": "message", "text": "lost", "cid": 4}))
+        assert [json.loads(line) for line in await alice.received()] == [
+            {
+                "type": "error",
+                "cid": 4,
+                "code": "store_failed",
+                "text": "the message could not be stored; try again",
+            }
+        ]
+        assert await bob.received() == []

@@ -11,8 +11,7 @@ two awaits, so it is atomic with respect to other clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -189,31 +188,6 @@ class Chat:
         a nickname and was not already announced) and the bus. Idempotent."""
         self._depart(member, self._quit_notice(member, None))
         self.bus.remove(subscription)
-
-    @contextmanager
-    def connect(
-        self,
-        key: int,
-        *,
-        json: bool,
-        disconnect: Disconnect,
-        queue_depth: int,
-        on_overflow: Callable[[], None],
-        arrival: Arrival | None = None,
-    ) -> Iterator[tuple[Member, Subscription]]:
-        """:meth:`arrive` for the duration of a ``with`` block, then :meth:`leave`."""
-        member, subscription = self.arrive(
-            key,
-            json=json,
-            disconnect=disconnect,
-            queue_depth=queue_depth,
-            on_overflow=on_overflow,
-            arrival=arrival,
-        )
-        try:
-            yield member, subscription
-        finally:
-            self.leave(member, subscription)
 
     def _quit_notice(self, member: Member, reason: str | None) -> Presence | None:
         """The presence notice for ``member`` quitting; anonymous members leave unseen."""
