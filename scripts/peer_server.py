@@ -27,16 +27,14 @@ exits with status 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
+import peer_cli
 from websockets.asyncio.server import ServerConnection, serve
 
-DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 8765
 DESCRIPTION = "The asyncio tutorial chat server, on websockets' asyncio server."
 
 
@@ -66,13 +64,6 @@ def make_handler(verbose: bool) -> Callable[[ServerConnection], Awaitable[None]]
     return handler
 
 
-def format_url(host: str, port: int) -> str:
-    """``ws://host:port``, with an IPv6 address in brackets."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"ws://{host}:{port}"
-
-
 async def run(host: str, port: int, verbose: bool) -> None:
     """Serve until SIGINT or SIGTERM, then close the server and its connections."""
     loop = asyncio.get_running_loop()
@@ -86,46 +77,14 @@ async def run(host: str, port: int, verbose: bool) -> None:
         loop.add_signal_handler(signum, request_stop)
     async with serve(make_handler(verbose), host, port) as server:
         bound_port: int = server.sockets[0].getsockname()[1]
-        print(f"✅ Server is running on {format_url(host, bound_port)}", flush=True)
+        print(f"✅ Server is running on {peer_cli.format_url(host, bound_port)}", flush=True)
         await stop
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535 (0 picks a free port)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range (0-65535): {port}")
-    return port
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})"
-    )
-    parser.add_argument(
-        "--port",
-        type=port_number,
-        default=DEFAULT_PORT,
-        help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="print every received message (slow)"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        asyncio.run(run(args.host, args.port, args.verbose))
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return peer_cli.main(
+        DESCRIPTION, lambda host, port, verbose: asyncio.run(run(host, port, verbose)), argv
+    )
 
 
 if __name__ == "__main__":
