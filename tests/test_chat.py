@@ -366,3 +366,26 @@ async def test_a_message_that_cannot_be_stored_is_refused_to_its_sender(
             }
         ]
         assert await bob.received() == []
+
+
+async def test_a_resend_key_is_the_cid_as_sent_for_one_target(room: Harness) -> None:
+    """A cid names one message to one place: the same cid again is a duplicate, but
+    ``1`` and ``"1"``, or the same cid to another room, are new messages."""
+    alice = await room.connect("alice", json=True)
+    await room.say(alice, json.dumps({"type": "join", "room": "dev"}))
+    await alice.received()
+    sent = [
+        {"type": "message", "text": "a", "cid": 1},
+        {"type": "message", "text": "a", "cid": 1},
+        {"type": "message", "text": "b", "cid": "1"},
+        {"type": "message", "text": "c", "cid": 1, "room": "lobby"},
+    ]
+    for command in sent:
+        await room.say(alice, json.dumps(command))
+    acks = [e for e in map(json.loads, await alice.received()) if e["type"] == "ack"]
+    assert [(a["cid"], a["id"], a["room"], a.get("duplicate", False)) for a in acks] == [
+        (1, 1, "dev", False),
+        (1, 1, "dev", True),
+        ("1", 2, "dev", False),
+        (1, 3, "lobby", False),
+    ]

@@ -124,6 +124,9 @@ def test_json_commands_parse(document: str, command: object, cid: object) -> Non
         ('{"type":"dance","cid":9}', "unknown_command", 9),
         ('{"type":"nick","nick":"no spaces"}', "invalid_name", None),
         ('{"type":"join","room":"","cid":1}', "invalid_name", 1),
+        ('{"type":"history","before":9223372036854775808,"cid":2}', "bad_request", 2),
+        ('{"type":"resume","since":-1}', "bad_request", None),
+        ('{"type":"history","limit":501}', "bad_request", None),
     ],
 )
 def test_bad_json_commands_carry_their_code_and_cid(document: str, code: str, cid: object) -> None:

@@ -44,6 +44,7 @@ class Subscription:
         "_queue",
         "_waiter",
         "overflowed",
+        "replayed_from",
         "viewer",
         "watermarks",
     )
@@ -56,6 +57,8 @@ class Subscription:
         #: room (None: private messages) -> the highest id already replayed to this
         #: subscriber; live copies at or below it are dropped, not sent twice.
         self.watermarks: dict[str | None, int] = {}
+        #: room -> the first id of the run of ids a replay sent (up to its watermark).
+        self.replayed_from: dict[str | None, int] = {}
         self._on_overflow = on_overflow
         self._depth = depth
         self._queue: list[Event] = []

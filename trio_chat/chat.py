@@ -11,6 +11,7 @@ two awaits, so it is atomic with respect to other clients.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -301,7 +302,7 @@ class Chat:
         kind = "me" if command.action else "message"
         nick = member.nick
         ts = self._ts()
-        dedupe = resend_key(member, cid)
+        dedupe = resend_key(member, cid, kind, room)
         if dedupe is not None:
             found = await self.log.find_resend(dedupe)
             if found is not None:
@@ -329,7 +330,8 @@ class Chat:
         recipient = self._nicks.get(command.to.casefold())
         if recipient is None or recipient.nick is None:
             raise CommandError("no_such_nick", f"nobody is called {command.to}")
-        to, ts, dedupe = recipient.nick, self._ts(), resend_key(member, cid)
+        to, ts = recipient.nick, self._ts()
+        dedupe = resend_key(member, cid, "private", to)
         if dedupe is not None:
             found = await self.log.find_resend(dedupe)
             if found is not None:
@@ -525,12 +527,14 @@ class Chat:
             self.bus.publish(event, audience)
 
 
-def resend_key(member: Member, cid: str | int | None) -> str | None:
-    """The key that identifies a resent message: the sender's nickname and its ``cid``.
-    Only JSON members with a nickname have one (a cid alone is not unique)."""
+def resend_key(member: Member, cid: str | int | None, kind: str, target: str) -> str | None:
+    """The key that identifies a resent message: the sender's nickname, the kind of
+    message and where it went (room or recipient), and its ``cid`` as sent (so ``1`` and
+    ``"1"`` differ). Only JSON members with a nickname have one (a cid alone is not
+    unique across clients)."""
     if cid is None or member.nick is None or not member.json:
         return None
-    return f"{member.nick.casefold()}\n{cid}"
+    return f"{member.nick.casefold()}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"
 
 
 def describe_roster(nicks: list[str], anonymous: int) -> str:

@@ -135,6 +135,8 @@ Command = (
 )
 #: The most messages one ``history`` command returns.
 MAX_HISTORY_PAGE = 500
+#: Message ids are SQLite integers: nothing above this can name a message.
+MAX_ID = 2**63 - 1
 
 #: Every command: (usage, one-line description), in the order /help lists them.
 HELP: tuple[tuple[str, str], ...] = (
@@ -221,8 +223,10 @@ def _field(data: dict[str, Any], key: str, *, required: bool = True) -> str | No
 
 def _whole_number(data: dict[str, Any], key: str, default: int | None) -> int | None:
     value = data.get(key, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise CommandError("bad_request", f"{key!r} must be a whole number")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID
+    ):
+        raise CommandError("bad_request", f"{key!r} must be a whole number up to {MAX_ID}")
     return value
 
 

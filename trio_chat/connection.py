@@ -221,17 +221,24 @@ class ChatConnection:
         return True
 
     async def _replay(self, request: ReplayRequest, subscription: Subscription) -> bool:
-        """Send stored messages as ``request`` asks, and raise the subscription's
-        watermarks so that live copies of them are not sent again. False once the
-        connection cannot take more."""
+        """Send stored messages as ``request`` asks, and record what was sent, so that
+        neither live copies nor later replays send a message twice. False once the
+        connection cannot take more.
+
+        Per room the subscription knows the run of ids already sent: from
+        ``replayed_from[room]`` up to ``watermarks[room]`` (everything the room had in
+        between, since after a replay the live stream follows without a gap).
+        """
         store = self._chat.log.store
-        watermarks = subscription.watermarks
+        watermarks, replayed_from = subscription.watermarks, subscription.replayed_from
         try:
             if request.room is not None:
                 records = await store.recent(request.room, request.limit)
                 if not await self._send_records(records, subscription):
                     return False
                 if records:
+                    # A (re)join starts a new run: what was sent before leaving is over.
+                    replayed_from[request.room] = records[0].id
                     watermarks[request.room] = max(watermarks.get(request.room, 0), records[-1].id)
                 return True
             after = request.after
@@ -247,19 +254,22 @@ class ChatConnection:
             logger.error("client #%d (%s): history unavailable: %s", self.key, self.peer, exc)
             subscription.offer(ErrorEvent("store_failed", "history is unavailable right now"))
             return True
+        # Everything after `since` has now been sent, together with any earlier run.
         for room in (*request.rooms, None):
+            replayed_from[room] = min(replayed_from.get(room, request.after + 1), request.after + 1)
             watermarks[room] = max(watermarks.get(room, 0), after)
         return True
 
     async def _send_records(self, records: list[Record], subscription: Subscription) -> bool:
         """Send stored records as history lines, in frames of about MAX_FRAME_CHARS,
-        skipping any already sent (at or below the watermark of its room)."""
-        watermarks = subscription.watermarks
+        skipping any already sent (inside its room's run of sent ids)."""
+        watermarks, replayed_from = subscription.watermarks, subscription.replayed_from
         viewer = subscription.viewer
         lines: list[str] = []
         size = 0
         for record in records:
-            if record.id <= watermarks.get(record.room, 0):
+            room = record.room
+            if room in replayed_from and replayed_from[room] <= record.id <= watermarks[room]:
                 continue
             line = HistoryLine(record).render(viewer)
             lines.append(line)

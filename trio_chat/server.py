@@ -21,6 +21,7 @@ import errno
 import itertools
 import logging
 import os
+import re
 import resource
 import signal
 import sys
@@ -31,7 +32,7 @@ import trio
 from trio_websocket import wrap_server_stream
 
 from .chat import Arrival, Chat
-from .commands import PROTOCOL, CommandError, valid_name
+from .commands import MAX_ID, PROTOCOL, CommandError, valid_name
 from .config import DEFAULT_HOST, DEFAULT_PORT, ServerConfig
 from .connection import ChatConnection
 from .console import CONSOLE_HELP, run_console
@@ -90,9 +91,11 @@ def parse_arrival(path: str) -> Arrival:
     since_values = query.get("since", [])
     since = None
     if since_values:
-        if len(since_values) > 1 or not since_values[0].isdigit():
+        if len(since_values) > 1 or not re.fullmatch(r"[0-9]{1,19}", since_values[0]):
             raise ValueError("since must be one whole number: the id of the last message seen")
         since = int(since_values[0])
+        if since > MAX_ID:
+            raise ValueError(f"since must be at most {MAX_ID}")
     if len(rooms) > MAX_ARRIVAL_ROOMS:
         raise ValueError(f"at most {MAX_ARRIVAL_ROOMS} rooms")
     return Arrival(nick, rooms, since)

@@ -1,0 +1,852 @@
+"""Durable history end to end, against "History and resume" in docs/protocol.md.
+
+Real server subprocesses (``python -m trio_chat.server``), most of them on a SQLite file in
+the test's ``tmp_path`` so that a restart (SIGTERM) or a crash (SIGKILL) can be followed by
+a new server on the same file. Clients are the independent ``websockets`` library's sync
+client, plain or offering ``trio-chat.v1``. Frames are split on ``\\n`` (the server
+batches). Nothing is awaited by time: to show that something did *not* arrive, a later
+event is made to happen and must be the very next one received.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+
+PROTOCOL = "trio-chat.v1"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+#: The server's one-line start-up failure for an unusable database.
+DB_FAILURE = "cannot use the history database"
+#: How long a whole multi-threaded scenario may take before the test fails.
+SCENARIO_TIMEOUT = 60.0
+
+Event = dict[str, Any]
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+class Lines:
+    """A connection read one line at a time, whatever the framing (plain mode as is)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._lines: deque[str] = deque()
+
+    def line(self) -> str:
+        """The next line received; a frame of several lines yields them one by one."""
+        while not self._lines:
+            frame = self.ws.recv(timeout=EVENT_TIMEOUT)
+            assert isinstance(frame, str), frame
+            self._lines.extend(frame.split("\n"))
+        return self._lines.popleft()
+
+    def expect(self, *lines: str) -> None:
+        """The next lines received are exactly ``lines``, in order."""
+        for expected in lines:
+            assert self.line() == expected
+
+    def ask(self, text: str, *answer: str) -> None:
+        """Send ``text``; the next lines received are exactly ``answer``."""
+        self.ws.send(text)
+        self.expect(*answer)
+
+
+class JsonClient(Lines):
+    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
+
+    def send(self, command: Event) -> None:
+        """Send ``command`` as one JSON text frame."""
+        self.ws.send(json.dumps(command))
+
+    def event(self) -> Event:
+        """The next event: one line, which must be one JSON object."""
+        event = json.loads(self.line())
+        assert isinstance(event, dict), event
+        return event
+
+    def call(self, command: Event) -> Event:
+        """Send ``command``; return the next event received."""
+        self.send(command)
+        return self.event()
+
+    def events_until_ack(self, cid: str) -> tuple[list[Event], Event]:
+        """Send a ``rooms`` command with ``cid``; return every event before its ack, and
+        the ack. Whatever was pending for this client is in the list, and nothing else."""
+        self.send({"type": "rooms", "cid": cid})
+        before: list[Event] = []
+        while True:
+            event = self.event()
+            if event.get("type") == "ack" and event.get("cid") == cid:
+                return before, event
+            before.append(event)
+
+
+def stamped(event: Event) -> Event:
+    """``event`` without its ``ts``, which must be ISO 8601 UTC with milliseconds."""
+    assert TIMESTAMP.match(str(event.get("ts"))), event
+    return {key: value for key, value in event.items() if key != "ts"}
+
+
+def with_cid(command: Event, cid: str | int | None) -> Event:
+    """``command`` carrying ``cid``, or as it is when ``cid`` is None."""
+    return command if cid is None else {**command, "cid": cid}
+
+
+def ack(command: str, cid: str | int | None = None, **result: Any) -> Event:
+    """The ``ack`` for ``command`` with ``result``, echoing ``cid`` when given."""
+    return with_cid({"type": "ack", "command": command, **result}, cid)
+
+
+def error(code: str, text: str, cid: str | int | None = None) -> Event:
+    """The ``error`` event with ``code`` and ``text``, echoing ``cid`` when given."""
+    return with_cid({"type": "error", "code": code, "text": text}, cid)
+
+
+def message(message_id: int, room: str, sender: str | None, text: str) -> Event:
+    """A live room ``message`` event as compared after :func:`stamped`."""
+    return {"type": "message", "id": message_id, "room": room, "from": sender, "text": text}
+
+
+def presence(event: str, nick: str, **fields: Any) -> Event:
+    """A ``presence`` event as compared after :func:`stamped`."""
+    return {"type": "presence", "event": event, "nick": nick, **fields}
+
+
+def history(event: Event) -> Event:
+    """The replayed form of a live ``message`` or ``private`` event (``ts`` included)."""
+    return {**event, "history": True}
+
+
+def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Event:
+    """The ``welcome`` of a connection arriving with ``nick`` in ``rooms`` (last: current)."""
+    return {
+        "type": "welcome",
+        "protocol": PROTOCOL,
+        "server": "trio_chat/0.1.0",
+        "nick": nick,
+        "room": rooms[-1],
+        "rooms": list(rooms),
+    }
+
+
+@contextmanager
+def open_json(
+    url: str, query: str = "", *, nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)
+) -> Iterator[JsonClient]:
+    """A ``trio-chat.v1`` client of ``url + query``, its welcome checked (it arrives with
+    ``nick`` in ``rooms``): once it is in, the client is subscribed. Closed on the way out."""
+    with connect(
+        url + query, open_timeout=EVENT_TIMEOUT, proxy=None, subprotocols=[PROTOCOL]
+    ) as ws:
+        assert ws.subprotocol == PROTOCOL
+        client = JsonClient(ws)
+        assert client.event() == welcome(nick, rooms)
+        yield client
+
+
+@contextmanager
+def open_plain(url: str, query: str = "") -> Iterator[Lines]:
+    """A plain-mode client of ``url + query``; closed on the way out."""
+    with connect(url + query, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
+        assert ws.subprotocol is None
+        yield Lines(ws)
+
+
+def say(client: JsonClient, nick: str | None, text: str, room: str = "lobby") -> Event:
+    """``client`` (called ``nick``) says ``text`` in ``room``: check the ack, then its own
+    copy; return that copy (with its ``ts``)."""
+    answer = client.call({"type": "message", "text": text, "room": room})
+    assert isinstance(answer.get("id"), int), answer
+    assert answer == ack("message", id=answer["id"], room=room)
+    event = client.event()
+    assert stamped(event) == message(answer["id"], room, nick, text)
+    return event
+
+
+def whisper(client: JsonClient, nick: str, to: str, text: str) -> Event:
+    """``client`` (called ``nick``) sends ``text`` privately to ``to``: check the ack, then
+    its own copy; return that copy (with its ``ts``)."""
+    answer = client.call({"type": "private", "to": to, "text": text})
+    assert isinstance(answer.get("id"), int), answer
+    assert answer == ack("private", id=answer["id"], to=to)
+    event = client.event()
+    private = {"type": "private", "id": answer["id"], "from": nick, "to": to, "text": text}
+    assert stamped(event) == private
+    return event
+
+
+def terminate(server: ServerProcess) -> None:
+    """Stop ``server`` with SIGTERM; it must exit 0 (its database closed cleanly)."""
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait() == 0, server.output
+
+
+def start_failing_server(db: str) -> list[str]:
+    """Run a server on ``db`` that must refuse to start: exit status 2, no traceback.
+    Returns every line it printed (stdout and stderr)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_chat.server",
+            *("--host", "127.0.0.1", "--port", "0"),
+            "--db",
+            db,
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=EVENT_TIMEOUT,
+        env=child_env(),
+        cwd=ROOT,
+        text=True,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    return output.splitlines()
+
+
+def wait_until(
+    condition: threading.Condition, ready: Callable[[], bool], workers: list[Future[Any]]
+) -> None:
+    """Block until ``ready()`` (checked under ``condition``, which is notified on every
+    change), or fail: after the event time limit, or with a worker's own exception if one
+    finished first."""
+    with condition:
+        done = condition.wait_for(
+            lambda: ready() or any(w.done() for w in workers), timeout=EVENT_TIMEOUT
+        )
+    for worker in workers:
+        if worker.done():
+            worker.result()  # a worker that failed raises here
+    assert done, "timed out waiting for the workers"
+
+
+# --- history on connect and on join ----------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A SQLite file for the test's server (the durable store, not the in-memory one)."""
+    return str(tmp_path / "history.db")
+
+
+def test_history_survives_a_restart_and_is_replayed_on_connect(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """Stored messages outlive a restart: a new client gets them first, as history."""
+    db = str(tmp_path / "h.db")
+    server = server_process(db=db, history_on_join=None)
+    originals: list[Event] = []
+    with open_json(server.url) as watcher, open_plain(server.url) as alice:
+        alice.ask("/nick alice", "* You are now known as alice")
+        assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
+        for text in ("one", "two", "three"):
+            alice.ask(text, f"You said: {text}")
+            event = watcher.event()
+            assert stamped(event) == message(event["id"], "lobby", "alice", text)
+            originals.append(event)
+    ids = [event["id"] for event in originals]
+    assert ids == sorted(set(ids))
+    terminate(server)
+
+    server = server_process(db=db, history_on_join=None)
+    with open_plain(server.url) as plain:
+        plain.expect(
+            "[history] alice says: one",
+            "[history] alice says: two",
+            "[history] alice says: three",
+        )
+        with open_json(server.url) as client:
+            for original in originals:
+                assert client.event() == history(original)
+            answer = client.call({"type": "message", "text": "four", "cid": "f"})
+            assert answer == ack("message", "f", id=answer["id"], room="lobby")
+            assert answer["id"] > ids[-1]  # ids keep increasing across the restart
+            assert stamped(client.event()) == message(answer["id"], "lobby", None, "four")
+            plain.expect("Someone says: four")  # live, and nothing before it
+
+
+def test_history_on_join_comes_after_the_ack_and_before_live_lines(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """/join replays the room's messages after the join ack; later ones arrive once, live."""
+    server = server_process(db=db, history_on_join=None)
+    with open_plain(server.url) as alice:
+        alice.ask("/nick alice", "* You are now known as alice")
+        alice.ask("in lobby", "You said: in lobby")
+        alice.ask("/join dev", "* You joined dev (1 here)")
+        alice.ask("d1", "You said: d1")
+        alice.ask("d2", "You said: d2")
+        with open_plain(server.url) as bob:
+            bob.expect("[history] alice says: in lobby")  # on connect: the lobby's only
+            bob.ask("/nick bob", "* You are now known as bob")
+            alice.expect("[lobby] * bob joined lobby")
+            bob.ask(
+                "/join dev",
+                "* You joined dev (2 here)",
+                "[history] alice says: d1",
+                "[history] alice says: d2",
+            )
+            alice.expect("* bob joined dev")
+            alice.ask("d3", "You said: d3")
+            bob.expect("alice says: d3")
+            bob.ask("after", "You said: after")  # d3 came once: this is next
+            alice.expect("bob says: after")
+
+
+def test_history_of_the_rooms_one_arrives_in_follows_the_room_prefix_rule(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """Arriving in dev and lobby replays both; lines of the non-current room say [dev]."""
+    server = server_process(db=db, history_on_join=None)
+    with open_plain(server.url) as alice:
+        alice.ask("/nick alice", "* You are now known as alice")
+        alice.ask("in lobby", "You said: in lobby")
+        alice.ask("/join dev", "* You joined dev (1 here)")
+        alice.ask("/me codes", "* alice codes")
+        with open_plain(server.url, "/?room=dev&room=lobby") as bob:
+            # lobby is current (named last); the document fixes no order between rooms.
+            assert sorted([bob.line(), bob.line()]) == [
+                "[dev] [history] * alice codes",
+                "[history] alice says: in lobby",
+            ]
+            bob.ask("hi", "You said: hi")
+
+
+@pytest.mark.parametrize("on_join", [2, 0])
+def test_history_on_join_flag_sets_how_many(
+    server_process: type[ServerProcess], db: str, on_join: int
+) -> None:
+    """--history-on-join N replays the last N messages on connect and on /join; 0 none."""
+    server = server_process(db=db, history_on_join=on_join)
+    with open_plain(server.url) as alice:
+        alice.ask("/nick alice", "* You are now known as alice")
+        for n in range(1, 6):
+            alice.ask(f"m{n}", f"You said: m{n}")
+        alice.ask("/join dev", "* You joined dev (1 here)")
+        for n in range(1, 4):
+            alice.ask(f"d{n}", f"You said: d{n}")
+        with open_plain(server.url) as newcomer:
+            if on_join:
+                newcomer.expect("[history] alice says: m4", "[history] alice says: m5")
+            newcomer.ask(
+                "/join dev",
+                "* You joined dev (2 here)",
+                *(["[history] alice says: d2", "[history] alice says: d3"] if on_join else []),
+            )
+            newcomer.ask("hi", "You said: hi")  # nothing else came before it
+            alice.expect("Someone says: hi")
+
+
+def test_history_limit_keeps_the_last_messages_of_each_room(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """--history-limit 3 keeps a room's last 3 (and 3 private ones), across a restart; a
+    room with 3 keeps all of them, however old."""
+    db = str(tmp_path / "limit.db")
+    server = server_process("--history-limit", "3", db=db, history_on_join=0)
+    with (
+        open_json(server.url, "/?nick=bob", nick="bob") as bob,
+        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+    ):
+        assert alice.call({"type": "join", "room": "dev"}) == ack(
+            "join", room="dev", topic=None, members=["alice"], anonymous=0
+        )
+        dev = [say(alice, "alice", f"d{n}", "dev") for n in range(1, 4)]
+        lobby = [say(alice, "alice", f"l{n}", "lobby") for n in range(1, 6)]
+        private = [whisper(alice, "alice", "bob", f"p{n}") for n in range(1, 5)]
+        assert alice.call({"type": "history", "room": "lobby", "limit": 500, "cid": 1}) == ack(
+            "history", 1, room="lobby", messages=[history(e) for e in lobby[2:]]
+        )
+        assert alice.call({"type": "history", "room": "dev", "limit": 500, "cid": 2}) == ack(
+            "history", 2, room="dev", messages=[history(e) for e in dev]
+        )
+        assert stamped(bob.event()) == presence("join", "alice", room="lobby")
+    terminate(server)
+
+    server = server_process("--history-limit", "3", db=db, history_on_join=None)
+    with open_plain(server.url) as plain:
+        plain.expect(
+            "[history] alice says: l3",
+            "[history] alice says: l4",
+            "[history] alice says: l5",
+        )
+    query = "/?nick=alice&room=lobby,dev&since=0"
+    with open_json(server.url, query, nick="alice", rooms=("lobby", "dev")) as alice:
+        for event in [*dev, *lobby[2:], *private[1:]]:
+            assert alice.event() == history(event)
+        lobby.append(say(alice, "alice", "l6", "lobby"))  # the limit holds after a restart
+        assert alice.call({"type": "history", "room": "lobby", "limit": 500, "cid": 3}) == ack(
+            "history", 3, room="lobby", messages=[history(e) for e in lobby[3:]]
+        )
+        assert alice.call({"type": "history", "room": "dev", "limit": 500, "cid": 4}) == ack(
+            "history", 4, room="dev", messages=[history(e) for e in dev]
+        )
+
+
+# --- paging back ---------------------------------------------------------------------------
+
+
+def test_history_command_pages_back_through_one_room(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """history returns the last N of a room below an id, oldest first; wrong limits and
+    rooms one is not in are errors."""
+    server = server_process(db=db)
+    with (
+        open_json(server.url, "/?nick=bob", nick="bob") as bob,
+        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+    ):
+        assert stamped(bob.event()) == presence("join", "alice", room="lobby")
+        assert bob.call({"type": "join", "room": "dev"}) == ack(
+            "join", room="dev", topic=None, members=["bob"], anonymous=0
+        )
+        lobby = [say(alice, "alice", "l1"), say(alice, "alice", "l2")]
+        for event in lobby:
+            assert bob.event() == event
+        in_dev = say(bob, "bob", "d1", "dev")
+        psst = whisper(bob, "bob", "alice", "psst")
+        assert alice.event() == psst
+        lobby += [say(alice, "alice", text) for text in ("l3", "l4", "l5")]
+        for event in lobby[2:]:
+            assert bob.event() == event
+        ids = [event["id"] for event in lobby]
+
+        def page(cid: str, **request: Any) -> Event:
+            return alice.call({"type": "history", "cid": cid, **request})
+
+        def messages(*events: Event) -> list[Event]:
+            return [history(event) for event in events]
+
+        assert page("h1", limit=2) == ack(
+            "history", "h1", room="lobby", messages=messages(*lobby[3:])
+        )
+        assert page("h2", limit=2, before=ids[3]) == ack(
+            "history", "h2", room="lobby", messages=messages(*lobby[1:3])
+        )
+        assert page("h3", before=ids[1]) == ack(
+            "history", "h3", room="lobby", messages=messages(lobby[0])
+        )
+        assert page("h4", before=ids[0]) == ack("history", "h4", room="lobby", messages=[])
+        assert page("h5", room="lobby", limit=500) == ack(
+            "history", "h5", room="lobby", messages=messages(*lobby)
+        )
+        assert bob.call({"type": "history", "room": "dev", "cid": "b"}) == ack(
+            "history", "b", room="dev", messages=messages(in_dev)
+        )
+        for limit in (0, 501):
+            assert page("bad", limit=limit) == error(
+                "bad_request", "'limit' must be 1 to 500", "bad"
+            )
+        assert page("away", room="dev") == error("not_in_room", "you are not in dev", "away")
+
+
+# --- resume --------------------------------------------------------------------------------
+
+
+@contextmanager
+def missed_while_away(server: ServerProcess) -> Iterator[tuple[JsonClient, int, list[Event]]]:
+    """alice (JSON) sees message K, then bob and carol send K+1..K+5 and alice leaves
+    without reading them. Yields carol (still connected, in the lobby), K, and what alice
+    must be replayed: the lobby messages and the private one to her, in id order."""
+    with (
+        open_json(server.url, "/?nick=bob", nick="bob") as bob,
+        open_json(server.url, "/?nick=carol", nick="carol") as carol,
+    ):
+        assert stamped(bob.event()) == presence("join", "carol", room="lobby")
+        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+            for other in (bob, carol):
+                assert stamped(other.event()) == presence("join", "alice", room="lobby")
+            seen = say(alice, "alice", "seen")
+            for other in (bob, carol):
+                assert other.event() == seen
+            assert bob.call({"type": "join", "room": "dev"}) == ack(
+                "join", room="dev", topic=None, members=["bob"], anonymous=0
+            )
+            one = say(bob, "bob", "one")
+            assert carol.event() == one
+            to_alice = whisper(bob, "bob", "alice", "psst")
+            say(bob, "bob", "in dev", "dev")
+            to_carol = whisper(bob, "bob", "carol", "not for alice")
+            assert carol.event() == to_carol
+            two = say(carol, "carol", "two")
+            assert bob.event() == two
+            # alice leaves without reading any of it.
+        for other in (bob, carol):
+            assert stamped(other.event()) == presence("quit", "alice", reason=None)
+        missed = [one, to_alice, two]
+        ids = [seen["id"]] + [event["id"] for event in missed]
+        assert ids == sorted(set(ids))
+        yield carol, seen["id"], missed
+
+
+def test_resume_by_url_replays_exactly_what_was_missed(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """?nick=alice&room=lobby&since=K replays the lobby's and alice's private messages
+    after K, in id order, instead of the recent history; then the live stream."""
+    server = server_process(db=db, history_on_join=None)
+    with missed_while_away(server) as (carol, since, missed):
+        query = f"/?nick=alice&room=lobby&since={since}"
+        with open_json(server.url, query, nick="alice") as alice:
+            for event in missed:
+                assert alice.event() == history(event)
+            assert stamped(carol.event()) == presence("join", "alice", room="lobby")
+            live = say(carol, "carol", "live")
+            assert alice.event() == live  # nothing else was replayed
+
+
+def test_resume_command_replays_exactly_what_was_missed(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """resume as the first command (no history on join) replays the same, after its ack."""
+    server = server_process(db=db, history_on_join=0)
+    with (
+        missed_while_away(server) as (carol, since, missed),
+        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+    ):
+        assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
+            "resume", "r", since=since
+        )
+        for event in missed:
+            assert alice.event() == history(event)
+        assert stamped(carol.event()) == presence("join", "alice", room="lobby")
+        live = say(carol, "carol", "live")
+        assert alice.event() == live  # nothing else was replayed
+
+
+def test_resume_command_after_history_on_join_misses_nothing(
+    server_process: type[ServerProcess], db: str
+) -> None:
+    """resume after the on-join history still sends every message after K exactly once."""
+    server = server_process(db=db, history_on_join=1)
+    with (
+        missed_while_away(server) as (_carol, since, missed),
+        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+    ):
+        on_join = alice.event()
+        assert on_join == history(missed[-1])  # the lobby's last message
+        assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
+            "resume", "r", since=since
+        )
+        replayed, _ = alice.events_until_ack("end")
+        received = sorted([on_join, *replayed], key=lambda event: event["id"])
+        assert received == [history(event) for event in missed]
+
+
+def test_resume_url_with_an_invalid_since_is_refused(
+    server_process: type[ServerProcess],
+) -> None:
+    """A since that is not one whole number gets HTTP 400 with a one-line reason."""
+    server = server_process()
+    reason = b"since must be one whole number: the id of the last message seen"
+    for query in ("/?since=abc", "/?since=-1", "/?since=", "/?nick=alice&since=1&since=2"):
+        with pytest.raises(InvalidStatus) as info:
+            connect(server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None)
+        assert info.value.response.status_code == 400, query
+        assert bytes(info.value.response.body or b"") == reason, query
+    with open_json(server.url, "/?nick=alice&since=0", nick="alice") as alice:
+        assert say(alice, "alice", "still serving")["text"] == "still serving"
+
+
+@pytest.mark.timeout(SCENARIO_TIMEOUT)
+def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """Clients resuming from several ids while 300 messages flow get every later id exactly
+    once, in increasing order: history first, then live."""
+    server = server_process(db=str(tmp_path / "race.db"))
+    total = 300
+    changed = threading.Condition()
+    published: list[int] = []
+
+    def publish() -> None:
+        with open_json(server.url) as publisher:
+            for n in range(total):
+                publisher.send({"type": "message", "text": f"m{n}", "cid": n})
+                answer = publisher.event()
+                while answer.get("type") == "message":  # own copy of the previous one
+                    answer = publisher.event()
+                assert answer == ack("message", n, id=answer.get("id"), room="lobby")
+                with changed:
+                    published.append(answer["id"])
+                    changed.notify_all()
+
+    def read_to_the_end(client: JsonClient) -> list[Event]:
+        received: list[Event] = []
+        while not received or received[-1]["text"] != f"m{total - 1}":
+            received.append(client.event())
+        extra, _ = client.events_until_ack("end")
+        return received + extra
+
+    with ThreadPoolExecutor(8) as pool, ExitStack() as stack:
+        publisher = pool.submit(publish)
+        resumes: list[tuple[int, Future[list[Event]]]] = []
+        for count in range(40, total, 40):
+            wait_until(changed, lambda count=count: len(published) >= count, [publisher])
+            with changed:
+                since = published[count // 2]
+            client = stack.enter_context(open_json(server.url, f"/?since={since}"))
+            resumes.append((since, pool.submit(read_to_the_end, client)))
+        publisher.result(timeout=SCENARIO_TIMEOUT)
+        assert published == sorted(set(published))
+        text = {message_id: f"m{n}" for n, message_id in enumerate(published)}
+        for since, reader in resumes:
+            received = reader.result(timeout=SCENARIO_TIMEOUT)
+            assert [event["id"] for event in received] == [i for i in published if i > since]
+            replayed = ["history" in event for event in received]
+            assert replayed == sorted(replayed, reverse=True)  # history, then live
+            assert replayed[0], "the resume point was before the stream's end"
+            for event, was_replayed in zip(received, replayed, strict=True):
+                expected = message(event["id"], "lobby", None, text[event["id"]])
+                if was_replayed:
+                    expected["history"] = True
+                assert stamped(event) == expected
+
+
+# --- resends -------------------------------------------------------------------------------
+
+
+def test_resent_cid_is_acked_as_a_duplicate_and_not_delivered(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """The same nick resending a cid gets the first id back with duplicate: true and
+    nothing is delivered, even after a restart; another nick's same cid is new."""
+    db = str(tmp_path / "resend.db")
+    server = server_process(db=db)
+    once = {"type": "message", "text": "once", "cid": "k1"}
+    with open_json(server.url) as watcher:
+        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+            assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
+            answer = alice.call(once)
+            first = answer.get("id")
+            assert answer == ack("message", "k1", id=first, room="lobby")
+            assert isinstance(first, int)
+            said = alice.event()
+            assert stamped(said) == message(first, "lobby", "alice", "once")
+            assert watcher.event() == said
+        assert stamped(watcher.event()) == presence("quit", "alice", reason=None)
+
+        duplicate = ack("message", "k1", id=first, room="lobby", duplicate=True)
+        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+            assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
+            assert alice.call(once) == duplicate
+            answer = alice.call({"type": "message", "text": "after", "cid": "k2"})
+            after = answer.get("id")
+            assert answer == ack("message", "k2", id=after, room="lobby")
+            assert isinstance(after, int)
+            assert after > first
+            said = alice.event()  # not a second "once"
+            assert stamped(said) == message(after, "lobby", "alice", "after")
+            assert watcher.event() == said
+    terminate(server)
+
+    server = server_process(db=db)
+    with (
+        open_json(server.url) as watcher,
+        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+    ):
+        assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
+        assert alice.call(once) == duplicate
+        with open_json(server.url, "/?nick=carol", nick="carol") as carol:
+            for client in (watcher, alice):
+                assert stamped(client.event()) == presence("join", "carol", room="lobby")
+            answer = carol.call(once)
+            new = answer.get("id")
+            assert answer == ack("message", "k1", id=new, room="lobby")
+            assert isinstance(new, int)
+            assert new > after
+            said = carol.event()
+            assert stamped(said) == message(new, "lobby", "carol", "once")
+            for client in (watcher, alice):  # alice's resend reached nobody
+                assert client.event() == said
+
+
+# --- unusable databases --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["under-a-file", "not-a-database"])
+def test_unusable_database_stops_the_server_at_start(tmp_path: Path, kind: str) -> None:
+    """A database path under a regular file, or a file that is not a database: exit 2 with
+    one line and no traceback."""
+    if kind == "under-a-file":
+        (tmp_path / "plain-file").write_text("not a directory\n")
+        db = tmp_path / "plain-file" / "h.db"
+    else:
+        db = tmp_path / "garbage.db"
+        db.write_bytes(bytes(range(256)) * 16)
+    lines = start_failing_server(str(db))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{DB_FAILURE} {db}: "), lines
+    if kind == "not-a-database":
+        assert lines == [f"{DB_FAILURE} {db}: file is not a database"]
+
+
+def test_database_in_use_stops_a_second_server(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """A second server on a database in use exits 2, saying so; the first keeps serving."""
+    db = tmp_path / "shared.db"
+    first = server_process(db=str(db))
+    with open_json(first.url) as client:
+        assert start_failing_server(str(db)) == [
+            f"{DB_FAILURE} {db}: it is in use by another process (database is locked)"
+        ]
+        assert say(client, None, "still here")["text"] == "still here"
+        with open_json(first.url) as newcomer:
+            assert say(newcomer, None, "me too")["text"] == "me too"
+    terminate(first)
+
+
+# --- kill -9 -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(SCENARIO_TIMEOUT)
+def test_acknowledged_messages_survive_kill_9(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """After SIGKILL mid-stream and a restart, clients that resume with since= and resend
+    what was not acked end up with every acked message exactly once, in id order."""
+    db = str(tmp_path / "kill.db")
+    server = server_process(db=db, history_on_join=None)
+    nicks = ("a", "b", "c")
+    count = 30
+    kill_after = 30  # acks, all clients together, before the kill
+    changed = threading.Condition()
+    progress = {"connected": 0, "acked": 0, "killed": 0}
+    restarted = threading.Event()
+    new_url: list[str] = []
+    everything = {(nick, f"{nick} {n}") for nick in nicks for n in range(count)}
+
+    def run_client(nick: str) -> tuple[dict[int, int], dict[int, int], list[Event]]:
+        """Send ``count`` messages (each acked before the next) across the kill; return
+        the acks before the kill, all acks (index -> id), and every message received."""
+        acks: dict[int, int] = {}
+        received: list[Event] = []
+
+        def record(event: Event) -> None:
+            assert event.get("type") in ("message", "presence"), event
+            if event["type"] == "message":
+                received.append(event)
+
+        def advance(key: str) -> None:
+            with changed:
+                progress[key] += 1
+                if (
+                    not progress["killed"]
+                    and progress["connected"] == len(nicks)
+                    and progress["acked"] >= kill_after
+                ):
+                    # Killed at once from here, the moment an ack arrives: an ack sent
+                    # before its commit had finished would be caught out.
+                    server.proc.kill()
+                    progress["killed"] = 1
+                changed.notify_all()
+
+        def send(client: JsonClient, n: int, resend: str = "no") -> None:
+            """Send message ``n``; ``resend``: "no" (a new message), "maybe" (the one in
+            flight at the kill) or "yes" (one acked before the kill)."""
+            cid = f"{nick}-{n}"
+            client.send({"type": "message", "text": f"{nick} {n}", "cid": cid})
+            answer = client.event()
+            while answer.get("type") != "ack":
+                record(answer)
+                answer = client.event()
+            message_id = answer.get("id")
+            if resend == "yes" or (resend == "maybe" and answer.get("duplicate")):
+                assert answer == ack("message", cid, id=message_id, room="lobby", duplicate=True)
+            else:
+                assert answer == ack("message", cid, id=message_id, room="lobby")
+            assert isinstance(message_id, int)
+            if resend == "yes":
+                assert message_id == acks[n], "an id acked before the kill changed"
+                return
+            acks[n] = message_id
+            advance("acked")
+
+        try:
+            with open_json(server.url, f"/?nick={nick}", nick=nick) as first:
+                advance("connected")
+                for n in range(count):
+                    send(first, n)
+                while True:  # all acked already: read on until the kill
+                    record(first.event())
+        except ConnectionClosed:
+            pass  # the kill
+        before_kill = dict(acks)
+
+        assert restarted.wait(EVENT_TIMEOUT)
+        last_seen = max((event["id"] for event in received), default=0)
+        query = f"/?nick={nick}&room=lobby&since={last_seen}"
+        with open_json(new_url[0], query, nick=nick) as second:
+            unacked = [n for n in range(count) if n not in acks]
+            if before_kill:
+                send(second, max(before_kill), resend="yes")
+            for n in unacked:
+                send(second, n, resend="maybe" if n == unacked[0] else "no")
+            try:
+                while not everything <= {(e["from"], e["text"]) for e in received}:
+                    record(second.event())
+            except TimeoutError:
+                pass  # the final checks say what is missing
+            else:
+                extra, _ = second.events_until_ack("end")
+                for event in extra:
+                    record(event)
+        return before_kill, acks, received
+
+    with ThreadPoolExecutor(len(nicks)) as pool:
+        workers = [pool.submit(run_client, nick) for nick in nicks]
+        try:
+            wait_until(changed, lambda: progress["killed"] == 1, workers)
+        finally:
+            server.proc.kill()  # (again: harmless) whatever happened
+        assert server.wait() == -signal.SIGKILL
+        new_url.append(server_process(db=db, history_on_join=None).url)
+        restarted.set()
+        results = {
+            nick: worker.result(timeout=SCENARIO_TIMEOUT)
+            for nick, worker in zip(nicks, workers, strict=True)
+        }
+
+    # Every message was acked, each with its own id: none was stored twice.
+    sent = {
+        message_id: (nick, f"{nick} {n}")
+        for nick, (_, acks, _) in results.items()
+        for n, message_id in acks.items()
+    }
+    assert len(sent) == len(nicks) * count
+    assert set(sent.values()) == everything
+    acked_before = sum(len(before) for before, _, _ in results.values())
+    assert kill_after <= acked_before < len(nicks) * count, "the kill did not come mid-stream"
+    for nick, (_, _, received) in results.items():
+        ids = [event["id"] for event in received]
+        assert ids == sorted(sent), nick  # every acked message, exactly once, in id order
+        for event in received:
+            assert (event["from"], event["text"]) == sent[event["id"]], event
+    # The restarted server stores exactly what was acknowledged, under the acked ids.
+    with open_json(new_url[0]) as reader:
+        for _ in range(50):  # the lobby's history on join (default 50)
+            assert reader.event().get("history") is True
+        page = reader.call({"type": "history", "limit": 500, "cid": "all"})
+        assert [(m["id"], m["from"], m["text"]) for m in page["messages"]] == [
+            (message_id, *sent[message_id]) for message_id in sorted(sent)
+        ]
