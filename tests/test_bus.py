@@ -182,3 +182,21 @@ async def test_messages_at_or_below_a_watermark_are_dropped() -> None:
         "[dev] Someone says: other room",
         "Someone says: new",
     ]
+
+
+async def test_an_offer_right_after_a_cancelled_wait_is_kept() -> None:
+    """An event offered after the waiting owner was cancelled, before it ran again, is
+    neither lost nor a double wake-up: the next batch has it."""
+    subscription = Subscription(FakeViewer(1), 10, never_overflows)
+    async with trio.open_nursery() as nursery:
+        cancelled = trio.CancelScope()
+
+        async def wait() -> None:
+            with cancelled:
+                await subscription.next_batch(1000)
+
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        cancelled.cancel()
+        subscription.offer(line(2, "right after"))  # the waiter has not run yet
+    assert await lines_of(subscription, 1000) == ["Someone says: right after"]

@@ -25,10 +25,6 @@ from .events import Event, ReplayRequest, Viewer
 __all__ = ["Bus", "Subscription"]
 
 
-def _abort_wait(raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.SUCCEEDED
-
-
 class Subscription:
     """One subscriber's bounded channel of events, rendered for its ``viewer``.
 
@@ -112,10 +108,7 @@ class Subscription:
                 raise trio.EndOfChannel
             else:
                 self._waiter = trio.lowlevel.current_task()
-                try:
-                    await trio.lowlevel.wait_task_rescheduled(_abort_wait)
-                finally:
-                    self._waiter = None
+                await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
                 if not self._queue:  # woken by close()
                     continue
             events, self._queue = self._queue, []
@@ -136,6 +129,12 @@ class Subscription:
                     return lines, None
             if lines:
                 return lines, None
+
+    def _abort_wait(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        # Forget the waiter now, in the same step as the cancellation: an offer() made
+        # before the cancelled task runs again must not reschedule it a second time.
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def close(self) -> None:
         """Refuse further events; the owner still drains what is queued."""
