@@ -2,13 +2,20 @@
 
 Each test runs the client in a subprocess against a server subprocess: in a
 pseudo-terminal (pexpect) for what a person sees, or on pipes for what a script sees.
-The other side of the chat is the ``websockets`` library's sync client. Every wait is
-for an event under a time limit; expected strings are exact.
+Against our server the client speaks ``trio-chat.v1`` (JSON mode) unless ``--plain``
+is given; two tests keep the plain path covered. The other side of the chat is the
+``websockets`` library's sync client. Every wait is for an event under a time limit;
+expected strings are exact (a shown time is computed from the event's ``ts``).
+
+The helpers here (:class:`Client`, :class:`Peer`, :func:`shown`...) are shared with
+``test_client_json.py``.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
 import queue
 import re
 import signal
@@ -18,15 +25,48 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from typing import Any
 
 import pexpect
 import pytest
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 from websockets.sync.client import ClientConnection, connect
+
+from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 
 #: What the user must never wait longer than for the client to quit.
 EXIT_WITHIN = 1.0
+PROTOCOL = "trio-chat.v1"
+#: The clients' time zone (POSIX form: UTC+05:30, no tz database needed), chosen so that
+#: a shown time differs from the UTC in the event: it proves times are shown locally.
+CLIENT_TZ = "IST-5:30"
+CLIENT_UTC_OFFSET = timedelta(hours=5, minutes=30)
+START_JSON = (
+    "Start chatting (type messages and press Enter; '/help' lists the commands, 'exit' to quit)"
+)
+START_PLAIN = "Start chatting (type messages and press Enter; 'exit' to quit)"
+
+
+def local_time(ts: str) -> str:
+    """``HH:MM`` of the event time ``ts`` in the clients' time zone."""
+    return (datetime.fromisoformat(ts) + CLIENT_UTC_OFFSET).strftime("%H:%M")
+
+
+def client_env(overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The client's environment: no colour (``NO_COLOR=1``) and :data:`CLIENT_TZ`, then
+    ``overrides`` (a ``None`` value removes the variable)."""
+    env = child_env()
+    env["NO_COLOR"] = "1"
+    env["TZ"] = CLIENT_TZ
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def shown(line: str) -> str:
@@ -43,15 +83,18 @@ FINISH = "\r\x1b[K"
 
 
 class Client:
-    """The client running in a pseudo-terminal, with everything it wrote recorded."""
+    """The client running in a pseudo-terminal, with everything it wrote recorded.
 
-    def __init__(self, url: str) -> None:
+    ``args`` follow the URL on the command line; ``env`` overrides :func:`client_env`.
+    """
+
+    def __init__(self, url: str, *args: str, env: Mapping[str, str | None] | None = None) -> None:
         self.url = url
         self.transcript = io.StringIO()
         self.child = pexpect.spawn(
             sys.executable,
-            ["-m", "trio_chat.client", url],
-            env=child_env(),
+            ["-m", "trio_chat.client", url, *args],
+            env=client_env(env),
             cwd=str(ROOT),
             encoding="utf-8",
             timeout=EVENT_TIMEOUT,
@@ -68,12 +111,16 @@ class Client:
         """Wait until the client writes exactly ``text``."""
         self.child.expect_exact(text, timeout=timeout)
 
-    def wait_until_ready(self) -> None:
-        """Wait for the connected line, the start line and the prompt."""
+    def wait_until_ready(self, nick: str | None = None) -> None:
+        """Wait for the connected line, the start line and the prompt; in JSON mode (a
+        ``nick`` is given) then for the nickname's ack, after which the client is in
+        the chat under that nick and typed lines go out at once."""
         self.expect(shown(f"Connecting to server at {self.url}..."))
         self.expect(shown("\N{WHITE HEAVY CHECK MARK} Connected to server!"))
-        self.expect(shown("Start chatting (type messages and press Enter; 'exit' to quit)"))
+        self.expect(shown(START_PLAIN if nick is None else START_JSON))
         self.expect("> ")
+        if nick is not None:
+            self.expect(shown(f"* You are now known as {nick}"))
 
     def wait_for_exit(self, timeout: float = EVENT_TIMEOUT) -> int:
         """Wait for end of output within ``timeout``, then for the process; its status.
@@ -93,13 +140,75 @@ class Client:
         self.child.close(force=True)
 
 
+class Peer:
+    """The other side of a chat: the ``websockets`` sync client speaking ``trio-chat.v1``.
+
+    Splits frames into events (the server batches lines); :meth:`command` sends one
+    command and returns its answer, which must be the next event.
+    """
+
+    def __init__(self, url: str, nick: str | None = None, room: str | None = None) -> None:
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(url, subprotocols=[PROTOCOL], open_timeout=EVENT_TIMEOUT)
+        )
+        self._lines: deque[str] = deque()
+        self._cids = itertools.count(1)
+        try:
+            assert self.ws.subprotocol == PROTOCOL
+            assert self.next_event()["type"] == "welcome"
+            if nick is not None:
+                assert self.command("nick", nick=nick)["command"] == "nick"
+            if room is not None:
+                assert self.command("join", room=room)["command"] == "join"
+        except BaseException:
+            self.close()
+            raise
+
+    def next_event(self) -> dict[str, Any]:
+        """The next event, within the event time limit."""
+        while not self._lines:
+            message = self.ws.recv(timeout=EVENT_TIMEOUT)
+            assert isinstance(message, str)
+            self._lines.extend(message.split("\n"))
+        event = json.loads(self._lines.popleft())
+        assert isinstance(event, dict)
+        return event
+
+    def send(self, kind: str, **fields: object) -> int:
+        """Send a command; its ``cid``."""
+        cid = next(self._cids)
+        self.ws.send(json.dumps({"type": kind, **fields, "cid": cid}))
+        return cid
+
+    def command(self, kind: str, **fields: object) -> dict[str, Any]:
+        """Send a command and return its ack, which must be the next event."""
+        cid = self.send(kind, **fields)
+        reply = self.next_event()
+        assert reply["type"] == "ack", reply
+        assert reply["cid"] == cid, reply
+        return reply
+
+    def say(self, text: str) -> dict[str, Any]:
+        """Say ``text`` in the current room; the message event it comes back as."""
+        self.command("message", text=text)
+        event = self.next_event()
+        assert event["type"] == "message", event
+        assert event["text"] == text, event
+        return event
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 @pytest.fixture
-def start_client() -> Iterator[Callable[[str], Client]]:
-    """A factory for clients in a pseudo-terminal; every one is closed at teardown."""
+def start_client() -> Iterator[Callable[..., Client]]:
+    """A factory for clients in a pseudo-terminal, ``start_client(url, *args, env=...)``;
+    every one is closed at teardown."""
     clients: list[Client] = []
 
-    def start(url: str) -> Client:
-        client = Client(url)
+    def start(url: str, *args: str, env: Mapping[str, str | None] | None = None) -> Client:
+        client = Client(url, *args, env=env)
         clients.append(client)
         return client
 
@@ -109,19 +218,46 @@ def start_client() -> Iterator[Callable[[str], Client]]:
 
 
 @pytest.fixture
+def peers() -> Iterator[Callable[..., Peer]]:
+    """A factory for :class:`Peer` connections, ``peers(url, nick=..., room=...)``; every
+    one is closed at teardown."""
+    opened: list[Peer] = []
+
+    def open_peer(url: str, nick: str | None = None, room: str | None = None) -> Peer:
+        peer = Peer(url, nick, room)
+        opened.append(peer)
+        return peer
+
+    yield open_peer
+    for peer in opened:
+        peer.close()
+
+
+@pytest.fixture
 def server(server_process: type[ServerProcess]) -> ServerProcess:
     """A server subprocess on 127.0.0.1, on a free port."""
     return server_process()
 
 
 @pytest.fixture
-def chatting(server: ServerProcess, start_client: Callable[[str], Client]) -> Client:
-    """A client in a terminal, connected (client #1 in the server's log) and at its prompt."""
-    client = start_client(server.url)
+def chatting(server: ServerProcess, start_client: Callable[..., Client]) -> Client:
+    """A client in a terminal, in JSON mode as ``alice`` (client #1 in the server's log),
+    at its prompt. Its nickname's ack came after it subscribed to the chat: from here
+    on, nothing published can miss it."""
+    client = start_client(server.url, "--name", "alice")
+    client.wait_until_ready("alice")
+    return client
+
+
+@pytest.fixture
+def chatting_plain(server: ServerProcess, start_client: Callable[..., Client]) -> Client:
+    """A client in a terminal in plain mode (``--plain``), connected (client #1 in the
+    server's log) and at its prompt."""
+    client = start_client(server.url, "--plain")
     client.wait_until_ready()
     # Logged just before the connection subscribes to the chat, with no checkpoint in
     # between: from here on, nothing published can miss this client.
-    server.wait_for("Client #1 connected from ")
+    server.wait_for(re.compile(r"Client #1 connected from 127\.0\.0\.1:\d+\n"))
     return client
 
 
@@ -149,43 +285,63 @@ def normal_disconnect(key: int) -> re.Pattern[str]:
     )
 
 
-def test_typed_line_comes_back(chatting: Client) -> None:
-    """A line typed and entered is sent and comes back as ``You said:``."""
-    chatting.child.send("hello there\r")
-    chatting.expect(shown("You said: hello there"))
-
-
-def test_other_clients_line_appears(server: ServerProcess, chatting: Client) -> None:
-    """A line another client sends is shown as ``Someone says:``."""
-    with connect(server.url) as ws:
-        ws.send("from afar")
-        chatting.expect(shown("Someone says: from afar"))
-
-
-def test_partial_input_survives_incoming_line(server: ServerProcess, chatting: Client) -> None:
-    """A line arriving mid-typing is inserted above, and the half-typed line is sent whole."""
-    with connect(server.url) as ws:
-        server.wait_for("Client #2 connected from ")
-        chatting.child.send("hel")
-        chatting.expect("hel")  # echoed: the terminal holds the half-typed line
-        ws.send("interrupting")
-        chatting.expect(shown("Someone says: interrupting"))
-        chatting.child.send("lo\r")
-        chatting.expect("lo\r\n")  # the terminal's echo of the rest, then Enter
-        chatting.expect(shown("You said: hello"))
-        assert receive_lines(ws, 2) == ["You said: interrupting", "Someone says: hello"]
-
-
-def test_escape_sequences_from_others_are_shown_not_obeyed(
-    server: ServerProcess, chatting: Client
+def test_typed_line_comes_back(
+    server: ServerProcess, chatting: Client, peers: Callable[..., Peer]
 ) -> None:
-    """Control characters in another client's line are printed as visible escapes."""
+    """A typed line is sent as a message and shown as ``HH:MM [lobby] alice: text``."""
+    bob = peers(server.url)
+    chatting.child.send("hello there\r")
+    event = bob.next_event()
+    assert (event["type"], event["room"], event["from"], event["text"]) == (
+        "message",
+        "lobby",
+        "alice",
+        "hello there",
+    )
+    chatting.expect(shown(f"{local_time(event['ts'])} [lobby] alice: hello there"))
+
+
+def test_typed_line_comes_back_in_plain_mode(chatting_plain: Client) -> None:
+    """With --plain a typed line is sent as text and comes back as ``You said:``."""
+    chatting_plain.child.send("hello there\r")
+    chatting_plain.expect(shown("You said: hello there"))
+
+
+def test_other_clients_line_appears(
+    server: ServerProcess, chatting: Client, peers: Callable[..., Peer]
+) -> None:
+    """A line another client sends is shown with its time and the sender's nickname."""
+    bob = peers(server.url, nick="bob")
+    event = bob.say("from afar")
+    chatting.expect(shown(f"{local_time(event['ts'])} [lobby] bob: from afar"))
+
+
+def test_partial_input_survives_incoming_line(
+    server: ServerProcess, chatting: Client, peers: Callable[..., Peer]
+) -> None:
+    """A line arriving mid-typing is inserted above, and the half-typed line is sent whole."""
+    bob = peers(server.url, nick="bob")
+    chatting.child.send("hel")
+    chatting.expect("hel")  # echoed: the terminal holds the half-typed line
+    interrupting = bob.say("interrupting")
+    chatting.expect(shown(f"{local_time(interrupting['ts'])} [lobby] bob: interrupting"))
+    chatting.child.send("lo\r")
+    chatting.expect("lo\r\n")  # the terminal's echo of the rest, then Enter
+    hello = bob.next_event()
+    assert (hello["type"], hello["from"], hello["text"]) == ("message", "alice", "hello")
+    chatting.expect(shown(f"{local_time(hello['ts'])} [lobby] alice: hello"))
+
+
+def test_escape_sequences_from_others_are_shown_not_obeyed_in_plain_mode(
+    server: ServerProcess, chatting_plain: Client
+) -> None:
+    """In plain mode control characters in another client's line are shown as escapes."""
     with connect(server.url) as ws:
         ws.send("evil \x1b[2J\x1b]0;pwned\x07 end")
-        chatting.expect(shown("Someone says: evil \\x1b[2J\\x1b]0;pwned\\x07 end"))
-    assert "\x1b[2J" not in chatting.output
-    assert "\x1b]" not in chatting.output
-    assert "\x07" not in chatting.output
+        chatting_plain.expect(shown("Someone says: evil \\x1b[2J\\x1b]0;pwned\\x07 end"))
+    assert "\x1b[2J" not in chatting_plain.output
+    assert "\x1b]" not in chatting_plain.output
+    assert "\x07" not in chatting_plain.output
 
 
 @pytest.mark.parametrize(
@@ -198,12 +354,17 @@ def test_escape_sequences_from_others_are_shown_not_obeyed(
     ],
 )
 def test_user_leaves_cleanly(
-    server: ServerProcess, chatting: Client, leave: Callable[[pexpect.spawn], object]
+    server: ServerProcess,
+    chatting: Client,
+    peers: Callable[..., Peer],
+    leave: Callable[[pexpect.spawn], object],
 ) -> None:
     """exit, Ctrl-D and Ctrl-C quit at once: status 0, a 1000 close, the terminal as found."""
+    bob = peers(server.url)
     mode_at_prompt = chatting.terminal_mode()
     chatting.child.send("still here\r")
-    chatting.expect(shown("You said: still here"))
+    event = bob.next_event()
+    chatting.expect(shown(f"{local_time(event['ts'])} [lobby] alice: still here"))
     assert chatting.terminal_mode() == mode_at_prompt
     pressed = time.monotonic()
     leave(chatting.child)
@@ -229,7 +390,7 @@ def test_user_leaves_cleanly(
         ),
     ],
 )
-def test_unreachable_server(start_client: Callable[[str], Client], url: str, error: str) -> None:
+def test_unreachable_server(start_client: Callable[..., Client], url: str, error: str) -> None:
     """An unreachable server is one line saying why, and exit status 1."""
     port = closed_port()
     url = url.format(port=port)
@@ -240,7 +401,7 @@ def test_unreachable_server(start_client: Callable[[str], Client], url: str, err
     )
 
 
-def test_invalid_url(start_client: Callable[[str], Client]) -> None:
+def test_invalid_url(start_client: Callable[..., Client]) -> None:
     """A URL that is not ws:// is one line saying so, and exit status 1."""
     client = start_client("http://x")
     assert client.wait_for_exit() == 1
@@ -259,14 +420,17 @@ def test_server_shutdown_ends_client(server: ServerProcess, chatting: Client) ->
     assert "Traceback" not in chatting.output
 
 
-def test_not_a_terminal_prints_plain_lines(server: ServerProcess) -> None:
-    """Off a terminal the client reads piped lines and prints plain text, no escape codes."""
+def test_not_a_terminal_prints_plain_lines(
+    server: ServerProcess, peers: Callable[..., Peer]
+) -> None:
+    """Off a terminal: plain text, no colour or escapes; piped lines wait for the start-up."""
+    bob = peers(server.url)
     result = subprocess.run(
-        [sys.executable, "-m", "trio_chat.client", server.url],
+        [sys.executable, "-m", "trio_chat.client", server.url, "--name", "carol"],
         input=b"hi\nexit\n",
         capture_output=True,
         timeout=EVENT_TIMEOUT,
-        env=child_env(),
+        env=client_env({"NO_COLOR": None}),
         cwd=ROOT,
         check=False,
     )
@@ -275,19 +439,29 @@ def test_not_a_terminal_prints_plain_lines(server: ServerProcess) -> None:
     assert result.stderr == b""
     assert "\x1b" not in stdout
     lines = stdout.splitlines()
-    assert f"Connecting to server at {server.url}..." in lines
-    assert "\N{WHITE HEAVY CHECK MARK} Connected to server!" in lines
-    assert "Exiting chat..." in lines
-    server.wait_for("Client #1 connected from ")
-    server.wait_for(normal_disconnect(1))
+    assert lines[:4] == [
+        f"Connecting to server at {server.url}...",
+        "\N{WHITE HEAVY CHECK MARK} Connected to server!",
+        START_JSON,
+        "* You are now known as carol",
+    ]
+    assert lines[-1] == "Exiting chat..."
+    arrival = bob.next_event()
+    assert (arrival["type"], arrival["event"], arrival["nick"]) == ("presence", "join", "carol")
+    event = bob.next_event()
+    assert (event["type"], event["from"], event["text"]) == ("message", "carol", "hi")
+    server.wait_for(normal_disconnect(2))
 
 
-def test_not_a_terminal_flushes_each_line(server: ServerProcess) -> None:
+def test_not_a_terminal_flushes_each_line(
+    server: ServerProcess, peers: Callable[..., Peer]
+) -> None:
     """Off a terminal each line is flushed as it is printed; end of input exits with 0."""
-    env = child_env()
+    bob = peers(server.url)
+    env = client_env()
     del env["PYTHONUNBUFFERED"]  # as a script would run it: the client must flush itself
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_chat.client", server.url],
+        [sys.executable, "-m", "trio_chat.client", server.url, "--name", "carol"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -321,15 +495,20 @@ def test_not_a_terminal_flushes_each_line(server: ServerProcess) -> None:
             seen.append(got)
 
     try:
-        wait_for_line("\N{WHITE HEAVY CHECK MARK} Connected to server!")
+        wait_for_line("* You are now known as carol")
         proc.stdin.write(b"hi\n")
         proc.stdin.flush()
-        wait_for_line("You said: hi")  # while the client still runs, stdin still open
+        arrival = bob.next_event()
+        assert (arrival["type"], arrival["event"], arrival["nick"]) == ("presence", "join", "carol")
+        event = bob.next_event()
+        assert (event["type"], event["from"], event["text"]) == ("message", "carol", "hi")
+        # While the client still runs, stdin still open:
+        wait_for_line(f"{local_time(event['ts'])} [lobby] carol: hi")
         proc.stdin.close()
         assert proc.wait(timeout=EVENT_TIMEOUT) == 0
         reader.join(EVENT_TIMEOUT)
         assert "Traceback" not in "".join(seen) + "".join(lines.queue)
-        server.wait_for(normal_disconnect(1))
+        server.wait_for(normal_disconnect(2))
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -36,3 +36,11 @@ def test_on_a_terminal_incoming_lines_go_above_the_input_line() -> None:
 def test_interactive_follows_isatty() -> None:
     """Without an explicit choice, the screen is interactive exactly when its stream is a tty."""
     assert Screen(io.StringIO()).interactive is False
+
+
+def test_rendered_lines_keep_their_own_escape_codes() -> None:
+    """show() writes a line the renderer already made safe as it is, colour included."""
+    out = io.StringIO()
+    screen = Screen(out, interactive=False)
+    screen.show("\x1b[32mbob\x1b[0m: hi \\x1b[2J")
+    assert out.getvalue() == "\x1b[32mbob\x1b[0m: hi \\x1b[2J\n"

@@ -5,7 +5,8 @@ half-typed message is never broken up (the same ANSI sequence websockets' intera
 client uses: save cursor, insert line, restore). Anywhere else (a pipe, a file) every
 line is printed plainly, with no escape codes, and flushed at once so a script can read
 it. Text from other people is made safe first: control characters are shown, never
-sent to the terminal raw.
+sent to the terminal raw (:meth:`Screen.incoming` does it for a raw line; the renderer
+in :mod:`trio_chat.view` does it field by field before :meth:`Screen.show`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class Screen:
     def status(self, text: str) -> None:
         """Show one of the client's own messages (connected, closed, errors)."""
         self._write_line(text)
+
+    def show(self, line: str) -> None:
+        """Show a line already rendered for display: every part of it that came from
+        outside was made safe by the renderer, and its own escape codes (colour) are
+        written as they are."""
+        self._write_line(line)
 
     def prompt(self) -> None:
         """Show the input prompt (on a terminal only)."""
