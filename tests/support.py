@@ -7,19 +7,23 @@ sleep; expected strings are exact.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
+import websockets.exceptions
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -27,6 +31,8 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from websockets.frames import Close
+from websockets.sync.client import ClientConnection, connect
 
 from trio_chat.client import parse_url
 
@@ -35,6 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENT_TIMEOUT = 10.0
 
 URL_LINE = re.compile(r"Server is running on (ws://\S+)")
+#: The JSON subprotocol, and the form of every event's ``ts``.
+PROTOCOL = "trio-chat.v1"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+Event = dict[str, Any]
 
 
 def child_env() -> dict[str, str]:
@@ -207,6 +218,201 @@ async def read_until_closed(ws: WebSocketConnection) -> tuple[list[str], CloseRe
                 return lines, closed.reason
             assert isinstance(message, str)
             lines.extend(message.split("\n"))
+
+
+# --- the ``websockets`` sync client (an implementation independent of the server's) ----------
+
+
+def local_port(ws: ClientConnection) -> int:
+    """The client's own TCP port: the one the server sees as the peer's."""
+    return int(ws.local_address[1])
+
+
+def wait_connected(server: ServerProcess, ws: ClientConnection, *, json_mode: bool = False) -> int:
+    """Wait for the server's connect line for ``ws``; return its client number.
+
+    The line names the subprotocol (``json_mode``). The server subscribes the connection
+    right after logging it, so broadcasts reach it from then on.
+    """
+    suffix = r" \(trio-chat\.v1\)" if json_mode else ""
+    line = re.compile(rf"Client #(\d+) connected from 127\.0\.0\.1:{local_port(ws)}{suffix}\n")
+    return int(server.wait_for(line).group(1))
+
+
+def recv_text(ws: ClientConnection) -> str:
+    """The next message ``ws`` receives (a whole frame), which must be text."""
+    message = ws.recv(timeout=EVENT_TIMEOUT)
+    assert isinstance(message, str), message
+    return message
+
+
+def expect_close(ws: ClientConnection) -> Close:
+    """Wait for the server to close ``ws`` (no message may come first); return its close."""
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+        ws.recv(timeout=EVENT_TIMEOUT)
+    assert info.value.rcvd is not None, "the server sent no close frame"
+    return info.value.rcvd
+
+
+class LineReader:
+    """A ``websockets`` connection read one line at a time, whatever the framing."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        #: Every frame received so far, as sent by the server.
+        self.frames: list[str] = []
+        self._lines: deque[str] = deque()
+
+    def line(self) -> str:
+        """The next line received; a frame of several lines yields them one by one."""
+        while not self._lines:
+            frame = recv_text(self.ws)
+            self.frames.append(frame)
+            self._lines.extend(frame.split("\n"))
+        return self._lines.popleft()
+
+    def expect_close(self) -> Close:
+        """The server closes the connection with no further line; return its close frame."""
+        assert not self._lines, f"unread lines before the close: {list(self._lines)}"
+        return expect_close(self.ws)
+
+
+class PlainClient(LineReader):
+    """A plain-mode connection: text lines out, text lines in."""
+
+    def __init__(self, ws: ClientConnection, key: int) -> None:
+        super().__init__(ws)
+        #: The server's number for this connection (``Client #key`` in its log).
+        self.key = key
+        self.port = local_port(ws)
+
+    def send(self, text: str) -> None:
+        """Send one text frame."""
+        self.ws.send(text)
+
+    def expect(self, *lines: str) -> None:
+        """The next lines received are exactly ``lines``, in order."""
+        for expected in lines:
+            assert self.line() == expected
+
+    def ask(self, text: str, *answer: str) -> None:
+        """Send ``text``; the next lines received are exactly ``answer``."""
+        self.send(text)
+        self.expect(*answer)
+
+
+class JsonClient(LineReader):
+    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
+
+    def send(self, command: Event) -> None:
+        """Send ``command`` as one JSON text frame."""
+        self.ws.send(json.dumps(command))
+
+    def event(self) -> Event:
+        """The next event: one line, which must be one JSON object."""
+        event = json.loads(self.line())
+        assert isinstance(event, dict), event
+        return event
+
+    def call(self, command: Event) -> Event:
+        """Send ``command``; return the next event received."""
+        self.send(command)
+        return self.event()
+
+    def events_until_ack(self, cid: str) -> tuple[list[Event], Event]:
+        """Send a ``rooms`` command with ``cid``; return every event before its ack, and
+        the ack. Whatever was pending for this client is in the list, and nothing else."""
+        self.send({"type": "rooms", "cid": cid})
+        before: list[Event] = []
+        while True:
+            event = self.event()
+            if event.get("type") == "ack" and event.get("cid") == cid:
+                return before, event
+            before.append(event)
+
+
+def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Event:
+    """The ``welcome`` of a connection arriving with ``nick`` in ``rooms`` (last: current)."""
+    return {
+        "type": "welcome",
+        "protocol": PROTOCOL,
+        "server": "trio_chat/0.1.0",
+        "nick": nick,
+        "room": rooms[-1],
+        "rooms": list(rooms),
+    }
+
+
+@contextmanager
+def open_plain(server: ServerProcess, query: str = "") -> Iterator[PlainClient]:
+    """A plain-mode client of ``server`` at ``url + query`` (no subprotocol offered),
+    subscribed once its connect line is logged; closed on the way out."""
+    with connect(server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
+        assert ws.subprotocol is None
+        yield PlainClient(ws, wait_connected(server, ws))
+
+
+@contextmanager
+def open_json(
+    server: ServerProcess,
+    query: str = "",
+    *,
+    nick: str | None = None,
+    rooms: tuple[str, ...] = ("lobby",),
+) -> Iterator[JsonClient]:
+    """A ``trio-chat.v1`` client of ``server`` at ``url + query``, its welcome checked (it
+    arrives with ``nick`` in ``rooms``): once it is in, the client is subscribed. Closed on
+    the way out."""
+    with connect(
+        server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None, subprotocols=[PROTOCOL]
+    ) as ws:
+        assert ws.subprotocol == PROTOCOL
+        client = JsonClient(ws)
+        assert client.event() == welcome(nick, rooms)
+        yield client
+
+
+@contextmanager
+def open_plains(server: ServerProcess, count: int) -> Iterator[list[PlainClient]]:
+    """``count`` anonymous plain clients, connected one after another."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(open_plain(server)) for _ in range(count)]
+
+
+@contextmanager
+def open_jsons(server: ServerProcess, count: int) -> Iterator[list[JsonClient]]:
+    """``count`` JSON clients, connected one after another."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(open_json(server)) for _ in range(count)]
+
+
+# --- expected JSON events --------------------------------------------------------------------
+
+
+def stamped(event: Event) -> Event:
+    """``event`` without its ``ts``, which must be ISO 8601 UTC with milliseconds."""
+    assert TIMESTAMP.match(str(event.get("ts"))), event
+    return {key: value for key, value in event.items() if key != "ts"}
+
+
+def with_cid(command: Event, cid: str | int | None) -> Event:
+    """``command`` carrying ``cid``, or as it is when ``cid`` is None."""
+    return command if cid is None else {**command, "cid": cid}
+
+
+def ack(command: str, cid: str | int | None = None, **result: Any) -> Event:
+    """The ``ack`` for ``command`` with ``result``, echoing ``cid`` when given."""
+    return with_cid({"type": "ack", "command": command, **result}, cid)
+
+
+def error(code: str, text: str, cid: str | int | None = None) -> Event:
+    """The ``error`` event with ``code`` and ``text``, echoing ``cid`` when given."""
+    return with_cid({"type": "error", "code": code, "text": text}, cid)
+
+
+def presence(event: str, nick: str, **fields: Any) -> Event:
+    """A ``presence`` event as compared after :func:`stamped`."""
+    return {"type": "presence", "event": event, "nick": nick, **fields}
 
 
 @dataclass

@@ -10,13 +10,10 @@ event is made to happen and must be the very next one received.
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 import subprocess
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -25,97 +22,29 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+from support import (
+    EVENT_TIMEOUT,
+    ROOT,
+    Event,
+    JsonClient,
+    ServerProcess,
+    ack,
+    child_env,
+    error,
+    open_json,
+    open_plain,
+    presence,
+    stamped,
+)
 
-PROTOCOL = "trio-chat.v1"
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 #: The server's one-line start-up failure for an unusable database.
 DB_FAILURE = "cannot use the history database"
 #: How long a whole multi-threaded scenario may take before the test fails.
 SCENARIO_TIMEOUT = 60.0
 
-Event = dict[str, Any]
-
 # --- helpers -------------------------------------------------------------------------------
-
-
-class Lines:
-    """A connection read one line at a time, whatever the framing (plain mode as is)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self._lines: deque[str] = deque()
-
-    def line(self) -> str:
-        """The next line received; a frame of several lines yields them one by one."""
-        while not self._lines:
-            frame = self.ws.recv(timeout=EVENT_TIMEOUT)
-            assert isinstance(frame, str), frame
-            self._lines.extend(frame.split("\n"))
-        return self._lines.popleft()
-
-    def expect(self, *lines: str) -> None:
-        """The next lines received are exactly ``lines``, in order."""
-        for expected in lines:
-            assert self.line() == expected
-
-    def ask(self, text: str, *answer: str) -> None:
-        """Send ``text``; the next lines received are exactly ``answer``."""
-        self.ws.send(text)
-        self.expect(*answer)
-
-
-class JsonClient(Lines):
-    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
-
-    def send(self, command: Event) -> None:
-        """Send ``command`` as one JSON text frame."""
-        self.ws.send(json.dumps(command))
-
-    def event(self) -> Event:
-        """The next event: one line, which must be one JSON object."""
-        event = json.loads(self.line())
-        assert isinstance(event, dict), event
-        return event
-
-    def call(self, command: Event) -> Event:
-        """Send ``command``; return the next event received."""
-        self.send(command)
-        return self.event()
-
-    def events_until_ack(self, cid: str) -> tuple[list[Event], Event]:
-        """Send a ``rooms`` command with ``cid``; return every event before its ack, and
-        the ack. Whatever was pending for this client is in the list, and nothing else."""
-        self.send({"type": "rooms", "cid": cid})
-        before: list[Event] = []
-        while True:
-            event = self.event()
-            if event.get("type") == "ack" and event.get("cid") == cid:
-                return before, event
-            before.append(event)
-
-
-def stamped(event: Event) -> Event:
-    """``event`` without its ``ts``, which must be ISO 8601 UTC with milliseconds."""
-    assert TIMESTAMP.match(str(event.get("ts"))), event
-    return {key: value for key, value in event.items() if key != "ts"}
-
-
-def with_cid(command: Event, cid: str | int | None) -> Event:
-    """``command`` carrying ``cid``, or as it is when ``cid`` is None."""
-    return command if cid is None else {**command, "cid": cid}
-
-
-def ack(command: str, cid: str | int | None = None, **result: Any) -> Event:
-    """The ``ack`` for ``command`` with ``result``, echoing ``cid`` when given."""
-    return with_cid({"type": "ack", "command": command, **result}, cid)
-
-
-def error(code: str, text: str, cid: str | int | None = None) -> Event:
-    """The ``error`` event with ``code`` and ``text``, echoing ``cid`` when given."""
-    return with_cid({"type": "error", "code": code, "text": text}, cid)
 
 
 def message(message_id: int, room: str, sender: str | None, text: str) -> Event:
@@ -123,49 +52,9 @@ def message(message_id: int, room: str, sender: str | None, text: str) -> Event:
     return {"type": "message", "id": message_id, "room": room, "from": sender, "text": text}
 
 
-def presence(event: str, nick: str, **fields: Any) -> Event:
-    """A ``presence`` event as compared after :func:`stamped`."""
-    return {"type": "presence", "event": event, "nick": nick, **fields}
-
-
 def history(event: Event) -> Event:
     """The replayed form of a live ``message`` or ``private`` event (``ts`` included)."""
     return {**event, "history": True}
-
-
-def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Event:
-    """The ``welcome`` of a connection arriving with ``nick`` in ``rooms`` (last: current)."""
-    return {
-        "type": "welcome",
-        "protocol": PROTOCOL,
-        "server": "trio_chat/0.1.0",
-        "nick": nick,
-        "room": rooms[-1],
-        "rooms": list(rooms),
-    }
-
-
-@contextmanager
-def open_json(
-    url: str, query: str = "", *, nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)
-) -> Iterator[JsonClient]:
-    """A ``trio-chat.v1`` client of ``url + query``, its welcome checked (it arrives with
-    ``nick`` in ``rooms``): once it is in, the client is subscribed. Closed on the way out."""
-    with connect(
-        url + query, open_timeout=EVENT_TIMEOUT, proxy=None, subprotocols=[PROTOCOL]
-    ) as ws:
-        assert ws.subprotocol == PROTOCOL
-        client = JsonClient(ws)
-        assert client.event() == welcome(nick, rooms)
-        yield client
-
-
-@contextmanager
-def open_plain(url: str, query: str = "") -> Iterator[Lines]:
-    """A plain-mode client of ``url + query``; closed on the way out."""
-    with connect(url + query, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
-        assert ws.subprotocol is None
-        yield Lines(ws)
 
 
 def say(client: JsonClient, nick: str | None, text: str, room: str = "lobby") -> Event:
@@ -255,7 +144,7 @@ def test_history_survives_a_restart_and_is_replayed_on_connect(
     db = str(tmp_path / "h.db")
     server = server_process(db=db, history_on_join=None)
     originals: list[Event] = []
-    with open_json(server.url) as watcher, open_plain(server.url) as alice:
+    with open_json(server) as watcher, open_plain(server) as alice:
         alice.ask("/nick alice", "* You are now known as alice")
         assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
         for text in ("one", "two", "three"):
@@ -268,13 +157,13 @@ def test_history_survives_a_restart_and_is_replayed_on_connect(
     terminate(server)
 
     server = server_process(db=db, history_on_join=None)
-    with open_plain(server.url) as plain:
+    with open_plain(server) as plain:
         plain.expect(
             "[history] alice says: one",
             "[history] alice says: two",
             "[history] alice says: three",
         )
-        with open_json(server.url) as client:
+        with open_json(server) as client:
             for original in originals:
                 assert client.event() == history(original)
             answer = client.call({"type": "message", "text": "four", "cid": "f"})
@@ -289,13 +178,13 @@ def test_history_on_join_comes_after_the_ack_and_before_live_lines(
 ) -> None:
     """/join replays the room's messages after the join ack; later ones arrive once, live."""
     server = server_process(db=db, history_on_join=None)
-    with open_plain(server.url) as alice:
+    with open_plain(server) as alice:
         alice.ask("/nick alice", "* You are now known as alice")
         alice.ask("in lobby", "You said: in lobby")
         alice.ask("/join dev", "* You joined dev (1 here)")
         alice.ask("d1", "You said: d1")
         alice.ask("d2", "You said: d2")
-        with open_plain(server.url) as bob:
+        with open_plain(server) as bob:
             bob.expect("[history] alice says: in lobby")  # on connect: the lobby's only
             bob.ask("/nick bob", "* You are now known as bob")
             alice.expect("[lobby] * bob joined lobby")
@@ -317,12 +206,12 @@ def test_history_of_the_rooms_one_arrives_in_follows_the_room_prefix_rule(
 ) -> None:
     """Arriving in dev and lobby replays both; lines of the non-current room say [dev]."""
     server = server_process(db=db, history_on_join=None)
-    with open_plain(server.url) as alice:
+    with open_plain(server) as alice:
         alice.ask("/nick alice", "* You are now known as alice")
         alice.ask("in lobby", "You said: in lobby")
         alice.ask("/join dev", "* You joined dev (1 here)")
         alice.ask("/me codes", "* alice codes")
-        with open_plain(server.url, "/?room=dev&room=lobby") as bob:
+        with open_plain(server, "/?room=dev&room=lobby") as bob:
             # lobby is current (named last); the document fixes no order between rooms.
             assert sorted([bob.line(), bob.line()]) == [
                 "[dev] [history] * alice codes",
@@ -337,14 +226,14 @@ def test_history_on_join_flag_sets_how_many(
 ) -> None:
     """--history-on-join N replays the last N messages on connect and on /join; 0 none."""
     server = server_process(db=db, history_on_join=on_join)
-    with open_plain(server.url) as alice:
+    with open_plain(server) as alice:
         alice.ask("/nick alice", "* You are now known as alice")
         for n in range(1, 6):
             alice.ask(f"m{n}", f"You said: m{n}")
         alice.ask("/join dev", "* You joined dev (1 here)")
         for n in range(1, 4):
             alice.ask(f"d{n}", f"You said: d{n}")
-        with open_plain(server.url) as newcomer:
+        with open_plain(server) as newcomer:
             if on_join:
                 newcomer.expect("[history] alice says: m4", "[history] alice says: m5")
             newcomer.ask(
@@ -364,8 +253,8 @@ def test_history_limit_keeps_the_last_messages_of_each_room(
     db = str(tmp_path / "limit.db")
     server = server_process("--history-limit", "3", db=db, history_on_join=0)
     with (
-        open_json(server.url, "/?nick=bob", nick="bob") as bob,
-        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+        open_json(server, "/?nick=bob", nick="bob") as bob,
+        open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
         assert alice.call({"type": "join", "room": "dev"}) == ack(
             "join", room="dev", topic=None, members=["alice"], anonymous=0
@@ -383,14 +272,14 @@ def test_history_limit_keeps_the_last_messages_of_each_room(
     terminate(server)
 
     server = server_process("--history-limit", "3", db=db, history_on_join=None)
-    with open_plain(server.url) as plain:
+    with open_plain(server) as plain:
         plain.expect(
             "[history] alice says: l3",
             "[history] alice says: l4",
             "[history] alice says: l5",
         )
     query = "/?nick=alice&room=lobby,dev&since=0"
-    with open_json(server.url, query, nick="alice", rooms=("lobby", "dev")) as alice:
+    with open_json(server, query, nick="alice", rooms=("lobby", "dev")) as alice:
         for event in [*dev, *lobby[2:], *private[1:]]:
             assert alice.event() == history(event)
         lobby.append(say(alice, "alice", "l6", "lobby"))  # the limit holds after a restart
@@ -412,8 +301,8 @@ def test_history_command_pages_back_through_one_room(
     rooms one is not in are errors."""
     server = server_process(db=db)
     with (
-        open_json(server.url, "/?nick=bob", nick="bob") as bob,
-        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+        open_json(server, "/?nick=bob", nick="bob") as bob,
+        open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
         assert stamped(bob.event()) == presence("join", "alice", room="lobby")
         assert bob.call({"type": "join", "room": "dev"}) == ack(
@@ -468,11 +357,11 @@ def missed_while_away(server: ServerProcess) -> Iterator[tuple[JsonClient, int, 
     without reading them. Yields carol (still connected, in the lobby), K, and what alice
     must be replayed: the lobby messages and the private one to her, in id order."""
     with (
-        open_json(server.url, "/?nick=bob", nick="bob") as bob,
-        open_json(server.url, "/?nick=carol", nick="carol") as carol,
+        open_json(server, "/?nick=bob", nick="bob") as bob,
+        open_json(server, "/?nick=carol", nick="carol") as carol,
     ):
         assert stamped(bob.event()) == presence("join", "carol", room="lobby")
-        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+        with open_json(server, "/?nick=alice", nick="alice") as alice:
             for other in (bob, carol):
                 assert stamped(other.event()) == presence("join", "alice", room="lobby")
             seen = say(alice, "alice", "seen")
@@ -506,7 +395,7 @@ def test_resume_by_url_replays_exactly_what_was_missed(
     server = server_process(db=db, history_on_join=None)
     with missed_while_away(server) as (carol, since, missed):
         query = f"/?nick=alice&room=lobby&since={since}"
-        with open_json(server.url, query, nick="alice") as alice:
+        with open_json(server, query, nick="alice") as alice:
             for event in missed:
                 assert alice.event() == history(event)
             assert stamped(carol.event()) == presence("join", "alice", room="lobby")
@@ -521,7 +410,7 @@ def test_resume_command_replays_exactly_what_was_missed(
     server = server_process(db=db, history_on_join=0)
     with (
         missed_while_away(server) as (carol, since, missed),
-        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+        open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
         assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
             "resume", "r", since=since
@@ -540,7 +429,7 @@ def test_resume_command_after_history_on_join_misses_nothing(
     server = server_process(db=db, history_on_join=1)
     with (
         missed_while_away(server) as (_carol, since, missed),
-        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+        open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
         on_join = alice.event()
         assert on_join == history(missed[-1])  # the lobby's last message
@@ -563,7 +452,7 @@ def test_resume_url_with_an_invalid_since_is_refused(
             connect(server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None)
         assert info.value.response.status_code == 400, query
         assert bytes(info.value.response.body or b"") == reason, query
-    with open_json(server.url, "/?nick=alice&since=0", nick="alice") as alice:
+    with open_json(server, "/?nick=alice&since=0", nick="alice") as alice:
         assert say(alice, "alice", "still serving")["text"] == "still serving"
 
 
@@ -579,7 +468,7 @@ def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
     published: list[int] = []
 
     def publish() -> None:
-        with open_json(server.url) as publisher:
+        with open_json(server) as publisher:
             for n in range(total):
                 publisher.send({"type": "message", "text": f"m{n}", "cid": n})
                 answer = publisher.event()
@@ -604,7 +493,7 @@ def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
             wait_until(changed, lambda count=count: len(published) >= count, [publisher])
             with changed:
                 since = published[count // 2]
-            client = stack.enter_context(open_json(server.url, f"/?since={since}"))
+            client = stack.enter_context(open_json(server, f"/?since={since}"))
             resumes.append((since, pool.submit(read_to_the_end, client)))
         publisher.result(timeout=SCENARIO_TIMEOUT)
         assert published == sorted(set(published))
@@ -633,8 +522,8 @@ def test_resent_cid_is_acked_as_a_duplicate_and_not_delivered(
     db = str(tmp_path / "resend.db")
     server = server_process(db=db)
     once = {"type": "message", "text": "once", "cid": "k1"}
-    with open_json(server.url) as watcher:
-        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+    with open_json(server) as watcher:
+        with open_json(server, "/?nick=alice", nick="alice") as alice:
             assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
             answer = alice.call(once)
             first = answer.get("id")
@@ -646,7 +535,7 @@ def test_resent_cid_is_acked_as_a_duplicate_and_not_delivered(
         assert stamped(watcher.event()) == presence("quit", "alice", reason=None)
 
         duplicate = ack("message", "k1", id=first, room="lobby", duplicate=True)
-        with open_json(server.url, "/?nick=alice", nick="alice") as alice:
+        with open_json(server, "/?nick=alice", nick="alice") as alice:
             assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
             assert alice.call(once) == duplicate
             answer = alice.call({"type": "message", "text": "after", "cid": "k2"})
@@ -661,12 +550,12 @@ def test_resent_cid_is_acked_as_a_duplicate_and_not_delivered(
 
     server = server_process(db=db)
     with (
-        open_json(server.url) as watcher,
-        open_json(server.url, "/?nick=alice", nick="alice") as alice,
+        open_json(server) as watcher,
+        open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
         assert stamped(watcher.event()) == presence("join", "alice", room="lobby")
         assert alice.call(once) == duplicate
-        with open_json(server.url, "/?nick=carol", nick="carol") as carol:
+        with open_json(server, "/?nick=carol", nick="carol") as carol:
             for client in (watcher, alice):
                 assert stamped(client.event()) == presence("join", "carol", room="lobby")
             answer = carol.call(once)
@@ -706,12 +595,12 @@ def test_database_in_use_stops_a_second_server(
     """A second server on a database in use exits 2, saying so; the first keeps serving."""
     db = tmp_path / "shared.db"
     first = server_process(db=str(db))
-    with open_json(first.url) as client:
+    with open_json(first) as client:
         assert start_failing_server(str(db)) == [
             f"{DB_FAILURE} {db}: it is in use by another process (database is locked)"
         ]
         assert say(client, None, "still here")["text"] == "still here"
-        with open_json(first.url) as newcomer:
+        with open_json(first) as newcomer:
             assert say(newcomer, None, "me too")["text"] == "me too"
     terminate(first)
 
@@ -733,7 +622,7 @@ def test_acknowledged_messages_survive_kill_9(
     changed = threading.Condition()
     progress = {"connected": 0, "acked": 0, "killed": 0}
     restarted = threading.Event()
-    new_url: list[str] = []
+    new_server: list[ServerProcess] = []
     everything = {(nick, f"{nick} {n}") for nick in nicks for n in range(count)}
 
     def run_client(nick: str) -> tuple[dict[int, int], dict[int, int], list[Event]]:
@@ -783,7 +672,7 @@ def test_acknowledged_messages_survive_kill_9(
             advance("acked")
 
         try:
-            with open_json(server.url, f"/?nick={nick}", nick=nick) as first:
+            with open_json(server, f"/?nick={nick}", nick=nick) as first:
                 advance("connected")
                 for n in range(count):
                     send(first, n)
@@ -796,7 +685,7 @@ def test_acknowledged_messages_survive_kill_9(
         assert restarted.wait(EVENT_TIMEOUT)
         last_seen = max((event["id"] for event in received), default=0)
         query = f"/?nick={nick}&room=lobby&since={last_seen}"
-        with open_json(new_url[0], query, nick=nick) as second:
+        with open_json(new_server[0], query, nick=nick) as second:
             unacked = [n for n in range(count) if n not in acks]
             if before_kill:
                 send(second, max(before_kill), resend="yes")
@@ -820,7 +709,7 @@ def test_acknowledged_messages_survive_kill_9(
         finally:
             server.proc.kill()  # (again: harmless) whatever happened
         assert server.wait() == -signal.SIGKILL
-        new_url.append(server_process(db=db, history_on_join=None).url)
+        new_server.append(server_process(db=db, history_on_join=None))
         restarted.set()
         results = {
             nick: worker.result(timeout=SCENARIO_TIMEOUT)
@@ -843,7 +732,7 @@ def test_acknowledged_messages_survive_kill_9(
         for event in received:
             assert (event["from"], event["text"]) == sent[event["id"]], event
     # The restarted server stores exactly what was acknowledged, under the acked ids.
-    with open_json(new_url[0]) as reader:
+    with open_json(new_server[0]) as reader:
         for _ in range(50):  # the lobby's history on join (default 50)
             assert reader.event().get("history") is True
         page = reader.call({"type": "history", "limit": 500, "cid": "all"})

@@ -12,22 +12,30 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Close
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 from trio_chat.commands import HELP
 
-from support import EVENT_TIMEOUT, ServerProcess
+from support import (
+    EVENT_TIMEOUT,
+    PROTOCOL,
+    Event,
+    JsonClient,
+    LineReader,
+    ServerProcess,
+    ack,
+    error,
+    open_json,
+    open_jsons,
+    open_plain,
+    presence,
+    stamped,
+    wait_connected,
+    with_cid,
+)
 
-PROTOCOL = "trio-chat.v1"
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WELCOME = {
     "type": "welcome",
     "protocol": PROTOCOL,
@@ -38,114 +46,7 @@ WELCOME = {
 }
 NAME_RULE = "use 1-32 letters, digits, '_', '-' or '.'"
 
-Event = dict[str, Any]
-
 # --- helpers -------------------------------------------------------------------------------
-
-
-class Lines:
-    """A connection read one line at a time, whatever the framing (plain mode as is)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        #: Every frame received so far, as sent by the server.
-        self.frames: list[str] = []
-        self._lines: deque[str] = deque()
-
-    def line(self) -> str:
-        """The next line received; a frame of several lines yields them one by one."""
-        while not self._lines:
-            frame = self.ws.recv(timeout=EVENT_TIMEOUT)
-            assert isinstance(frame, str), frame
-            self.frames.append(frame)
-            self._lines.extend(frame.split("\n"))
-        return self._lines.popleft()
-
-    def expect_close(self) -> Close:
-        """The server closes the connection with no further line; return its close frame."""
-        assert not self._lines, f"unread lines before the close: {list(self._lines)}"
-        with pytest.raises(ConnectionClosed) as info:
-            self.ws.recv(timeout=EVENT_TIMEOUT)
-        assert info.value.rcvd is not None, "the server sent no close frame"
-        return info.value.rcvd
-
-
-class JsonClient(Lines):
-    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
-
-    def send(self, command: Event) -> None:
-        """Send ``command`` as one JSON text frame."""
-        self.ws.send(json.dumps(command))
-
-    def event(self) -> Event:
-        """The next event: one line, which must be one JSON object."""
-        event = json.loads(self.line())
-        assert isinstance(event, dict), event
-        return event
-
-    def call(self, command: Event) -> Event:
-        """Send ``command``; return the next event received."""
-        self.send(command)
-        return self.event()
-
-
-def stamped(event: Event) -> Event:
-    """``event`` without its ``ts``, which must be ISO 8601 UTC with milliseconds."""
-    assert TIMESTAMP.match(str(event.get("ts"))), event
-    return {key: value for key, value in event.items() if key != "ts"}
-
-
-def with_cid(command: Event, cid: str | int | None) -> Event:
-    """``command`` carrying ``cid``, or as it is when ``cid`` is None."""
-    return command if cid is None else {**command, "cid": cid}
-
-
-def ack(command: str, cid: str | int | None = None, **result: Any) -> Event:
-    """The ``ack`` for ``command`` with ``result``, echoing ``cid`` when given."""
-    return with_cid({"type": "ack", "command": command, **result}, cid)
-
-
-def error(code: str, text: str, cid: str | int | None = None) -> Event:
-    """The ``error`` event with ``code`` and ``text``, echoing ``cid`` when given."""
-    return with_cid({"type": "error", "code": code, "text": text}, cid)
-
-
-def presence(event: str, nick: str, **fields: Any) -> Event:
-    """A ``presence`` event as compared after :func:`stamped`."""
-    return {"type": "presence", "event": event, "nick": nick, **fields}
-
-
-def wait_connected(server: ServerProcess, ws: ClientConnection, json_mode: bool) -> None:
-    """Wait for the server's connect line for ``ws``, which names the subprotocol."""
-    port = int(ws.local_address[1])
-    suffix = r" \(trio-chat\.v1\)" if json_mode else ""
-    server.wait_for(re.compile(rf"Client #\d+ connected from 127\.0\.0\.1:{port}{suffix}\n"))
-
-
-@contextmanager
-def open_json(server: ServerProcess) -> Iterator[JsonClient]:
-    """A ``trio-chat.v1`` client of ``server``, its welcome checked; closed on the way out."""
-    with connect(server.url, open_timeout=EVENT_TIMEOUT, proxy=None, subprotocols=[PROTOCOL]) as ws:
-        assert ws.subprotocol == PROTOCOL
-        client = JsonClient(ws)
-        assert client.event() == WELCOME
-        yield client
-
-
-@contextmanager
-def open_plain(server: ServerProcess) -> Iterator[Lines]:
-    """A plain-mode client of ``server`` (no subprotocol offered), subscribed."""
-    with connect(server.url, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
-        assert ws.subprotocol is None
-        wait_connected(server, ws, json_mode=False)
-        yield Lines(ws)
-
-
-@contextmanager
-def open_jsons(server: ServerProcess, count: int) -> Iterator[list[JsonClient]]:
-    """``count`` JSON clients, connected one after another."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(open_json(server)) for _ in range(count)]
 
 
 def take_nicks(clients: list[JsonClient], *nicks: str) -> None:
@@ -193,7 +94,7 @@ def test_client_not_offering_it_stays_plain(
         assert ws.subprotocol is None
         wait_connected(server, ws, json_mode=False)
         ws.send("hi")
-        assert Lines(ws).line() == "You said: hi"  # the very first line: no welcome
+        assert LineReader(ws).line() == "You said: hi"  # the very first line: no welcome
 
 
 # --- every command, with and without a cid ---------------------------------------------------

@@ -10,92 +10,22 @@ later event is made to happen and must be the very next line received.
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-
-import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Close
-from websockets.sync.client import ClientConnection, connect
+from contextlib import contextmanager
 
 from trio_chat.commands import HELP
 
-from support import EVENT_TIMEOUT, ServerProcess
+from support import PlainClient, ServerProcess, open_plain, open_plains
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-class Client:
-    """A plain-mode connection read one line at a time, whatever the framing."""
-
-    def __init__(self, ws: ClientConnection, key: int) -> None:
-        self.ws = ws
-        #: The server's number for this connection (``Client #key`` in its log).
-        self.key = key
-        self.port = int(ws.local_address[1])
-        self._lines: deque[str] = deque()
-
-    def send(self, text: str) -> None:
-        """Send one text frame."""
-        self.ws.send(text)
-
-    def line(self) -> str:
-        """The next line received; a frame of several lines yields them one by one."""
-        while not self._lines:
-            frame = self.ws.recv(timeout=EVENT_TIMEOUT)
-            assert isinstance(frame, str), frame
-            self._lines.extend(frame.split("\n"))
-        return self._lines.popleft()
-
-    def expect(self, *lines: str) -> None:
-        """The next lines received are exactly ``lines``, in order."""
-        for expected in lines:
-            assert self.line() == expected
-
-    def ask(self, text: str, *answer: str) -> None:
-        """Send ``text``; the next lines received are exactly ``answer``."""
-        self.send(text)
-        self.expect(*answer)
-
-    def expect_close(self) -> Close:
-        """The server closes the connection with no further line; return its close frame."""
-        assert not self._lines, f"unread lines before the close: {list(self._lines)}"
-        with pytest.raises(ConnectionClosed) as info:
-            self.ws.recv(timeout=EVENT_TIMEOUT)
-        assert info.value.rcvd is not None, "the server sent no close frame"
-        return info.value.rcvd
-
-
-def wait_connected(server: ServerProcess, ws: ClientConnection) -> int:
-    """Wait for the server's connect line for ``ws``; return its client number. The server
-    subscribes the connection right after logging it, so broadcasts reach it from then on."""
-    port = int(ws.local_address[1])
-    line = re.compile(rf"Client #(\d+) connected from 127\.0\.0\.1:{port}\n")
-    return int(server.wait_for(line).group(1))
-
-
-def wait_disconnected(server: ServerProcess, client: Client) -> None:
+def wait_disconnected(server: ServerProcess, client: PlainClient) -> None:
     """Wait until the server has logged ``client``'s departure (it has left the chat)."""
     server.wait_for(f"Client #{client.key} (127.0.0.1:{client.port}) disconnected: ")
 
 
-@contextmanager
-def open_client(server: ServerProcess) -> Iterator[Client]:
-    """One plain client of ``server``, subscribed; closed on the way out."""
-    with connect(server.url, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
-        assert ws.subprotocol is None
-        yield Client(ws, wait_connected(server, ws))
-
-
-@contextmanager
-def open_clients(server: ServerProcess, count: int) -> Iterator[list[Client]]:
-    """``count`` anonymous plain clients, connected one after another."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(open_client(server)) for _ in range(count)]
-
-
-def name_all(clients: list[Client], *nicks: str) -> None:
+def name_all(clients: list[PlainClient], *nicks: str) -> None:
     """Give ``clients[i]`` the nick ``nicks[i]`` in turn, all of them being in the lobby
     only (and the lobby under the presence limit); every other client sees each join."""
     for i, nick in enumerate(nicks):
@@ -105,9 +35,9 @@ def name_all(clients: list[Client], *nicks: str) -> None:
 
 
 @contextmanager
-def named_clients(server: ServerProcess, *nicks: str) -> Iterator[list[Client]]:
+def named_clients(server: ServerProcess, *nicks: str) -> Iterator[list[PlainClient]]:
     """One plain client per nick, all in the lobby, each named and the notices consumed."""
-    with open_clients(server, len(nicks)) as clients:
+    with open_plains(server, len(nicks)) as clients:
         name_all(clients, *nicks)
         yield clients
 
@@ -118,7 +48,7 @@ def named_clients(server: ServerProcess, *nicks: str) -> Iterator[list[Client]]:
 def test_nick_names_the_sender(server_process: type[ServerProcess]) -> None:
     """After /nick others read 'alice says:'; anonymous lines read 'Someone says:'."""
     server = server_process()
-    with open_clients(server, 2) as (a, b):
+    with open_plains(server, 2) as (a, b):
         a.ask("/nick alice", "* You are now known as alice")
         b.expect("* alice joined lobby")
         a.ask("hi", "You said: hi")
@@ -130,7 +60,7 @@ def test_nick_names_the_sender(server_process: type[ServerProcess]) -> None:
 def test_taken_and_invalid_nicks_get_one_error_line(server_process: type[ServerProcess]) -> None:
     """Taken (ignoring case), reserved and invalid nicks get one Error line to the sender."""
     server = server_process()
-    with open_clients(server, 2) as (a, b):
+    with open_plains(server, 2) as (a, b):
         a.ask("/nick alice", "* You are now known as alice")
         b.expect("* alice joined lobby")
         b.ask("/nick ALICE", "Error: nick ALICE is taken")
@@ -151,10 +81,10 @@ def test_taken_and_invalid_nicks_get_one_error_line(server_process: type[ServerP
 def test_presence_of_named_members_only(server_process: type[ServerProcess]) -> None:
     """First nick reads as a join, then 'is now known as', 'quit'; anonymous ones are silent."""
     server = server_process()
-    with open_clients(server, 2) as (a, b):
+    with open_plains(server, 2) as (a, b):
         a.ask("/nick alice", "* You are now known as alice")
         b.expect("* alice joined lobby")
-        with open_client(server) as c:
+        with open_plain(server) as c:
             c.ask("anonymous here", "You said: anonymous here")
             a.expect("Someone says: anonymous here")
             b.expect("Someone says: anonymous here")
@@ -220,7 +150,7 @@ def test_rooms_and_who_list_members(server_process: type[ServerProcess]) -> None
     server = server_process()
     with (
         named_clients(server, "alice", "bob", "carol") as (alice, bob, carol),
-        open_client(server) as anonymous,
+        open_plain(server) as anonymous,
     ):
         alice.ask("/join dev", "* You joined dev (1 here)")
         carol.ask("/join dev", "* You joined dev (2 here)")
@@ -243,7 +173,7 @@ def test_private_message_reaches_only_its_target(server_process: type[ServerProc
     server = server_process()
     with (
         named_clients(server, "alice", "bob", "carol") as (alice, bob, carol),
-        open_client(server) as anonymous,
+        open_plain(server) as anonymous,
     ):
         alice.ask("/msg bob psst", "[private] You said to bob: psst")
         bob.expect("[private] alice says: psst")
@@ -285,7 +215,7 @@ def test_me_topic_and_slash_escape(server_process: type[ServerProcess]) -> None:
 def test_unknown_command_keeps_the_connection(server_process: type[ServerProcess]) -> None:
     """An unknown command gets one Error line to its sender; the connection stays open."""
     server = server_process()
-    with open_clients(server, 2) as (a, b):
+    with open_plains(server, 2) as (a, b):
         a.ask("/frobnicate", "Error: unknown command /frobnicate; /help lists the commands")
         a.ask("/frobnicate now", "Error: unknown command /frobnicate; /help lists the commands")
         a.ask("still open", "You said: still open")
@@ -295,7 +225,7 @@ def test_unknown_command_keeps_the_connection(server_process: type[ServerProcess
 def test_help_lists_every_command(server_process: type[ServerProcess]) -> None:
     """/help answers one '* ' line per command, usage then description, /nick first."""
     server = server_process()
-    with open_client(server) as client:
+    with open_plain(server) as client:
         client.send("/help")
         lines = [client.line() for _ in HELP]
         assert lines[0].startswith("* /nick NAME ")
@@ -310,7 +240,7 @@ def test_help_lists_every_command(server_process: type[ServerProcess]) -> None:
 def test_presence_limit_silences_crowded_rooms(server_process: type[ServerProcess]) -> None:
     """--presence-limit 2: rooms of 3 get no presence (/who lists all), rooms of 2 do."""
     server = server_process("--presence-limit", "2")
-    with open_clients(server, 3) as (a, b, c):
+    with open_plains(server, 3) as (a, b, c):
         # The lobby has 3 members: nobody hears of anyone's first nick.
         a.ask("/nick alice", "* You are now known as alice")
         b.ask("/nick bob", "* You are now known as bob")

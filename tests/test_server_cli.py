@@ -21,11 +21,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+from support import (
+    EVENT_TIMEOUT,
+    ROOT,
+    ServerProcess,
+    child_env,
+    expect_close,
+    local_port,
+    recv_text,
+    wait_connected,
+)
 
 SERVER = [sys.executable, "-m", "trio_chat.server"]
 PROG = "python -m trio_chat.server"
@@ -47,36 +54,6 @@ def client(url: str) -> Iterator[ClientConnection]:
     assert url.startswith("ws://127.0.0.1:"), url
     with connect(url, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
         yield ws
-
-
-def local_port(ws: ClientConnection) -> int:
-    """The client's own TCP port: the one the server sees as the peer's."""
-    return int(ws.local_address[1])
-
-
-def wait_connected(server: ServerProcess, ws: ClientConnection) -> int:
-    """Wait for the server's connect line for ``ws``; return its client number.
-
-    The server subscribes the client to the chat before it yields after logging this
-    line, so once it is seen, console lines reach the client.
-    """
-    line = re.compile(rf"Client #(\d+) connected from 127\.0\.0\.1:{local_port(ws)}\n")
-    return int(server.wait_for(line).group(1))
-
-
-def recv_text(ws: ClientConnection) -> str:
-    """The next message ``ws`` receives, which must be text."""
-    message = ws.recv(timeout=EVENT_TIMEOUT)
-    assert isinstance(message, str), message
-    return message
-
-
-def expect_close(ws: ClientConnection) -> Close:
-    """Wait for the server to close ``ws`` (no message may come first); return its close."""
-    with pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=EVENT_TIMEOUT)
-    assert info.value.rcvd is not None, "the server sent no close frame"
-    return info.value.rcvd
 
 
 def disconnect_line(key: int, port: int, how: str) -> str:
