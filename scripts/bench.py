@@ -467,26 +467,57 @@ async def main(args: argparse.Namespace) -> None:
     if args.fanout_clients + 100 > limit and args.mode in ("fanout", "all"):
         sys.exit(f"open-file limit {limit} is too low for {args.fanout_clients} connections")
     names = args.servers.split(",")
-    throughput_results: dict[str, ThroughputResult] = {}
-    fanout_results: dict[str, FanoutResult] = {}
+    throughput_runs: dict[str, list[ThroughputResult]] = {name: [] for name in names}
+    fanout_runs: dict[str, list[FanoutResult]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as db_dir:
         specs = server_specs(db_dir)
-        for name in names:
-            if args.mode in ("throughput", "all"):
-                server = RunningServer(specs[name])
-                try:
-                    throughput_results[name] = await throughput(server, args)
-                finally:
-                    server.stop()
-                fresh_database(db_dir)
-            if args.mode in ("fanout", "all"):
-                server = RunningServer(specs[name])
-                try:
-                    fanout_results[name] = await fanout(server, args)
-                finally:
-                    server.stop()
-                fresh_database(db_dir)
+        # Repetitions interleave the servers, so that a disturbance of the machine lands
+        # on all of them alike; the report takes the median of each figure.
+        for _ in range(args.repeat):
+            for name in names:
+                if args.mode in ("throughput", "all"):
+                    server = RunningServer(specs[name])
+                    try:
+                        throughput_runs[name].append(await throughput(server, args))
+                    finally:
+                        server.stop()
+                    fresh_database(db_dir)
+                if args.mode in ("fanout", "all"):
+                    server = RunningServer(specs[name])
+                    try:
+                        fanout_runs[name].append(await fanout(server, args))
+                    finally:
+                        server.stop()
+                    fresh_database(db_dir)
+    throughput_results = {
+        name: median_throughput(runs) for name, runs in throughput_runs.items() if runs
+    }
+    fanout_results = {name: median_fanout(runs) for name, runs in fanout_runs.items() if runs}
     report(args, names, throughput_results, fanout_results)
+
+
+def median_throughput(runs: list[ThroughputResult]) -> ThroughputResult:
+    """Each figure's median over the runs; delivery errors are summed, never hidden."""
+    return ThroughputResult(
+        deliveries_per_second=statistics.median(r.deliveries_per_second for r in runs),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        max_ms=statistics.median(r.max_ms for r in runs),
+        server_cpu_us_per_delivery=statistics.median(r.server_cpu_us_per_delivery for r in runs),
+        load_cpu_us_per_delivery=statistics.median(r.load_cpu_us_per_delivery for r in runs),
+        duplicates=sum(r.duplicates for r in runs),
+        missing=sum(r.missing for r in runs),
+    )
+
+
+def median_fanout(runs: list[FanoutResult]) -> FanoutResult:
+    """The median RSS and fan-out time over the runs; every round's time is listed."""
+    return FanoutResult(
+        connections=runs[0].connections,
+        rss_per_connection_kib=statistics.median(r.rss_per_connection_kib for r in runs),
+        median_ms=statistics.median(r.median_ms for r in runs),
+        rounds_ms=[value for r in runs for value in r.rounds_ms],
+    )
 
 
 def fresh_database(db_dir: str) -> None:
@@ -506,10 +537,11 @@ def report(
     fanout_results: dict[str, FanoutResult],
 ) -> None:
     peers = [name for name in names if name != "trio_chat"]
+    runs = f" (median of {args.repeat} runs each)" if args.repeat > 1 else ""
     if throughput_results:
         print(
             f"throughput: {args.clients} clients, {args.senders} senders"
-            f" x {args.messages} messages, window {args.window}"
+            f" x {args.messages} messages, window {args.window}{runs}"
         )
         print(
             f"{'server':<10} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
@@ -531,7 +563,7 @@ def report(
                     f" p99 {ratio(ours.p99_ms, theirs.p99_ms)}"
                 )
     if fanout_results:
-        print(f"fan-out: {args.fanout_clients} idle connections, {args.rounds} rounds")
+        print(f"fan-out: {args.fanout_clients} idle connections, {args.rounds} rounds{runs}")
         print(f"{'server':<10} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
         for name, f in fanout_results.items():
             rounds = " ".join(f"{value:.1f}" for value in f.rounds_ms)
@@ -565,6 +597,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fanout-clients", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per server (interleaved); medians reported"
+    )
     return parser.parse_args(argv)
 
 
