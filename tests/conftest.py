@@ -12,6 +12,10 @@ from trio_chat.server import ChatServer
 
 from support import ServerProcess
 
+# The client's pseudo-terminal machinery, a plugin of the test modules that name it in
+# ``pytest_plugins`` and import from it: its asserts must be rewritten like a test's.
+pytest.register_assert_rewrite("pty_support")
+
 
 @pytest.fixture
 def server_process() -> Iterator[type[ServerProcess]]:

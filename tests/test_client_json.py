@@ -1,13 +1,9 @@
-# Fixtures are imported from test_client_cli, and a test's parameter naming one is what
-# uses it: pyflakes sees an unused import redefined.
-# ruff: noqa: F811
-
 """The client in ``trio-chat.v1`` (JSON) mode: rendering, start-up, commands, safety, colour.
 
 The renderer (:mod:`trio_chat.view`) and the session logic (:class:`JsonSession`) are
 pure, so they are tested directly, event by event, with colour off and on. The rest runs
 the client in a pseudo-terminal against a server subprocess, with the ``websockets``
-sync client on the other side of the chat (helpers from ``test_client_cli``). Waits are
+sync client on the other side of the chat (machinery from ``pty_support``). Waits are
 for events under a time limit; expected strings are exact.
 """
 
@@ -27,19 +23,7 @@ from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import pytest
-from test_client_cli import (  # the fixtures among these are used by name
-    FINISH,
-    PROTOCOL,
-    START_PLAIN,
-    Client,
-    Peer,
-    chatting,  # noqa: F401
-    local_time,
-    peers,  # noqa: F401
-    server,  # noqa: F401
-    shown,
-    start_client,  # noqa: F401
-)
+from pty_support import FINISH, PROTOCOL, START_PLAIN, Client, Peer, local_time, shown
 from websockets.sync.server import ServerConnection, serve
 
 from trio_chat.client import JsonSession, login_nick, nick_candidate
@@ -47,6 +31,8 @@ from trio_chat.commands import HELP, Topic
 from trio_chat.view import Style, clock, colour_wanted, nick_colour, render_event
 
 from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+
+pytest_plugins = ["pty_support"]
 
 TS = "2026-11-26T05:46:09.123Z"
 DIM = "\x1b[2m"
@@ -329,29 +315,29 @@ def test_login_name_reduced_to_a_nickname() -> None:
 
 def test_session_start_up_retries_a_taken_nick_then_joins() -> None:
     """Start-up: nick, NAME-2 when taken, then the room; ready after; every command has a cid."""
-    session = JsonSession(OFF, "sam", room="dev")
-    assert sent(session.receive(WELCOME).send) == [{"type": "nick", "nick": "sam", "cid": 1}]
-    taken = {"type": "error", "cid": 1, "code": "nick_taken", "text": "nick sam is taken"}
+    session = JsonSession(OFF, "sam", room="dev", cid_prefix="t")
+    assert sent(session.receive(WELCOME).send) == [{"type": "nick", "nick": "sam", "cid": "t-1"}]
+    taken = {"type": "error", "cid": "t-1", "code": "nick_taken", "text": "nick sam is taken"}
     output = session.receive(json.dumps(taken))
     assert output.show == []
-    assert sent(output.send) == [{"type": "nick", "nick": "sam-2", "cid": 2}]
+    assert sent(output.send) == [{"type": "nick", "nick": "sam-2", "cid": "t-2"}]
     assert not session.ready
     output = session.receive(
-        json.dumps({"type": "ack", "cid": 2, "command": "nick", "nick": "sam-2"})
+        json.dumps({"type": "ack", "cid": "t-2", "command": "nick", "nick": "sam-2"})
     )
     assert output.show == ["* You are now known as sam-2 (sam is taken)"]
-    assert sent(output.send) == [{"type": "join", "room": "dev", "cid": 3}]
+    assert sent(output.send) == [{"type": "join", "room": "dev", "cid": "t-3"}]
     assert not session.ready
-    join = {"type": "ack", "cid": 3, "command": "join", "room": "dev", "topic": None}
+    join = {"type": "ack", "cid": "t-3", "command": "join", "room": "dev", "topic": None}
     join |= {"members": ["sam-2"], "anonymous": 0}
     assert session.receive(json.dumps(join)).show == ["* You joined dev (1 here)"]
     assert session.ready
-    assert sent(session.typed("hello").send) == [{"type": "message", "text": "hello", "cid": 4}]
+    assert sent(session.typed("hello").send) == [{"type": "message", "text": "hello", "cid": "t-4"}]
 
 
 def test_session_gives_up_on_nicks_after_twenty_tries() -> None:
     """After 20 taken nicks the session shows the error and is ready, without a nick."""
-    session = JsonSession(OFF, "sam")
+    session = JsonSession(OFF, "sam", cid_prefix="t")
     request = sent(session.receive(WELCOME).send)[0]
     for attempt in range(1, 21):
         assert request["nick"] == nick_candidate("sam", attempt)
@@ -367,7 +353,7 @@ def test_session_gives_up_on_nicks_after_twenty_tries() -> None:
 
 def test_session_answers_help_and_wrong_commands_itself() -> None:
     """/help and malformed commands are answered locally; //x sends /x; the rest goes as JSON."""
-    session = JsonSession(OFF, "sam")
+    session = JsonSession(OFF, "sam", cid_prefix="t")
     session.receive(WELCOME)
     assert session.typed("/help").show == help_block()
     assert session.typed("/help").send == []
@@ -375,11 +361,11 @@ def test_session_answers_help_and_wrong_commands_itself() -> None:
     assert (wrong.show, wrong.send) == (["Error: usage: /nick NAME"], [])
     unknown = session.typed("/dance")
     assert unknown.show == ["Error: unknown command /dance; /help lists the commands"]
-    assert sent(session.typed("//x").send) == [{"type": "message", "text": "/x", "cid": 2}]
+    assert sent(session.typed("//x").send) == [{"type": "message", "text": "/x", "cid": "t-2"}]
     assert sent(session.typed("/msg bob hi there").send) == [
-        {"type": "private", "to": "bob", "text": "hi there", "cid": 3}
+        {"type": "private", "to": "bob", "text": "hi there", "cid": "t-3"}
     ]
-    assert sent(session.typed("/me waves").send) == [{"type": "me", "text": "waves", "cid": 4}]
+    assert sent(session.typed("/me waves").send) == [{"type": "me", "text": "waves", "cid": "t-4"}]
 
 
 def test_session_carries_on_after_garbage() -> None:

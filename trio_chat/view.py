@@ -14,7 +14,10 @@ The look:
   ``12:34 [private] alice → bob: psst``; the time is local, from the event's ``ts``;
 * presence, topic changes and the answers to commands are ``* `` lines, dimmed;
 * the operator: ``🟢 Server: text`` (``[room] 🟢 Server: text`` when said to one room);
-* ``Error: text`` for an error.
+* ``Error: text`` for an error;
+* a stored message sent again (``"history": true``: the recent messages of a room on
+  joining it, or what was missed while disconnected, replayed on reconnecting) reads like
+  a live one after a dimmed ``[history]`` mark: ``[history] 12:34 [lobby] alice: hello``.
 
 With colour on, each nickname has its own colour, the same on every run (a CRC-32 of the
 case-folded nickname picks it from a small palette), the time is dimmed and the
@@ -32,6 +35,7 @@ from .commands import HELP, Command, Topic
 from .terminal import make_safe
 
 __all__ = [
+    "HISTORY_MARK",
     "NICK_PALETTE",
     "UNREADABLE",
     "Style",
@@ -51,6 +55,8 @@ PRIVATE_MARK = "1;35"
 ERROR = "31"
 RESET = "\x1b[0m"
 
+#: The mark before a message replayed from the server's store (``"history": true``).
+HISTORY_MARK = "[history]"
 #: The line shown for an event the client cannot make sense of.
 UNREADABLE = "(unreadable event from server)"
 
@@ -158,6 +164,9 @@ def _render(
     tz: tzinfo | None,
 ) -> list[str]:
     kind = event["type"]
+    if kind in ("message", "private") and event.get("history") is True:
+        live = {key: value for key, value in event.items() if key != "history"}
+        return [f"{style.dim(HISTORY_MARK)} {line}" for line in _render(live, style, None, (), tz)]
     match kind:
         case "message":
             time = style.dim(clock(event.get("ts"), tz))
