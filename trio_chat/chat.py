@@ -48,6 +48,7 @@ from .events import (
     ReplayRequest,
     TopicChanged,
     Welcome,
+    describe_roster,
     help_ack,
     message_data,
     timestamp,
@@ -535,15 +536,3 @@ def resend_key(member: Member, cid: str | int | None, kind: str, target: str) ->
     if cid is None or member.nick is None or not member.json:
         return None
     return f"{member.nick.casefold()}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"
-
-
-def describe_roster(nicks: list[str], anonymous: int) -> str:
-    """``alice, bob and 2 without a nickname``; ``nobody`` for an empty room."""
-    parts = list(nicks)
-    if anonymous:
-        parts.append(f"{anonymous} without a nickname")
-    if not parts:
-        return "nobody"
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}"

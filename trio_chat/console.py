@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .chat import Chat, describe_roster
+from .chat import Chat
 from .commands import CommandError
+from .events import describe_roster
 from .lines import read_lines
 
 __all__ = ["CONSOLE_HELP", "run_console"]

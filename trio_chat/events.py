@@ -9,6 +9,7 @@ as little as possible per recipient. :meth:`Event.render` picks the form for one
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ __all__ = [
     "TopicChanged",
     "Viewer",
     "Welcome",
+    "describe_roster",
     "timestamp",
 ]
 
@@ -338,6 +340,19 @@ class ErrorEvent:
 
     def render(self, viewer: Viewer) -> str:
         return self._json if viewer.json else self._plain
+
+
+def describe_roster(nicks: Collection[str], anonymous: int) -> str:
+    """``alice, bob and 2 without a nickname``; ``nobody`` for an empty room. (The client
+    words its rosters the same way.)"""
+    parts = list(nicks)
+    if anonymous:
+        parts.append(f"{anonymous} without a nickname")
+    if not parts:
+        return "nobody"
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 def help_ack(cid: str | int | None) -> Ack:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from .commands import HELP, Command, Topic
+from .events import describe_roster
 from .terminal import make_safe
 
 __all__ = [
@@ -108,18 +109,6 @@ def clock(ts: Any, tz: tzinfo | None = None) -> str:
         return moment.astimezone(tz).strftime("%H:%M")
     except (TypeError, ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted
         return "--:--"
-
-
-def describe_roster(nicks: Collection[str], anonymous: int) -> str:
-    """``alice, bob and 2 without a nickname``; ``nobody`` for an empty room."""
-    parts = list(nicks)
-    if anonymous:
-        parts.append(f"{anonymous} without a nickname")
-    if not parts:
-        return "nobody"
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 def help_lines(style: Style, commands: Collection[tuple[str, str]] = HELP) -> list[str]:
