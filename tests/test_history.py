@@ -136,3 +136,21 @@ async def test_a_cancelled_sender_still_gets_its_message_delivered(nursery: trio
     store.release.set()
     await trio.testing.wait_all_tasks_blocked()
     assert delivered == [1]
+
+
+async def test_a_failing_delivery_is_logged_and_the_others_go_on(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception while delivering one message is logged; the committer carries on."""
+    store = RecordingStore()
+    log = await start(nursery, store)
+    delivered: list[int] = []
+
+    def explode(record: Record) -> None:
+        raise RuntimeError("bug in delivery")
+
+    await log.append(make(), explode)
+    assert await log.append(make(), lambda r: delivered.append(r.id)) == (2, False)
+    assert delivered == [2]
+    assert "delivering message 1 failed" in caplog.text
+    assert "RuntimeError: bug in delivery" in caplog.text

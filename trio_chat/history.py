@@ -99,7 +99,12 @@ class MessageLog:
         # Delivery happens here, in one synchronous pass, so ids reach every client
         # in increasing order.
         for item in batch:
-            item.deliver(item.record)
+            try:
+                item.deliver(item.record)
+            except Exception:
+                # A bug while delivering one message must not stop the committer (and
+                # with it every other sender): it is logged, and the rest go on.
+                logger.exception("delivering message %d failed", item.record.id)
             item.done.set()
 
     def submit(
