@@ -93,7 +93,12 @@ class MessageLog:
                     # Not stored, so a resend of it is a new message.
                     self._recent_dedupe.pop(item.record.dedupe, None)
                 if item.fail is not None:
-                    item.fail(exc)
+                    try:
+                        item.fail(exc)
+                    except Exception:
+                        logger.exception(
+                            "reporting the failure of message %d failed", item.record.id
+                        )
             return
         self.commits += 1
         # Delivery happens here, in one synchronous pass, so ids reach every client
