@@ -3,12 +3,14 @@
 Where things are:
 
 * a line enters in :mod:`trio_chat.connection` (one reader task per client),
-* becomes an event in :mod:`trio_chat.chat` using the sans-I/O rules of
-  :mod:`trio_chat.protocol`,
-* and fans out through :mod:`trio_chat.bus` to each client's writer task.
+* is parsed by :mod:`trio_chat.commands` and carried out by :mod:`trio_chat.chat`,
+* is stored by :mod:`trio_chat.history` (ids, group commit) in :mod:`trio_chat.store`,
+* and fans out through :mod:`trio_chat.bus` to each client's writer task, rendered by
+  :mod:`trio_chat.events` and written by :mod:`trio_chat.transport`.
 
-:mod:`trio_chat.server` accepts connections and shuts down cleanly;
-:mod:`trio_chat.client` is the interactive client.
+:mod:`trio_chat.commands`, :mod:`trio_chat.events` and :mod:`trio_chat.protocol` are the
+sans-I/O core. :mod:`trio_chat.server` accepts connections and shuts down cleanly;
+:mod:`trio_chat.client` is the interactive client (:mod:`trio_chat.view` draws events).
 """
 
 __all__ = ["__version__"]
