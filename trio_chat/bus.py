@@ -184,14 +184,15 @@ class Bus:
         removed here, so each owner is told exactly once and the bus stops paying for it.
         """
         subscriptions = self._subscriptions
-        targets: Iterable[Subscription]
-        if keys is None:
-            targets = subscriptions.values()
-        else:
-            targets = [subscriptions[key] for key in keys if key in subscriptions]
+        targets: Iterable[Subscription | None]
+        # One dict lookup per recipient and no intermediate list: this is the loop
+        # every message pays once per member of its room.
+        targets = subscriptions.values() if keys is None else map(subscriptions.get, keys)
         refused: list[int] = []
         delivered = 0
         for subscription in targets:
+            if subscription is None:  # a member whose connection is just leaving
+                continue
             if subscription.offer(event):
                 delivered += 1
             else:
