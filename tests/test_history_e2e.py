@@ -446,7 +446,7 @@ def test_resume_url_with_an_invalid_since_is_refused(
 ) -> None:
     """A since that is not one whole number gets HTTP 400 with a one-line reason."""
     server = server_process()
-    reason = b"since must be one whole number: the id of the last message seen"
+    reason = b"since must be one whole number: the id of the last message seen\n"
     for query in ("/?since=abc", "/?since=-1", "/?since=", "/?nick=alice&since=1&since=2"):
         with pytest.raises(InvalidStatus) as info:
             connect(server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None)

@@ -100,7 +100,7 @@ async def test_connections_over_the_limit_get_503(start_server: StartServer) -> 
             async with open_client(url):
                 pytest.fail("the second connection must be refused")
         assert info.value.status_code == 503
-        assert info.value.body == b"server full"
+        assert info.value.body == b"server full\n"
         await say(first, "still here")
 
 
@@ -242,7 +242,7 @@ async def test_a_handshake_during_shutdown_gets_503(
             assert not server.stopped.is_set()
             refused = pytest.RaisesExc(
                 ConnectionRejected,
-                check=lambda exc: (exc.status_code, exc.body) == (503, b"server shutting down"),
+                check=lambda exc: (exc.status_code, exc.body) == (503, b"server shutting down\n"),
             )
             with pytest.RaisesGroup(refused):
                 async with trio.open_nursery() as handshake_nursery:

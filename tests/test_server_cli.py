@@ -244,13 +244,14 @@ def test_oversized_message_closes_only_its_client(server_process: type[ServerPro
     with client(server.url) as a, client(server.url) as b:
         key_a, port_a = wait_connected(server, a), local_port(a)
         wait_connected(server, b)
-        # The limit counts characters: 100 two-byte characters still fit.
-        a.send("é" * 100)
-        assert recv_text(a) == "You said: " + "é" * 100
-        assert recv_text(b) == "Someone says: " + "é" * 100
+        # The limit counts UTF-8 bytes: 50 two-byte characters fit exactly.
+        a.send("é" * 50)
+        assert recv_text(a) == "You said: " + "é" * 50
+        assert recv_text(b) == "Someone says: " + "é" * 50
 
-        a.send("x" * 101)
-        assert expect_close(a).code == 1009
+        a.send("é" * 51)
+        close = expect_close(a)
+        assert (close.code, close.reason) == (1009, "Exceeded maximum message size: 100 bytes")
         server.wait_for(f"Client #{key_a} (127.0.0.1:{port_a}) disconnected: 1009 ")
 
         b.send("still connected")

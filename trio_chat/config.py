@@ -16,9 +16,9 @@ class ServerConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    #: Largest text message accepted from a client, in characters. Chat lines are
-    #: short; a cap well under trio-websocket's 1 MiB default keeps one client from
-    #: making the server buffer (and fan out) megabytes. Over it: close 1009.
+    #: Largest message accepted from a client, in bytes (UTF-8 for text). Chat lines
+    #: are short; a cap well under the usual 1 MiB keeps one client from making the
+    #: server buffer (and fan out) megabytes. Over it: close 1009.
     max_message_size: int = 64 * 1024
     #: Events queued per client before it counts as a slow consumer (close 1008).
     #: Deep enough to absorb bursts, shallow enough that a stuck client costs little.

@@ -1,11 +1,12 @@
 """One client connection: its reader, its writer, and how it closes.
 
-A :class:`ChatConnection` owns two tasks in its own nursery. The reader takes frames
-from the WebSocket and hands them to the :class:`~trio_chat.chat.Chat`; the writer
-is the connection's bus subscriber and the only task that sends chat frames to this
-socket. Whatever ends the connection (the peer, a close request, a slow consumer, a
-bug), :meth:`ChatConnection.run` finishes by sending one close frame with the right
-code, shielded and time-limited, and only then returns.
+A :class:`ChatConnection` reads in the task that runs it and writes in a task of its
+own nursery. The reader takes messages from the WebSocket and hands them to the
+:class:`~trio_chat.chat.Chat`; the writer is the connection's bus subscriber and the
+only task that sends chat frames to this socket. Whatever ends the connection (the
+peer, a close request, a slow consumer, a bug), :meth:`ChatConnection.run` finishes by
+sending one close frame with the right code, shielded and time-limited, and only then
+returns.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .bus import Subscription
 from .chat import Arrival, Chat, Member
@@ -27,7 +27,7 @@ from .protocol import (
     describe_close,
 )
 from .store import Record, StoreError
-from .transport import ConnectionStream, encode_text_frame
+from .websocket import WebSocket
 
 __all__ = ["ChatConnection"]
 
@@ -53,7 +53,6 @@ class ChatConnection:
         "_close_requested",
         "_config",
         "_io_scope",
-        "_stream",
         "_stream_broken",
         "_subscription",
         "_ws",
@@ -65,8 +64,7 @@ class ChatConnection:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
-        stream: ConnectionStream,
+        ws: WebSocket,
         key: int,
         peer: str,
         chat: Chat,
@@ -81,8 +79,6 @@ class ChatConnection:
         #: True when the client chose the ``trio-chat.v1`` JSON subprotocol.
         self.json = json
         self._ws = ws
-        # The stream under ``ws``: the writer sends its frames here directly.
-        self._stream = stream
         self._chat = chat
         self._config = config
         # Cancelling this scope stops both I/O tasks; run() then sends the close frame.
@@ -146,7 +142,7 @@ class ChatConnection:
     @property
     def backlog_bytes(self) -> int:
         """Bytes written to this client that its socket has not taken yet."""
-        return self._stream.buffered
+        return self._ws.stream.buffered
 
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""
@@ -162,17 +158,15 @@ class ChatConnection:
         """How the connection ended, e.g. ``1000 (normal closure)``, for the log."""
         if self._close_requested:
             return describe_close(self._close_code, self._close_reason)
-        closed = self._ws.closed
-        if closed is None:
+        if self._ws.close_code is None:
             return "not closed"
-        return describe_close(closed.code, closed.reason)
+        return describe_close(self._ws.close_code, self._ws.close_reason)
 
     async def _read_loop(self, member: Member, subscription: Subscription) -> None:
         """Hand every text frame to the chat until the peer closes; answer binary ones."""
         while True:
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
+            message = await self._ws.receive()
+            if message is None:
                 return
             if isinstance(message, str):
                 await self._chat.receive_text(member, message)
@@ -202,10 +196,11 @@ class ChatConnection:
         Cancellation is safe at any point: the frame is queued whole.
         """
         try:
-            self._stream.write(encode_text_frame("\n".join(lines).encode()))
-            if self._stream.buffered:
+            self._ws.send_text("\n".join(lines).encode())
+            stream = self._ws.stream
+            if stream.buffered:
                 with trio.move_on_after(self._config.send_timeout) as drain_scope:
-                    await self._stream.flush()
+                    await stream.flush()
                 if drain_scope.cancelled_caught:
                     self._stream_broken = True
                     logger.warning(
@@ -282,9 +277,11 @@ class ChatConnection:
 
     async def _send_close_frame(self) -> None:
         """Close the WebSocket with the decided code, waiting at most ``shutdown_grace``
-        seconds for the peer's answer. Shielded: runs to its deadline even when the
-        connection is being cancelled."""
+        seconds for the peer's answer, and close the socket. Shielded: runs to its
+        deadline even when the connection is being cancelled."""
         if self._stream_broken:
+            # The client stopped reading: a close frame could not reach it.
+            await trio.aclose_forcefully(self._ws.stream)
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._config.shutdown_grace

@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import wrap_server_stream
 
 from .chat import Arrival, Chat
 from .commands import MAX_ID, PROTOCOL, CommandError, valid_name
@@ -41,6 +40,13 @@ from .history import MessageLog
 from .protocol import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from .store import StoreError, default_db_path, open_store
 from .transport import ConnectionStream
+from .websocket import (
+    NOT_A_WEBSOCKET,
+    Handshake,
+    WebSocket,
+    is_websocket_upgrade,
+    offered_subprotocols,
+)
 
 __all__ = ["ChatServer", "main", "parse_args", "serve"]
 
@@ -195,79 +201,91 @@ class ChatServer:
                 handlers.start_soon(self.handle_stream, stream)
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """The one place a new connection enters: handshake, limits, serve, close.
+        """The one place a new connection enters: its HTTP request, the limits, then
+        the WebSocket until it closes.
 
-        Owns ``stream`` and closes it on the way out, whatever happens. Owns the
-        connection's nursery, so an error in this connection (ours or the WebSocket
-        library's) is logged here and never reaches the server.
+        Owns ``stream`` and closes it on the way out, whatever happens. An error in
+        this connection (ours or a protocol library's) is logged here, closes this
+        connection alone, and never reaches the server.
         """
         key = next(self._keys)
         peer = describe_peer(stream)
-        connection_stream = ConnectionStream(stream)
+        # Only the socket is kept: trio's SocketStream set it up (TCP_NODELAY), and
+        # ConnectionStream reads and writes it from here on.
+        connection_stream = ConnectionStream(stream.socket)
+        del stream
         try:
-            async with trio.open_nursery() as nursery:
-                await self._serve_websocket(nursery, connection_stream, key, peer)
-                nursery.cancel_scope.cancel()
+            accepted = await self._handshake(connection_stream, peer)
+            if accepted is None:
+                return
+            ws, arrival, json = accepted
+            connection = ChatConnection(
+                ws, key, peer, self.chat, config=self.config, json=json, arrival=arrival
+            )
+            self.connections[key] = connection
+            logger.info(
+                "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
+                key,
+                peer,
+                f" ({PROTOCOL})" if json else "",
+            )
+            try:
+                await connection.run()
+            finally:
+                del self.connections[key]
+                logger.info(
+                    "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                    key,
+                    peer,
+                    connection.describe_close(),
+                )
         except Exception:
             logger.exception("connection #%d (%s) failed", key, peer)
         finally:
             await trio.aclose_forcefully(connection_stream)
 
-    async def _serve_websocket(
-        self, nursery: trio.Nursery, stream: ConnectionStream, key: int, peer: str
-    ) -> None:
-        """Complete the handshake on ``stream`` and serve it until it closes.
-
-        The WebSocket library's reader task runs in ``nursery``; the caller cancels it.
-        """
-        request = None
+    async def _handshake(
+        self, stream: ConnectionStream, peer: str
+    ) -> tuple[WebSocket, Arrival, bool] | None:
+        """The accepted WebSocket, the arrival its URL asks for and whether it speaks
+        JSON; or None when the request was refused, or did not come within
+        ``handshake_timeout`` (logged)."""
         with trio.move_on_after(self.config.handshake_timeout):
-            request = await wrap_server_stream(
-                nursery,
-                stream,
-                message_queue_size=1,
-                max_message_size=self.config.max_message_size,
-            )
+            return await self._answer_request(Handshake(stream), peer)
+        logger.info("%s: no WebSocket handshake within %g s", peer, self.config.handshake_timeout)
+        return None
+
+    async def _answer_request(
+        self, handshake: Handshake, peer: str
+    ) -> tuple[WebSocket, Arrival, bool] | None:
+        """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
+        status saying why not (None then)."""
+        request = await handshake.read_request()
         if request is None:
-            logger.info(
-                "%s: no WebSocket handshake within %g s", peer, self.config.handshake_timeout
-            )
-            return
+            return None
+        if not is_websocket_upgrade(request):
+            await handshake.respond(426, NOT_A_WEBSOCKET, [("upgrade", "websocket")])
+            return None
         if not self._accepting:
-            await request.reject(503, body=SERVER_SHUTTING_DOWN.encode())
-            return
+            await handshake.respond(503, SERVER_SHUTTING_DOWN)
+            return None
         if len(self.connections) >= self.config.max_connections:
             logger.warning("%s refused: %d connections open", peer, len(self.connections))
-            await request.reject(503, body=SERVER_FULL.encode())
-            return
+            await handshake.respond(503, SERVER_FULL)
+            return None
         try:
-            arrival = parse_arrival(request.path)
+            arrival = parse_arrival(request.target.decode("ascii", "replace"))
         except ValueError as exc:
-            await request.reject(400, body=str(exc).encode())
-            return
+            await handshake.respond(400, str(exc))
+            return None
         # The JSON subprotocol when the client offers it; plain text otherwise.
-        json = PROTOCOL in request.proposed_subprotocols
-        ws = await request.accept(subprotocol=PROTOCOL if json else None)
-        connection = ChatConnection(
-            ws, stream, key, peer, self.chat, config=self.config, json=json, arrival=arrival
+        json = PROTOCOL in offered_subprotocols(request)
+        ws = await handshake.accept(
+            request,
+            subprotocol=PROTOCOL if json else None,
+            max_message_size=self.config.max_message_size,
         )
-        self.connections[key] = connection
-        logger.info(
-            "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
-            key,
-            peer,
-            f" ({PROTOCOL})" if json else "",
-        )
-        try:
-            await connection.run()
-        finally:
-            del self.connections[key]
-            logger.info(
-                "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
-                key,
-                peer,
-                connection.describe_close(),
-            )
+        return None if ws is None else (ws, arrival, json)
 
     async def _close_all(self) -> None:
         """Close every connection with 1001, concurrently, within ``shutdown_grace``.
@@ -375,8 +393,8 @@ LIMIT_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
     (
         "max_message_size",
         _positive_int,
-        "CHARS",
-        "largest text message a client may send; a bigger one closes it with 1009",
+        "BYTES",
+        "largest message a client may send, in UTF-8 bytes; a bigger one closes it with 1009",
     ),
     (
         "queue_depth",

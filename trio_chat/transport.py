@@ -1,16 +1,14 @@
 """The server's end of one TCP connection, with a write path that does not wait.
 
-trio's ``SocketStream.send_all`` yields to the scheduler on every call, and
-trio-websocket's ``send_message`` adds a lock (another yield) and a frame encoder in
-Python. At 5,000 recipients per message those round trips were most of the fan-out's
-cost. :class:`ConnectionStream` keeps trio-websocket for what it is good at (the
-handshake, reading and parsing frames, pings, the close handshake) and gives the
-connection's writer a direct path: :meth:`ConnectionStream.write` hands a whole frame to
-the socket at once, without a checkpoint, and keeps whatever the socket did not take in
-an ordered buffer that :meth:`ConnectionStream.flush` drains when the socket is writable.
-Every write, ours and trio-websocket's (pongs, close frames), goes through that one
-buffer in order, so frames never interleave, and a cancelled flush never leaves half a
-frame behind: the rest is still in the buffer.
+trio's ``SocketStream.send_all`` yields to the scheduler on every call, and a
+WebSocket library's send adds a lock (another yield) and a frame encoder in Python. At
+5,000 recipients per message those round trips were most of the fan-out's cost.
+:meth:`ConnectionStream.write` hands a whole frame to the socket at once, without a
+checkpoint, and keeps whatever the socket did not take in an ordered buffer that
+:meth:`ConnectionStream.flush` drains when the socket is writable. Every write (chat
+frames, the handshake's answer, pongs, close frames) goes through that one buffer in
+order, so frames never interleave, and a cancelled flush never leaves half a frame
+behind: the rest is still in the buffer.
 """
 
 from __future__ import annotations
@@ -20,13 +18,16 @@ import struct
 
 import trio
 
-__all__ = ["ConnectionStream", "encode_text_frame"]
+__all__ = ["RECEIVE_SIZE", "ConnectionStream", "encode_text_frame"]
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 #: FIN + text opcode: every frame the writer sends is one whole text message.
 _TEXT = 0x81
+#: Bytes asked of the socket per read: a few chat lines usually come at once; a
+#: large message takes several reads.
+RECEIVE_SIZE = 16 * 1024
 
 
 def encode_text_frame(payload: bytes) -> bytes:
@@ -40,18 +41,16 @@ def encode_text_frame(payload: bytes) -> bytes:
     return _LONG.pack(_TEXT, 127, length) + payload
 
 
-class ConnectionStream(trio.abc.Stream):
-    """A :class:`trio.SocketStream` whose writes never wait unless asked to.
+class ConnectionStream:
+    """The server's end of one TCP connection: reads that wait, writes that do not.
 
-    Owns the socket stream: :meth:`aclose` closes it. ``prefix`` is data already read
-    from the socket (by whoever looked at the request first), returned before anything
-    else is read.
+    Owns ``socket`` (a connected, non-blocking trio socket): :meth:`aclose` closes it.
     """
 
-    def __init__(self, stream: trio.SocketStream, prefix: bytes = b"") -> None:
-        self._stream = stream
-        self.socket = stream.socket
-        self._prefix = prefix
+    __slots__ = ("_closed", "_draining", "_pending", "socket")
+
+    def __init__(self, socket: trio.socket.SocketType) -> None:
+        self.socket = socket
         self._pending = bytearray()
         # Set while one task drains the buffer; others wait for it instead of
         # waiting on the socket themselves (trio allows one waiter per direction).
@@ -63,7 +62,7 @@ class ConnectionStream(trio.abc.Stream):
         """Bytes written but not yet taken by the socket."""
         return len(self._pending)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         """Queue ``data`` after everything written before, and give the socket what it
         takes right now. Never blocks and never yields. Raises ``trio.ClosedResourceError``
         after :meth:`aclose` and ``trio.BrokenResourceError`` when the peer is gone."""
@@ -108,25 +107,17 @@ class ConnectionStream(trio.abc.Stream):
         except OSError as exc:
             raise trio.BrokenResourceError(f"the peer is gone: {exc}") from exc
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` and wait until the socket has taken it (what trio-websocket
-        uses for the handshake, pongs and close frames)."""
-        self.write(bytes(data))
-        await self.flush()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.flush()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            size = max_bytes or len(self._prefix)
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return await self._stream.receive_some(max_bytes)
+    async def receive_some(self) -> bytes:
+        """Up to RECEIVE_SIZE bytes, waiting for them; b"" once the peer is gone
+        (an orderly end or a reset: either way nothing more will come)."""
+        try:
+            return await self.socket.recv(RECEIVE_SIZE)
+        except (ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            return b""
 
     async def aclose(self) -> None:
         """Close the socket; anything still queued is dropped. Idempotent."""
         self._closed = True
         self._pending.clear()
-        await self._stream.aclose()
+        self.socket.close()
+        await trio.lowlevel.checkpoint()

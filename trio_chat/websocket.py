@@ -1,0 +1,298 @@
+"""The server's side of the WebSocket protocol: the opening handshake and the frames.
+
+The protocol work is sans-I/O and belongs to two libraries: h11 reads the HTTP
+request head and writes the responses, and wsproto checks the upgrade, parses frames
+and runs the close handshake. This module is the thin shell that feeds them the bytes
+of one :class:`~trio_chat.transport.ConnectionStream` and writes what they produce.
+
+trio-websocket (which the client uses) was the server's shell until idle connections
+had to get cheap: it runs its own reader task per connection, hands each message over
+a memory channel, and keeps the whole handshake state (an h11 connection, its buffers,
+the request) for the life of the connection. Here the task that accepted the
+connection reads its frames itself, a message is returned straight from
+:meth:`WebSocket.receive`, and after the handshake only wsproto's frame parser stays.
+
+:class:`Handshake` is also where plain HTTP is told apart from an upgrade: a request
+without ``Upgrade: websocket`` is answered with 426 and a line saying what this port
+speaks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import h11
+import trio
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    TextMessage,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from .protocol import CloseCode
+from .transport import ConnectionStream, encode_text_frame
+
+__all__ = [
+    "NOT_A_WEBSOCKET",
+    "Handshake",
+    "WebSocket",
+    "is_websocket_upgrade",
+    "offered_subprotocols",
+]
+
+#: The answer to a plain HTTP request on the WebSocket port.
+NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
+
+
+def is_websocket_upgrade(request: h11.Request) -> bool:
+    """True when ``request`` asks to switch to the WebSocket protocol."""
+    return any(
+        name == b"upgrade" and value.strip().lower() == b"websocket"
+        for name, value in request.headers
+    )
+
+
+def offered_subprotocols(request: h11.Request) -> list[str]:
+    """The subprotocols the client offered, in its order."""
+    return [
+        token.strip().decode("ascii", "replace")
+        for name, value in request.headers
+        if name == b"sec-websocket-protocol"
+        for token in value.split(b",")
+    ]
+
+
+class Handshake:
+    """The HTTP part of a new connection: one request, then a WebSocket or an answer.
+
+    Borrows ``stream`` (the caller closes it). Every method may be cancelled; the
+    caller then drops the connection.
+    """
+
+    __slots__ = ("_http", "_stream")
+
+    def __init__(self, stream: ConnectionStream) -> None:
+        self._stream = stream
+        # h11 bounds the request head (16 KiB) and answers 431 beyond it.
+        self._http = h11.Connection(h11.SERVER)
+
+    async def read_request(self) -> h11.Request | None:
+        """The request head; None when the peer left first, or sent something that is
+        not HTTP (it then gets a 4xx answer saying why)."""
+        http = self._http
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self.respond(exc.error_status_hint, f"bad HTTP request: {exc}")
+                return None
+            if event is h11.NEED_DATA:
+                http.receive_data(await self._stream.receive_some())
+                continue
+            if isinstance(event, h11.Request):
+                return event
+            return None  # the peer closed before sending a whole request
+
+    async def accept(
+        self, request: h11.Request, *, subprotocol: str | None, max_message_size: int
+    ) -> WebSocket | None:
+        """Switch to the WebSocket protocol (answer 101) and return the WebSocket; or,
+        for a request that is not a valid upgrade, answer 400 saying why and return
+        None. ``subprotocol`` must be one the client offered, or None."""
+        handshake = H11Handshake(ConnectionType.SERVER)
+        try:
+            # wsproto checks the upgrade headers (version, key, host) itself.
+            handshake.initiate_upgrade_connection(request.headers, request.target)
+        except RemoteProtocolError as exc:
+            await self.respond(400, f"bad WebSocket handshake: {exc}")
+            return None
+        answer = handshake.send(AcceptConnection(subprotocol=subprotocol))
+        protocol = handshake.connection
+        assert protocol is not None
+        # Bytes the client sent after its request (frames, already) are the
+        # WebSocket's first input.
+        trailing, _ = self._http.trailing_data
+        if trailing:
+            protocol.receive_data(trailing)
+        self._stream.write(answer)
+        await self._stream.flush()
+        return WebSocket(protocol, self._stream, max_message_size)
+
+    async def respond(
+        self, status: int, text: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Answer the request with ``status`` and ``text`` as a plain-text body, and
+        wait until the socket took it. The connection is closed after this."""
+        body = f"{text}\n".encode()
+        http = self._http
+        try:
+            data = http.send(
+                h11.Response(
+                    status_code=status,
+                    headers=[
+                        ("content-type", "text/plain; charset=utf-8"),
+                        ("content-length", str(len(body))),
+                        ("connection", "close"),
+                        *headers,
+                    ],
+                )
+            )
+            data = (data or b"") + (http.send(h11.Data(data=body)) or b"")
+            data += http.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            return  # too late to answer (the peer left mid-request): just close
+        # A peer that already left gets no answer; the caller closes the socket.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            self._stream.write(data)
+            await self._stream.flush()
+
+
+class WebSocket:
+    """An accepted WebSocket: wsproto's frame parser over a :class:`ConnectionStream`.
+
+    Borrows the stream; :meth:`aclose` closes it. One task reads (:meth:`receive`,
+    then :meth:`aclose`); any task may write frames, since every write goes whole
+    through the stream's ordered buffer.
+    """
+
+    __slots__ = (
+        "_failed",
+        "_max_message_size",
+        "_parts",
+        "_protocol",
+        "_size",
+        "close_code",
+        "close_reason",
+        "stream",
+    )
+
+    def __init__(
+        self, protocol: Connection, stream: ConnectionStream, max_message_size: int
+    ) -> None:
+        self._protocol = protocol
+        self.stream = stream
+        self._max_message_size = max_message_size
+        # The message being received, in parts, and its size in bytes so far.
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        # Set when the peer broke the protocol: its frames can no longer be parsed.
+        self._failed = False
+        #: How the WebSocket closed (or is closing): the code and reason of whichever
+        #: side sent the first close frame, 1006 when the TCP connection just ended.
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def send_text(self, payload: bytes) -> None:
+        """Queue one text message holding ``payload`` (UTF-8); never waits. Raises
+        ``trio.BrokenResourceError`` when the peer is gone and
+        ``trio.ClosedResourceError`` once a close frame was sent or received (nothing
+        may follow it)."""
+        if self._protocol.state is not ConnectionState.OPEN:
+            raise trio.ClosedResourceError("the WebSocket is closing")
+        self.stream.write(encode_text_frame(payload))
+
+    async def receive(self) -> str | bytes | None:
+        """The next whole message from the peer, or None once the WebSocket is closing.
+
+        Answers pings on the way. A message over ``max_message_size`` bytes closes the
+        WebSocket with 1009, a protocol error with wsproto's code (1002, 1007);
+        :attr:`close_code` then says why. Cancel-safe: a message half received stays
+        in progress for the next call.
+        """
+        protocol = self._protocol
+        while True:
+            for event in protocol.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    message = self._add_part(event)
+                    if message is not None:
+                        return message
+                    if self.close_code is not None:
+                        return None
+                elif isinstance(event, Ping):
+                    # Once closing, a ping gets no pong (wsproto refuses to send one).
+                    if protocol.state is ConnectionState.OPEN:
+                        self._write(protocol.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self._closed_by_peer(event)
+                    return None
+                # Pongs need no answer.
+            data = await self.stream.receive_some()
+            protocol.receive_data(data or None)  # None: the TCP connection ended
+
+    def _add_part(self, event: TextMessage | BytesMessage) -> str | bytes | None:
+        """Add a received fragment; the whole message once it is complete."""
+        data = event.data
+        if self.close_code is not None:
+            return None  # we are closing: what the peer sends meanwhile is dropped
+        # Bytes, not characters: a limit on what the peer may make us hold.
+        if isinstance(data, str) and not data.isascii():
+            self._size += len(data.encode())
+        else:
+            self._size += len(data)
+        if self._size > self._max_message_size:
+            self._parts.clear()
+            self.start_close(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"Exceeded maximum message size: {self._max_message_size} bytes",
+            )
+            return None
+        if not event.message_finished:
+            self._parts.append(data)
+            return None
+        self._size = 0
+        if not self._parts:
+            return data
+        self._parts.append(data)
+        message = data[:0].join(self._parts)  # type: ignore[arg-type]  # parts share a type
+        self._parts.clear()
+        return message
+
+    def _closed_by_peer(self, event: CloseConnection) -> None:
+        """The peer sent a close frame, the TCP connection ended, or a frame did not
+        parse: answer as the protocol requires and note the code."""
+        state = self._protocol.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the close handshake: echo its code, and we are done.
+            self._write(self._protocol.send(event.response()))
+        elif state is ConnectionState.OPEN:
+            # wsproto could not parse a frame: fail the connection with its code.
+            self._failed = True
+            self.start_close(event.code, event.reason or "")
+            return
+        if self.close_code is None:
+            self.close_code, self.close_reason = event.code, event.reason or ""
+
+    def start_close(self, code: int, reason: str | None) -> None:
+        """Send a close frame with ``code`` and ``reason`` unless either side already
+        started closing; never waits. :meth:`aclose` waits for the answer."""
+        if self._protocol.state is not ConnectionState.OPEN:
+            return
+        self.close_code, self.close_reason = code, reason or ""
+        self._write(self._protocol.send(CloseConnection(code, reason)))
+
+    def _write(self, frame: bytes) -> None:
+        """Queue a control frame (pong, close). A peer that is gone cannot take it; the
+        next read then finds the connection's end, so this need not say so."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            self.stream.write(frame)
+
+    async def aclose(self, code: int, reason: str | None) -> None:
+        """Close with ``code`` and ``reason`` (unless a close already started), wait
+        for the peer's close frame or the end of the TCP connection, then close the
+        stream. The caller bounds the wait; cancelled, the stream is still closed."""
+        try:
+            self.start_close(code, reason)
+            await self.stream.flush()
+            if not self._failed:
+                while self._protocol.state is not ConnectionState.CLOSED:
+                    await self.receive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
