@@ -1,0 +1,477 @@
+"""The server's WebSocket layer (h11 + wsproto), byte for byte, against a real server.
+
+Rules: the server runs in-process on 127.0.0.1, port 0. Most clients here are raw TCP
+streams, so that the test writes exactly the bytes it means (a request that is not
+HTTP, an unmasked frame, a message in fragments) and checks exactly the bytes it gets:
+HTTP answers are parsed with h11, the server's frames with wsproto's frame parser.
+The independent ``websockets`` library checks the same layer once more. Every wait is
+for an event (an answer, a frame, a closed socket, a log line) under
+``trio.fail_after(EVENT_TIMEOUT)``, never a sleep; expected strings are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+
+import h11
+import pytest
+import trio
+from websockets.frames import Close
+from websockets.sync.client import connect
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from trio_chat.server import ChatServer
+
+from support import EVENT_TIMEOUT, local_port, open_client, receive, say
+
+StartServer = Callable[..., Awaitable[ChatServer]]
+
+#: The key and the answer to it from RFC 6455, section 1.3.
+WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+WEBSOCKET_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+#: The masking key of every frame the raw clients send.
+MASK = b"\x37\xfa\x21\x3d"
+#: What the first write of a TLS client looks like to a plain-TCP server.
+TLS_HELLO = b"\x16\x03\x01 hello\r\n\r\n"
+
+
+# --- raw HTTP ----------------------------------------------------------------------------------
+
+
+async def read_response(stream: trio.SocketStream) -> tuple[h11.Response, bytes]:
+    """The server's whole HTTP response on ``stream``: its head and its body. Nothing
+    may follow the body in what was read."""
+    http = h11.Connection(h11.CLIENT)
+    response: h11.Response | None = None
+    body = b""
+    with trio.fail_after(EVENT_TIMEOUT):
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                http.receive_data(await stream.receive_some())
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                pytest.fail(f"unexpected {event!r} before the end of the response")
+    assert response is not None
+    assert http.trailing_data == (b"", False), "bytes after the response"
+    return response, body
+
+
+def headers_of(response: h11.Response) -> dict[bytes, bytes]:
+    """The response's headers by (lower-case) name."""
+    return dict(response.headers)
+
+
+async def expect_eof(stream: trio.SocketStream) -> None:
+    """The server closes ``stream`` and sends nothing more first."""
+    with trio.fail_after(EVENT_TIMEOUT):
+        assert await stream.receive_some() == b""
+
+
+def refused_request(*headers: str) -> bytes:
+    """The bytes of a ``GET /`` request with exactly ``headers`` (``Name: value``)."""
+    return "".join(f"{line}\r\n" for line in ("GET / HTTP/1.1", *headers, "")).encode()
+
+
+def h11_error(data: bytes) -> str:
+    """What h11 (the server's HTTP parser) says about ``data`` as a request."""
+    http = h11.Connection(h11.SERVER)
+    http.receive_data(data)
+    with pytest.raises(h11.RemoteProtocolError) as info:
+        http.next_event()
+    return str(info.value)
+
+
+# --- raw WebSocket -----------------------------------------------------------------------------
+
+
+def client_frame(
+    opcode: Opcode, payload: bytes = b"", *, fin: bool = True, masked: bool = True
+) -> bytes:
+    """One client-to-server frame (RFC 6455, section 5.2), masked with MASK unless
+    ``masked`` is False (which the protocol forbids)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if masked else 0
+    length = len(payload)
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
+    if not masked:
+        return head + payload
+    return head + MASK + bytes(byte ^ MASK[i % 4] for i, byte in enumerate(payload))
+
+
+def text(payload: str, *, fin: bool = True) -> bytes:
+    """A masked text frame holding ``payload``."""
+    return client_frame(Opcode.TEXT, payload.encode(), fin=fin)
+
+
+class RawWebSocket:
+    """A client after a successful handshake, made of raw bytes: the test sends the
+    frames it builds, and reads the server's frames through wsproto's parser (which
+    also insists that they are unmasked)."""
+
+    def __init__(self, stream: trio.SocketStream, received: bytes) -> None:
+        self.stream = stream
+        self._parser = FrameProtocol(client=True, extensions=[])
+        self._parser.receive_bytes(received)
+
+    @property
+    def peer(self) -> str:
+        """This client as the server's log names it: ``127.0.0.1:port``."""
+        return f"127.0.0.1:{self.stream.socket.getsockname()[1]}"
+
+    async def send(self, *frames: bytes) -> None:
+        """Write ``frames`` in one write."""
+        await self.stream.send_all(b"".join(frames))
+
+    async def frame(self) -> tuple[Opcode, bytes | str | tuple[int, str]]:
+        """The server's next whole frame: its opcode and payload (text decoded, a
+        close frame's payload as ``(code, reason)``)."""
+        opcode: Opcode | None = None
+        parts: list[bytes | str] = []
+        with trio.fail_after(EVENT_TIMEOUT):
+            while True:
+                frame = next(self._parser.received_frames(), None)
+                if frame is None:
+                    data = await self.stream.receive_some()
+                    assert data, "the server closed the connection without a frame"
+                    self._parser.receive_bytes(data)
+                    continue
+                if isinstance(frame.payload, tuple):
+                    return frame.opcode, frame.payload
+                opcode = opcode or frame.opcode
+                parts.append(frame.payload)
+                if frame.frame_finished:
+                    return opcode, parts[0][:0].join(parts)  # type: ignore[arg-type]
+
+    async def receive(self) -> str:
+        """The server's next frame, which must be text."""
+        opcode, payload = await self.frame()
+        assert opcode is Opcode.TEXT, (opcode, payload)
+        assert isinstance(payload, str)
+        return payload
+
+    async def say(self, line: str) -> None:
+        """Send ``line`` and receive its echo."""
+        await self.send(text(line))
+        assert await self.receive() == f"You said: {line}"
+
+    async def expect_close(self, *, answer: bool = True) -> tuple[int, str]:
+        """The server's next frame is a close frame: answer it with the same code
+        (unless not ``answer``: a server failing the connection does not wait for one),
+        wait for the server to close the socket, and return the frame's code and
+        reason."""
+        opcode, payload = await self.frame()
+        assert opcode is Opcode.CLOSE, (opcode, payload)
+        assert isinstance(payload, tuple)
+        code, reason = payload
+        if answer:
+            await self.send(client_frame(Opcode.CLOSE, struct.pack("!H", code)))
+        await expect_eof(self.stream)
+        return code, reason
+
+
+@asynccontextmanager
+async def open_raw(port: int, *, first: bytes = b"") -> AsyncIterator[RawWebSocket]:
+    """A raw client that completed the handshake with the server on ``port``, having
+    sent ``first`` in the same write as its request. Its socket is closed on the way
+    out."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        # h11 writes the request, and so expects (and checks) the 101 that answers it.
+        http = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target="/",
+            headers=[
+                ("Host", f"127.0.0.1:{port}"),
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Key", WEBSOCKET_KEY),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+        )
+        await stream.send_all(http.send(request) + http.send(h11.EndOfMessage()) + first)
+        with trio.fail_after(EVENT_TIMEOUT):
+            while (event := http.next_event()) is h11.NEED_DATA:
+                http.receive_data(await stream.receive_some())
+        assert isinstance(event, h11.InformationalResponse), event
+        assert event.status_code == 101
+        assert headers_of(event)[b"sec-websocket-accept"] == WEBSOCKET_ACCEPT
+        assert http.next_event() is h11.PAUSED
+        received, _ = http.trailing_data
+        yield RawWebSocket(stream, received)
+
+
+# --- the server's log --------------------------------------------------------------------------
+
+
+class ServerLog(logging.Handler):
+    """The messages logged under ``trio_chat``, in order, with a wait for one to come."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        self._logged = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self._logged.set()
+        self._logged = trio.Event()
+
+    async def wait_for(self, ending: str) -> None:
+        """Wait until a message ending with ``ending`` has been logged."""
+        with trio.fail_after(EVENT_TIMEOUT):
+            while not any(message.endswith(ending) for message in self.messages):
+                await self._logged.wait()
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[ServerLog]:
+    """The server's log from INFO up, also in ``caplog``."""
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    handler = ServerLog()
+    logger = logging.getLogger("trio_chat")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing under ``trio_chat`` was logged as an error, and no traceback at all."""
+    assert "Traceback" not in caplog.text
+    errors = [
+        record
+        for record in caplog.records
+        if record.name.startswith("trio_chat") and record.levelno >= logging.ERROR
+    ]
+    assert errors == []
+
+
+# --- refused requests --------------------------------------------------------------------------
+
+
+async def test_plain_http_gets_426_and_the_server_carries_on(
+    chat_server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain GET is answered 426 with ``upgrade: websocket`` and one line saying what
+    the port speaks; the socket is closed, and WebSocket clients are served after it."""
+    async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
+        await stream.send_all(refused_request("Host: 127.0.0.1"))
+        response, body = await read_response(stream)
+        await expect_eof(stream)
+    assert response.status_code == 426
+    headers = headers_of(response)
+    assert headers[b"upgrade"] == b"websocket"
+    assert headers[b"content-type"] == b"text/plain; charset=utf-8"
+    assert headers[b"connection"] == b"close"
+    assert body == b"this port speaks WebSocket: connect with a WebSocket client\n"
+    async with open_client(chat_server.urls[0]) as ws:
+        await say(ws, "still serving")
+    assert_no_errors(caplog)
+
+
+async def test_bytes_that_are_not_http_get_400_without_a_traceback(
+    chat_server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a TLS client sends first is answered 400 ``bad HTTP request: `` and h11's
+    reason, and logs no error."""
+    async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
+        await stream.send_all(TLS_HELLO)
+        response, body = await read_response(stream)
+        await expect_eof(stream)
+    assert response.status_code == 400
+    assert body.startswith(b"bad HTTP request: ")
+    assert body == f"bad HTTP request: {h11_error(TLS_HELLO)}\n".encode()
+    assert_no_errors(caplog)
+
+
+async def test_an_upgrade_without_its_key_gets_400(chat_server: ChatServer) -> None:
+    """An upgrade request without Sec-WebSocket-Key is answered 400 saying so."""
+    async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
+        await stream.send_all(
+            refused_request(
+                "Host: 127.0.0.1",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Version: 13",
+            )
+        )
+        response, body = await read_response(stream)
+        await expect_eof(stream)
+    assert response.status_code == 400
+    assert body == b"bad WebSocket handshake: Missing header, 'Sec-WebSocket-Key'\n"
+
+
+async def test_a_request_head_over_h11s_limit_gets_431(chat_server: ChatServer) -> None:
+    """A request head that grows past 16 KiB without ending is answered 431."""
+    async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
+        head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 20_000
+        await stream.send_all(head)
+        response, body = await read_response(stream)
+    assert response.status_code == 431
+    assert body.startswith(b"bad HTTP request: ")
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+
+async def test_a_frame_sent_with_the_request_is_not_lost(chat_server: ChatServer) -> None:
+    """A text frame written together with the upgrade request is read after the 101."""
+    async with open_raw(chat_server.port, first=text("hi")) as raw:
+        assert await raw.receive() == "You said: hi"
+        await raw.say("and more")
+
+
+async def test_an_unmasked_frame_closes_only_its_sender_with_1002(
+    chat_server: ChatServer, server_log: ServerLog
+) -> None:
+    """An unmasked client frame closes that client with 1002 (logged); another client
+    connected meanwhile keeps chatting."""
+    async with open_client(chat_server.urls[0]) as bystander:
+        await say(bystander, "hello")
+        async with open_raw(chat_server.port) as raw:
+            await raw.say("hi")
+            assert await receive(bystander) == "Someone says: hi"
+            await raw.send(client_frame(Opcode.TEXT, b"naked", masked=False))
+            reason = "server received unexpected unmasked frame"
+            assert await raw.expect_close(answer=False) == (1002, reason)
+            await server_log.wait_for(f"({raw.peer}) disconnected: 1002 {reason}")
+        await say(bystander, "still chatting")
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(chat_server: ChatServer) -> None:
+    """A text frame that is not UTF-8 closes the connection with 1007."""
+    async with open_raw(chat_server.port) as raw:
+        await raw.send(client_frame(Opcode.TEXT, b"caf\xe9"))
+        assert await raw.expect_close(answer=False) == (
+            1007,
+            "'utf-8' codec can't decode byte 0xe9 in position 3: unexpected end of data",
+        )
+
+
+async def test_a_fragmented_message_arrives_whole(chat_server: ChatServer) -> None:
+    """A text message in two frames (FIN unset, then a continuation) is one message."""
+    async with open_raw(chat_server.port) as raw:
+        await raw.send(text("hello ", fin=False))
+        await raw.send(client_frame(Opcode.CONTINUATION, b"world"))
+        assert await raw.receive() == "You said: hello world"
+
+
+async def test_fragments_over_the_size_limit_together_close_with_1009(
+    start_server: StartServer,
+) -> None:
+    """The size limit counts a message's fragments together: 5 + 5 bytes pass a limit
+    of 10, 6 + 5 bytes close with 1009 though each fragment is under it."""
+    server = await start_server(max_message_size=10)
+    async with open_raw(server.port) as raw:
+        await raw.send(text("01234", fin=False), client_frame(Opcode.CONTINUATION, b"56789"))
+        assert await raw.receive() == "You said: 0123456789"
+        await raw.send(text("hello ", fin=False), client_frame(Opcode.CONTINUATION, b"world"))
+        assert await raw.expect_close() == (1009, "Exceeded maximum message size: 10 bytes")
+
+
+async def test_a_ping_gets_a_pong_with_its_payload(chat_server: ChatServer) -> None:
+    """A ping is answered with a pong carrying the same payload; chat goes on."""
+    async with open_raw(chat_server.port) as raw:
+        await raw.send(client_frame(Opcode.PING, b"are you there?"))
+        assert await raw.frame() == (Opcode.PONG, b"are you there?")
+        await raw.say("good")
+
+
+async def test_a_ping_while_the_server_closes_is_not_answered(
+    start_server: StartServer, server_log: ServerLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ping that comes after the server's close frame gets no pong and breaks
+    nothing (the trap of trio-websocket issue 184): the close handshake completes
+    and the server logs the 1009 close, no error."""
+    server = await start_server(max_message_size=10)
+    async with open_raw(server.port) as raw:
+        await raw.send(text("x" * 11))
+        opcode, payload = await raw.frame()
+        assert (opcode, payload) == (
+            Opcode.CLOSE,
+            (1009, "Exceeded maximum message size: 10 bytes"),
+        )
+        await raw.send(
+            client_frame(Opcode.PING, b"still there?"),
+            client_frame(Opcode.CLOSE, struct.pack("!H", 1009)),
+        )
+        await expect_eof(raw.stream)
+        await server_log.wait_for(
+            f"({raw.peer}) disconnected: 1009 Exceeded maximum message size: 10 bytes"
+        )
+    assert_no_errors(caplog)
+
+
+@pytest.mark.parametrize("ending", ["fin", "reset"])
+async def test_a_dropped_connection_is_logged_as_1006(
+    chat_server: ChatServer, server_log: ServerLog, ending: str
+) -> None:
+    """A client whose TCP connection ends (orderly or by a reset) without a close frame
+    is logged as ``1006 (abnormal closure)``; the others are still served."""
+    async with open_client(chat_server.urls[0]) as bystander:
+        await say(bystander, "hello")
+        async with open_raw(chat_server.port) as raw:
+            await raw.say("hi")
+            peer = raw.peer
+            if ending == "reset":  # closing with a zero linger time sends RST
+                raw.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await raw.stream.aclose()
+            await server_log.wait_for(f"({peer}) disconnected: 1006 (abnormal closure)")
+        assert await receive(bystander) == "Someone says: hi"
+        await say(bystander, "still chatting")
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
+async def test_no_handshake_within_the_timeout_closes_the_socket(
+    start_server: StartServer, server_log: ServerLog, sent: bytes
+) -> None:
+    """A connection that sends nothing, or never finishes its request head, is closed
+    after --handshake-timeout, which is logged."""
+    server = await start_server(handshake_timeout=0.2)
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+        await stream.send_all(sent)
+        await expect_eof(stream)
+        peer = f"127.0.0.1:{stream.socket.getsockname()[1]}"
+    assert f"{peer}: no WebSocket handshake within 0.2 s" in server_log.messages
+
+
+# --- an independent client ---------------------------------------------------------------------
+
+
+async def test_the_websockets_library_pings_and_closes_with_1000(
+    chat_server: ChatServer, server_log: ServerLog
+) -> None:
+    """The ``websockets`` sync client gets its pong, and its close with 1000 is answered
+    with 1000 and logged as ``1000 (normal closure)``."""
+    url = chat_server.urls[0]
+
+    def session() -> tuple[int, Close | None]:
+        with connect(url, open_timeout=EVENT_TIMEOUT, proxy=None) as ws:
+            port = local_port(ws)
+            ws.send("hi")
+            assert ws.recv(timeout=EVENT_TIMEOUT) == "You said: hi"
+            assert ws.ping(b"ping!").wait(EVENT_TIMEOUT), "no pong"
+            ws.send("pinged")
+            assert ws.recv(timeout=EVENT_TIMEOUT) == "You said: pinged"
+            ws.close(1000)
+            return port, ws.protocol.close_rcvd
+
+    with trio.fail_after(EVENT_TIMEOUT):
+        port, close = await trio.to_thread.run_sync(session, abandon_on_cancel=True)
+    assert close == Close(1000, "")
+    await server_log.wait_for(f"(127.0.0.1:{port}) disconnected: 1000 (normal closure)")
