@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from trio_chat.server import ChatServer
+from trio_chat.websocket import encode_text_frame
 
 from support import EVENT_TIMEOUT, local_port, open_client, receive, say
 
@@ -259,6 +260,19 @@ def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
         if record.name.startswith("trio_chat") and record.levelno >= logging.ERROR
     ]
     assert errors == []
+
+
+# --- the frame encoder (no sockets) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_the_text_frame_encoder_agrees_with_wsproto(length: int) -> None:
+    """encode_text_frame gives the bytes wsproto's server side gives for the same text,
+    at every boundary of the three length forms."""
+    payload = "é" * (length // 2) + "x" * (length % 2)
+    assert len(payload.encode()) == length
+    wsproto_server = FrameProtocol(client=False, extensions=[])
+    assert encode_text_frame(payload.encode()) == bytes(wsproto_server.send_data(payload))
 
 
 # --- refused requests --------------------------------------------------------------------------

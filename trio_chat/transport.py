@@ -14,31 +14,14 @@ behind: the rest is still in the buffer.
 from __future__ import annotations
 
 import os
-import struct
 
 import trio
 
-__all__ = ["RECEIVE_SIZE", "ConnectionStream", "encode_text_frame"]
+__all__ = ["ConnectionStream"]
 
-_SHORT = struct.Struct("!BB")
-_MEDIUM = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
-#: FIN + text opcode: every frame the writer sends is one whole text message.
-_TEXT = 0x81
 #: Bytes asked of the socket per read: a few chat lines usually come at once; a
 #: large message takes several reads.
 RECEIVE_SIZE = 16 * 1024
-
-
-def encode_text_frame(payload: bytes) -> bytes:
-    """One unmasked (server-to-client) WebSocket text frame holding ``payload``
-    (RFC 6455, section 5.2); ``payload`` must be UTF-8."""
-    length = len(payload)
-    if length < 126:
-        return _SHORT.pack(_TEXT, length) + payload
-    if length < 65536:
-        return _MEDIUM.pack(_TEXT, 126, length) + payload
-    return _LONG.pack(_TEXT, 127, length) + payload
 
 
 class ConnectionStream:

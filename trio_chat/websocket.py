@@ -20,6 +20,7 @@ speaks.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Sequence
 
 import h11
@@ -36,15 +37,34 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from .protocol import CloseCode
-from .transport import ConnectionStream, encode_text_frame
+from .transport import ConnectionStream
 
 __all__ = [
     "NOT_A_WEBSOCKET",
     "Handshake",
     "WebSocket",
+    "encode_text_frame",
     "is_websocket_upgrade",
     "offered_subprotocols",
 ]
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+#: FIN + text opcode: every frame the writer sends is one whole text message.
+_TEXT = 0x81
+
+
+def encode_text_frame(payload: bytes) -> bytes:
+    """One unmasked (server-to-client) WebSocket text frame holding ``payload``
+    (RFC 6455, section 5.2); ``payload`` must be UTF-8."""
+    length = len(payload)
+    if length < 126:
+        return _SHORT.pack(_TEXT, length) + payload
+    if length < 65536:
+        return _MEDIUM.pack(_TEXT, 126, length) + payload
+    return _LONG.pack(_TEXT, 127, length) + payload
+
 
 #: The answer to a plain HTTP request on the WebSocket port.
 NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
