@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 import h11
 import pytest
 import trio
+import trio.testing
 from websockets.frames import Close
 from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, Opcode
@@ -186,12 +187,19 @@ class RawWebSocket:
 
 
 @asynccontextmanager
-async def open_raw(port: int, *, first: bytes = b"") -> AsyncIterator[RawWebSocket]:
+async def open_raw(
+    port: int, *, first: bytes = b"", stuck: bool = False
+) -> AsyncIterator[RawWebSocket]:
     """A raw client that completed the handshake with the server on ``port``, having
-    sent ``first`` in the same write as its request. Its socket is closed on the way
-    out."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    sent ``first`` in the same write as its request. ``stuck``: its socket's receive
+    buffer is as small as the kernel allows, so the server soon cannot send to it
+    while it does not read. Its socket is closed on the way out."""
+    sock = trio.socket.socket()
+    if stuck:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stream = trio.SocketStream(sock)  # owns sock from here on
     async with stream:
+        await sock.connect(("127.0.0.1", port))
         # h11 writes the request, and so expects (and checks) the 101 that answers it.
         http = h11.Connection(h11.CLIENT)
         request = h11.Request(
@@ -429,6 +437,45 @@ async def test_a_ping_while_the_server_closes_is_not_answered(
             f"({raw.peer}) disconnected: 1009 Exceeded maximum message size: 10 bytes"
         )
     assert_no_errors(caplog)
+
+
+async def test_a_message_in_thousands_of_fragments_arrives_whole(
+    start_server: StartServer,
+) -> None:
+    """A message sent as 1,000 two-byte fragments with empty ones between them arrives
+    whole, and the size limit still counts all of them together."""
+    server = await start_server(max_message_size=2000)
+    fragments = [text("ab", fin=False)]
+    for _ in range(999):
+        fragments += [
+            client_frame(Opcode.CONTINUATION, b"", fin=False),
+            client_frame(Opcode.CONTINUATION, b"ab", fin=False),
+        ]
+    async with open_raw(server.port) as raw:
+        await raw.send(*fragments, client_frame(Opcode.CONTINUATION, b""))
+        assert await raw.receive() == "You said: " + "ab" * 1000
+        await raw.send(*fragments, client_frame(Opcode.CONTINUATION, b"!"))
+        assert await raw.expect_close() == (1009, "Exceeded maximum message size: 2000 bytes")
+
+
+async def test_pings_from_a_client_that_never_reads_do_not_pile_up(
+    chat_server: ChatServer, nursery: trio.Nursery
+) -> None:
+    """A client that sends pings but never reads the pongs makes the server stop
+    reading it once 64 KiB wait unsent, instead of queueing pongs without end."""
+    ping = client_frame(Opcode.PING, b"p" * 125)
+    async with open_raw(chat_server.port, stuck=True) as raw:
+        sender = trio.CancelScope()
+
+        async def send_pings() -> None:
+            with sender:
+                await raw.send(ping * 20_000)  # 2.6 MB of pings: 2.5 MB of pongs
+
+        nursery.start_soon(send_pings)
+        await trio.testing.wait_all_tasks_blocked()
+        (connection,) = chat_server.connections.values()
+        assert 0 < connection.backlog_bytes <= 64 * 1024 + 127
+        sender.cancel()
 
 
 @pytest.mark.parametrize("ending", ["fin", "reset"])

@@ -66,6 +66,13 @@ def encode_text_frame(payload: bytes) -> bytes:
     return _LONG.pack(_TEXT, 127, length) + payload
 
 
+#: Fragments of one message held apart before they are joined: keeps a message sent in
+#: thousands of tiny fragments at about its own size in memory.
+MAX_PARTS = 64
+#: Bytes written but not yet taken by the socket beyond which the reader waits for
+#: the peer to read before it reads on (and answers more pings).
+MAX_UNSENT_BYTES = 64 * 1024
+
 #: The answer to a plain HTTP request on the WebSocket port.
 NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
 
@@ -238,12 +245,20 @@ class WebSocket:
                     # Once closing, a ping gets no pong (wsproto refuses to send one).
                     if protocol.state is ConnectionState.OPEN:
                         self._write(protocol.send(event.response()))
+                        if self.stream.buffered > MAX_UNSENT_BYTES:
+                            await self._wait_for_reader()
                 elif isinstance(event, CloseConnection):
                     self._closed_by_peer(event)
                     return None
                 # Pongs need no answer.
             data = await self.stream.receive_some()
             protocol.receive_data(data or None)  # None: the TCP connection ended
+
+    async def _wait_for_reader(self) -> None:
+        """Stop reading until the peer took what was sent to it: a peer that pings
+        without reading the pongs must not grow our buffer."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.flush()
 
     def _add_part(self, event: TextMessage | BytesMessage) -> str | bytes | None:
         """Add a received fragment; the whole message once it is complete."""
@@ -263,13 +278,18 @@ class WebSocket:
             )
             return None
         if not event.message_finished:
-            self._parts.append(data)
+            parts = self._parts
+            if data:
+                parts.append(data)
+            if len(parts) >= MAX_PARTS:
+                # Many tiny fragments would cost an object each: join them as they come.
+                parts[:] = [data[:0].join(parts)]  # type: ignore[arg-type]  # one type
             return None
         self._size = 0
         if not self._parts:
             return data
         self._parts.append(data)
-        message = data[:0].join(self._parts)  # type: ignore[arg-type]  # parts share a type
+        message = data[:0].join(self._parts)  # type: ignore[arg-type]  # one type
         self._parts.clear()
         return message
 
