@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Sequence
+from http import HTTPStatus
 
 import h11
 import trio
@@ -162,6 +163,7 @@ class Handshake:
             data = http.send(
                 h11.Response(
                     status_code=status,
+                    reason=HTTPStatus(status).phrase,
                     headers=[
                         ("content-type", "text/plain; charset=utf-8"),
                         ("content-length", str(len(body))),
