@@ -497,6 +497,30 @@ async def test_a_dropped_connection_is_logged_as_1006(
         await say(bystander, "still chatting")
 
 
+async def test_a_client_that_resets_before_the_answer_leaves_no_error(
+    chat_server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends its upgrade request and resets the connection at once (so
+    the 101 cannot be written) is dropped quietly: no error, no traceback."""
+    request = refused_request(
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {WEBSOCKET_KEY}",
+        "Sec-WebSocket-Version: 13",
+    )
+    # A blocking socket, so that the request and the reset are both on their way
+    # before the server's task first runs: it reads the request, then cannot answer.
+    with socket.create_connection(("127.0.0.1", chat_server.port)) as sock:
+        sock.sendall(request)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await trio.testing.wait_all_tasks_blocked()
+    assert_no_errors(caplog)
+    assert chat_server.connections == {}
+    async with open_client(chat_server.urls[0]) as ws:
+        await say(ws, "still serving")
+
+
 @pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
 async def test_no_handshake_within_the_timeout_closes_the_socket(
     start_server: StartServer, server_log: ServerLog, sent: bytes

@@ -132,7 +132,8 @@ class Handshake:
     ) -> WebSocket | None:
         """Switch to the WebSocket protocol (answer 101) and return the WebSocket; or,
         for a request that is not a valid upgrade, answer 400 saying why and return
-        None. ``subprotocol`` must be one the client offered, or None."""
+        None (None too when the peer left meanwhile). ``subprotocol`` must be one the
+        client offered, or None."""
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             # wsproto checks the upgrade headers (version, key, host) itself.
@@ -148,8 +149,11 @@ class Handshake:
         trailing, _ = self._http.trailing_data
         if trailing:
             protocol.receive_data(trailing)
-        self._stream.write(answer)
-        await self._stream.flush()
+        try:
+            self._stream.write(answer)
+            await self._stream.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None  # the peer left before the answer: nothing to serve
         return WebSocket(protocol, self._stream, max_message_size)
 
     async def respond(
