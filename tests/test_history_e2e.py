@@ -387,6 +387,16 @@ def missed_while_away(server: ServerProcess) -> Iterator[tuple[JsonClient, int, 
         yield carol, seen["id"], missed
 
 
+def expect_missed_then_live(alice: JsonClient, carol: JsonClient, missed: list[Event]) -> None:
+    """alice, back, is replayed exactly ``missed`` as history; carol sees her join, and
+    carol's next line is alice's next event: nothing else was replayed."""
+    for event in missed:
+        assert alice.event() == history(event)
+    assert stamped(carol.event()) == presence("join", "alice", room="lobby")
+    live = say(carol, "carol", "live")
+    assert alice.event() == live
+
+
 def test_resume_by_url_replays_exactly_what_was_missed(
     server_process: type[ServerProcess], db: str
 ) -> None:
@@ -396,11 +406,7 @@ def test_resume_by_url_replays_exactly_what_was_missed(
     with missed_while_away(server) as (carol, since, missed):
         query = f"/?nick=alice&room=lobby&since={since}"
         with open_json(server, query, nick="alice") as alice:
-            for event in missed:
-                assert alice.event() == history(event)
-            assert stamped(carol.event()) == presence("join", "alice", room="lobby")
-            live = say(carol, "carol", "live")
-            assert alice.event() == live  # nothing else was replayed
+            expect_missed_then_live(alice, carol, missed)
 
 
 def test_resume_command_replays_exactly_what_was_missed(
@@ -415,11 +421,7 @@ def test_resume_command_replays_exactly_what_was_missed(
         assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
             "resume", "r", since=since
         )
-        for event in missed:
-            assert alice.event() == history(event)
-        assert stamped(carol.event()) == presence("join", "alice", room="lobby")
-        live = say(carol, "carol", "live")
-        assert alice.event() == live  # nothing else was replayed
+        expect_missed_then_live(alice, carol, missed)
 
 
 def test_resume_command_after_history_on_join_misses_nothing(

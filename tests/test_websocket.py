@@ -79,7 +79,7 @@ async def expect_eof(stream: trio.SocketStream) -> None:
         assert await stream.receive_some() == b""
 
 
-def refused_request(*headers: str) -> bytes:
+def get_request(*headers: str) -> bytes:
     """The bytes of a ``GET /`` request with exactly ``headers`` (``Name: value``)."""
     return "".join(f"{line}\r\n" for line in ("GET / HTTP/1.1", *headers, "")).encode()
 
@@ -292,7 +292,7 @@ async def test_plain_http_gets_426_and_the_server_carries_on(
     """A plain GET is answered 426 with ``upgrade: websocket`` and one line saying what
     the port speaks; the socket is closed, and WebSocket clients are served after it."""
     async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
-        await stream.send_all(refused_request("Host: 127.0.0.1"))
+        await stream.send_all(get_request("Host: 127.0.0.1"))
         response, body = await read_response(stream)
         await expect_eof(stream)
     assert (response.status_code, response.reason) == (426, b"Upgrade Required")
@@ -325,7 +325,7 @@ async def test_an_upgrade_without_its_key_gets_400(chat_server: ChatServer) -> N
     """An upgrade request without Sec-WebSocket-Key is answered 400 saying so."""
     async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
         await stream.send_all(
-            refused_request(
+            get_request(
                 "Host: 127.0.0.1",
                 "Upgrade: websocket",
                 "Connection: Upgrade",
@@ -502,7 +502,7 @@ async def test_a_client_that_resets_before_the_answer_leaves_no_error(
 ) -> None:
     """A client that sends its upgrade request and resets the connection at once (so
     the 101 cannot be written) is dropped quietly: no error, no traceback."""
-    request = refused_request(
+    request = get_request(
         "Host: 127.0.0.1",
         "Upgrade: websocket",
         "Connection: Upgrade",
