@@ -1,6 +1,6 @@
 """How many messages per second the history store takes, with and without grouping.
 
-Runs the real message log (trio_chat.history.MessageLog) over the real SQLite store, with
+Runs the real message log (trio_chat.server.history.MessageLog) over the real SQLite store, with
 CLIENTS concurrent senders each storing MESSAGES messages one after the other (each
 waits for its message to be committed, as a connection's reader does). Measured twice in
 the same run: writes grouped into shared commits (the server's behaviour), and one
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import trio
 
-from trio_chat.history import MessageLog
-from trio_chat.store import Record, SQLiteStore
+from trio_chat.server.history import MessageLog
+from trio_chat.server.store import Record, SQLiteStore
 
 
 async def measure(

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import trio
 
-from trio_chat.config import ServerConfig
-from trio_chat.server import ChatServer
+from trio_chat.server.config import ServerConfig
+from trio_chat.server.server import ChatServer
 
 from support import ServerProcess
 

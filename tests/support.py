@@ -34,7 +34,7 @@ from trio_websocket import (
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
-from trio_chat.client import parse_url
+from trio_chat.client.connection import parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Generous limits: they only decide how long a broken test takes to fail.

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from trio_chat.chat import Arrival
-from trio_chat.server import parse_arrival
+from trio_chat.core.arrival import Arrival
+from trio_chat.core.arrival import parse_arrival
 
 
 @pytest.mark.parametrize(

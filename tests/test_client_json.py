@@ -1,6 +1,6 @@
 """The client in ``trio-chat.v1`` (JSON) mode: rendering, start-up, commands, safety, colour.
 
-The renderer (:mod:`trio_chat.view`) and the session logic (:class:`JsonSession`) are
+The renderer (:mod:`trio_chat.client.view`) and the session logic (:class:`JsonSession`) are
 pure, so they are tested directly, event by event, with colour off and on. The rest runs
 the client in a pseudo-terminal against a server subprocess, with the ``websockets``
 sync client on the other side of the chat (machinery from ``pty_support``). Waits are
@@ -26,9 +26,9 @@ import pytest
 from pty_support import FINISH, PROTOCOL, START_PLAIN, Client, Peer, local_time, shown
 from websockets.sync.server import ServerConnection, serve
 
-from trio_chat.client import JsonSession, login_nick, nick_candidate
-from trio_chat.commands import HELP, Topic
-from trio_chat.view import Style, clock, colour_wanted, nick_colour, render_event
+from trio_chat.client.session import JsonSession, login_nick, nick_candidate
+from trio_chat.core.commands import HELP, Topic
+from trio_chat.client.view import Style, clock, colour_wanted, nick_colour, render_event
 
 from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 
@@ -271,7 +271,7 @@ def test_nick_colours_are_stable() -> None:
     assert len({nick_colour(f"user{n}") for n in range(40)}) > 4
     # Checked in a fresh interpreter with another hash seed, too.
     result = subprocess.run(
-        [sys.executable, "-c", "from trio_chat.view import nick_colour; print(nick_colour('bob'))"],
+        [sys.executable, "-c", "from trio_chat.client.view import nick_colour; print(nick_colour('bob'))"],
         capture_output=True,
         text=True,
         env={**child_env(), "PYTHONHASHSEED": "12345"},

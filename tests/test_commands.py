@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trio_chat.commands import (
+from trio_chat.core.commands import (
     HELP,
     CommandError,
     Help,

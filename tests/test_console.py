@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from trio_chat.chat import Chat
-from trio_chat.console import CONSOLE_HELP, handle_console_line
-from trio_chat.history import MessageLog
-from trio_chat.store import MemoryStore
+from trio_chat.server.chat import Chat
+from trio_chat.server.console import CONSOLE_HELP, handle_console_line
+from trio_chat.server.history import MessageLog
+from trio_chat.server.store import MemoryStore
 
 from support import FakeViewer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trio_chat.events import (
+from trio_chat.core.events import (
     Ack,
     ErrorEvent,
     Message,
@@ -16,7 +16,7 @@ from trio_chat.events import (
     help_ack,
     timestamp,
 )
-from trio_chat.store import Record
+from trio_chat.server.store import Record
 
 from support import FakeViewer
 

@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_chat.history import MessageLog, StoreFailed
-from trio_chat.store import MemoryStore, Record, StoreError
+from trio_chat.server.history import MessageLog, StoreFailed
+from trio_chat.server.store import MemoryStore, Record, StoreError
 
 
 class RecordingStore(MemoryStore):

@@ -16,7 +16,7 @@ import re
 import pytest
 from websockets.sync.client import connect
 
-from trio_chat.commands import HELP
+from trio_chat.core.commands import HELP
 
 from support import (
     EVENT_TIMEOUT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trio_chat.protocol import CloseCode, describe_close
+from trio_chat.core.close import CloseCode, describe_close
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from trio_chat.commands import HELP
+from trio_chat.core.commands import HELP
 
 from support import PlainClient, ServerProcess, open_plain, open_plains
 

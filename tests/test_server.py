@@ -19,8 +19,8 @@ import trio.testing
 import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
-from trio_chat.chat import Chat, Member
-from trio_chat.server import ChatServer
+from trio_chat.server.chat import Chat, Member
+from trio_chat.server.server import ChatServer
 
 from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
 

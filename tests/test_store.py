@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trio_chat.store import MemoryStore, Record, SQLiteStore, Store, StoreError
+from trio_chat.server.store import MemoryStore, Record, SQLiteStore, Store, StoreError
 
 
 def record(

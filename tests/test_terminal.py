@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from trio_chat.terminal import Screen, make_safe
+from trio_chat.client.terminal import Screen, make_safe
 
 
 def test_control_characters_are_made_visible() -> None:

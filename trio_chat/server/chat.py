@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 import trio
 
-from .bus import Bus, Subscription
-from .commands import (
+from trio_chat.core.arrival import Arrival
+from trio_chat.core.close import CloseCode
+from trio_chat.core.commands import (
     Command,
     CommandError,
     Help,
@@ -37,7 +38,7 @@ from .commands import (
     parse_json,
     parse_plain,
 )
-from .events import (
+from trio_chat.core.events import (
     Ack,
     ErrorEvent,
     Event,
@@ -53,11 +54,12 @@ from .events import (
     message_data,
     timestamp,
 )
+
+from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
-from .protocol import CloseCode
 from .store import Record, StoreError
 
-__all__ = ["LOBBY", "Arrival", "Chat", "Member", "Room"]
+__all__ = ["LOBBY", "Chat", "Member", "Room"]
 
 LOBBY = "lobby"
 #: Nicknames nobody may take: the operator speaks as "Server".
@@ -90,16 +92,6 @@ class Member:
     @property
     def current_room(self) -> str:
         return self.rooms[-1]
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """How a connection asked to arrive (URL query): nickname, rooms, and the id of the
-    last message it saw, to resume after."""
-
-    nick: str | None = None
-    rooms: tuple[str, ...] = ()
-    since: int | None = None
 
 
 @dataclass(eq=False)

@@ -16,6 +16,7 @@ __all__ = [
     "SLOW_CONSUMER",
     "CloseCode",
     "describe_close",
+    "should_reconnect",
 ]
 
 
@@ -58,3 +59,19 @@ def describe_close(code: int | None, reason: str | None) -> str:
     except ValueError:
         return str(code)
     return f"{code} ({name})"
+
+
+#: Close codes after which a client should reconnect (and 1008 ``slow consumer``).
+RECONNECT_CODES = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
+
+
+def should_reconnect(code: int | None, reason: str | None) -> bool:
+    """Whether a connection that ended with close ``code`` and ``reason`` is worth
+    reconnecting after: when it was lost without a close frame (no code, 1005, 1006), the
+    server is going away or restarting (1001, 1012), had an internal error (1011) or is
+    overloaded (1013), or dropped us as a ``slow consumer`` (1008 with exactly that
+    reason). Not after a normal close (1000), a kick (1008 with any other reason) or a
+    protocol error (1002, 1003, 1007, 1009, 1010...)."""
+    if code is None or code in RECONNECT_CODES:
+        return True
+    return code == CloseCode.POLICY_VIOLATION and reason == SLOW_CONSUMER

@@ -37,8 +37,9 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from .protocol import CloseCode
-from .transport import ConnectionStream
+from trio_chat.core.close import CloseCode
+
+from .stream import ConnectionStream
 
 __all__ = [
     "NOT_A_WEBSOCKET",

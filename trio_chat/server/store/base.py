@@ -1,32 +1,17 @@
-"""The storage interface and the record it stores."""
+"""The storage interface: what the server needs from wherever messages are kept."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from trio_chat.core.record import Record
 
 __all__ = ["Record", "Store", "StoreError"]
 
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message says why, in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored message. ``room`` is None for a private message, which has a
-    ``recipient`` instead. ``dedupe`` is the sender's resend key (nickname and ``cid``),
-    unique among stored records, or None."""
-
-    id: int
-    ts: str
-    room: str | None
-    sender: str | None
-    recipient: str | None
-    text: str
-    action: bool = False
-    dedupe: str | None = None
 
 
 class Store(Protocol):

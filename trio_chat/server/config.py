@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerConfig"]
+from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
 
-DEFAULT_HOST = "localhost"
-DEFAULT_PORT = 8765
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerConfig"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,19 +15,21 @@ import logging
 
 import trio
 
-from .bus import Subscription
-from .chat import Arrival, Chat, Member
-from .config import ServerConfig
-from .events import ErrorEvent, HistoryLine, ReplayRequest
-from .protocol import (
+from trio_chat.core.arrival import Arrival
+from trio_chat.core.close import (
     BINARY_NOT_SUPPORTED,
     INTERNAL_ERROR,
     SLOW_CONSUMER,
     CloseCode,
     describe_close,
 )
+from trio_chat.core.events import ErrorEvent, HistoryLine, ReplayRequest
+
+from .bus import Subscription
+from .chat import Chat, Member
+from .config import ServerConfig
+from .net.websocket import WebSocket
 from .store import Record, StoreError
-from .websocket import WebSocket
 
 __all__ = ["ChatConnection"]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from trio_chat.core.commands import CommandError
+from trio_chat.core.events import describe_roster
+from trio_chat.lines import read_lines
+
 from .chat import Chat
-from .commands import CommandError
-from .events import describe_roster
-from .lines import read_lines
 
 __all__ = ["CONSOLE_HELP", "run_console"]
 

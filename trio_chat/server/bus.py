@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import trio
 
-from .events import Event, ReplayRequest, Viewer
+from trio_chat.core.events import Event, ReplayRequest, Viewer
 
 __all__ = ["Bus", "Subscription"]
 

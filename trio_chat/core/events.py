@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .commands import HELP, PROTOCOL
-from .store import Record
+from .record import Record
 
 __all__ = [
     "Ack",

@@ -31,8 +31,9 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from .commands import HELP, Command, Topic
-from .events import describe_roster
+from trio_chat.core.commands import HELP, Command, Topic
+from trio_chat.core.events import describe_roster
+
 from .terminal import make_safe
 
 __all__ = [
