@@ -27,8 +27,8 @@ from pty_support import FINISH, PROTOCOL, START_PLAIN, Client, Peer, local_time,
 from websockets.sync.server import ServerConnection, serve
 
 from trio_chat.client.session import JsonSession, login_nick, nick_candidate
-from trio_chat.core.commands import HELP, Topic
 from trio_chat.client.view import Style, clock, colour_wanted, nick_colour, render_event
+from trio_chat.core.commands import HELP, Topic
 
 from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 
@@ -271,7 +271,11 @@ def test_nick_colours_are_stable() -> None:
     assert len({nick_colour(f"user{n}") for n in range(40)}) > 4
     # Checked in a fresh interpreter with another hash seed, too.
     result = subprocess.run(
-        [sys.executable, "-c", "from trio_chat.client.view import nick_colour; print(nick_colour('bob'))"],
+        [
+            sys.executable,
+            "-c",
+            "from trio_chat.client.view import nick_colour; print(nick_colour('bob'))",
+        ],
         capture_output=True,
         text=True,
         env={**child_env(), "PYTHONHASHSEED": "12345"},

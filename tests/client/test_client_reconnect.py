@@ -26,8 +26,8 @@ from pty_support import EXIT_WITHIN, FINISH, Client, Peer, local_time, shown
 
 from trio_chat.client.connection import BACKOFF_ENV, QUEUED, Backoff
 from trio_chat.client.session import JsonSession
-from trio_chat.core.close import should_reconnect
 from trio_chat.client.view import Style
+from trio_chat.core.close import should_reconnect
 
 from support import EVENT_TIMEOUT, ServerProcess
 

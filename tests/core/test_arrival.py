@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from trio_chat.core.arrival import Arrival
-from trio_chat.core.arrival import parse_arrival
+from trio_chat.core.arrival import Arrival, parse_arrival
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_chat.server.bus import Bus, Subscription
 from trio_chat.core.events import Message, Notice, ReplayRequest, Welcome
+from trio_chat.server.bus import Bus, Subscription
 from trio_chat.server.store import Record
 
 from support import FakeViewer

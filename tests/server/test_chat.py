@@ -16,9 +16,9 @@ import pytest
 import trio
 import trio.testing
 
+from trio_chat.core.events import Notice
 from trio_chat.server.bus import Subscription
 from trio_chat.server.chat import LOBBY, MAX_UNCONFIRMED, Chat, Member
-from trio_chat.core.events import Notice
 from trio_chat.server.history import MessageLog
 from trio_chat.server.store import MemoryStore, Record, StoreError
 

@@ -25,8 +25,8 @@ from websockets.frames import Close
 from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from trio_chat.server.server import ChatServer
 from trio_chat.server.net.websocket import encode_text_frame
+from trio_chat.server.server import ChatServer
 
 from support import EVENT_TIMEOUT, local_port, open_client, receive, say
 
