@@ -4,7 +4,7 @@ The session logic (:class:`JsonSession`, :class:`Backoff`, :func:`should_reconne
 pure and tested directly. The rest runs the client in a pseudo-terminal against real
 server subprocesses that are stopped (SIGTERM), killed (SIGKILL) and restarted on the
 same port and database, with the ``websockets`` sync client on the other side. The
-client's backoff is shortened with ``TRIO_CHAT_RECONNECT_BACKOFF`` so no test sits
+client's backoff is shortened with ``--reconnect-delay`` so no test sits
 through long waits; every wait is for output or an event under a time limit.
 """
 
@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from pty_support import EXIT_WITHIN, FINISH, Client, Peer, local_time, shown
 
-from trio_chat.client.connection import BACKOFF_ENV, QUEUED, Backoff
+from trio_chat.client.cli import parse_args
+from trio_chat.client.connection import QUEUED, Backoff
 from trio_chat.client.session import JsonSession
 from trio_chat.client.view import Style
 from trio_chat.core.close import should_reconnect
@@ -34,7 +35,7 @@ from support import EVENT_TIMEOUT, ServerProcess
 pytest_plugins = ["pty_support"]
 
 #: A short backoff (50 ms doubling up to 200 ms), so that reconnecting takes no time.
-FAST = {BACKOFF_ENV: "0.05,0.2"}
+FAST = ("--reconnect-delay", "0.05,0.2")
 #: The line before each wait, whatever the delay.
 RECONNECTING = re.compile(r"reconnecting in \d+\.\d s…")
 RECONNECTED = shown("\N{WHITE HEAVY CHECK MARK} Reconnected to server!")
@@ -128,8 +129,35 @@ def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
     assert backoff.next_delay() == 0.25
     assert Backoff(0.05, 0.2, uniform=low).next_delay() == 0.05
     assert Backoff(uniform=lambda a, b: b).next_delay() == 0.5
-    assert Backoff.from_environ({BACKOFF_ENV: "0.05,0.2"}).cap == 0.2
-    assert Backoff.from_environ({BACKOFF_ENV: "nonsense"}).initial == 0.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "initial", "cap"),
+    [
+        ((), 0.5, 10.0),
+        (("--reconnect-delay", "0.05,0.2"), 0.05, 0.2),
+        (("--reconnect-delay", "2"), 2.0, 10.0),
+        (("--reconnect-delay", "30"), 30.0, 30.0),
+    ],
+)
+def test_reconnect_delay_option_sets_the_backoff(
+    argv: tuple[str, ...], initial: float, cap: float
+) -> None:
+    """--reconnect-delay INITIAL[,MAX] is the backoff; without it, 0.5 s up to 10 s."""
+    backoff = parse_args(argv).reconnect_delay
+    assert (backoff.initial, backoff.cap) == (initial, cap)
+
+
+@pytest.mark.parametrize("value", ["nonsense", "0", "-1", "1,2,3", "4000", "1,"])
+def test_a_bad_reconnect_delay_is_one_line(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --reconnect-delay that is not one or two positive numbers is refused, saying why."""
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--reconnect-delay", value])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m trio_chat.client: error: argument --reconnect-delay: expected "
+        f"INITIAL[,MAX] seconds, each above 0 and at most 3600, not {value!r}"
+    )
 
 
 def welcome(nick: str | None, rooms: list[str]) -> str:
@@ -245,7 +273,7 @@ def test_server_restart_resumes_shows_missed_and_sends_queued_line(
     db = str(tmp_path / "h.db")
     first = server_process(db=db)
     bob = peers(first.url, nick="bob")
-    client = start_client(first.url, "--name", "alice", env=FAST)
+    client = start_client(first.url, "--name", "alice", *FAST)
     client.wait_until_ready("alice")
     before = say(bob, "before")
     client.expect(shown(f"{local_time(before['ts'])} [lobby] bob: before"))
@@ -284,7 +312,7 @@ def test_every_acknowledged_message_is_shown_once_after_kill_9(
     """Killed mid-stream and restarted, the server still gets every acked message shown once."""
     db = str(tmp_path / "h.db")
     first = server_process(db=db)
-    client = start_client(first.url, "--name", "alice", env=FAST)
+    client = start_client(first.url, "--name", "alice", *FAST)
     client.wait_until_ready("alice")
     bob = peers(first.url, nick="bob")
     texts = [f"n{n:05d} " + "x" * 4000 for n in range(1, 100_000)]
@@ -330,7 +358,7 @@ def test_slow_consumer_comes_back_and_misses_nothing(
 ) -> None:
     """Dropped as a slow consumer (its terminal stopped reading), it comes back with everything."""
     server = server_process("--queue-depth", "4")
-    client = start_client(server.url, "--name", "alice", env=FAST)
+    client = start_client(server.url, "--name", "alice", *FAST)
     client.wait_until_ready("alice")
     bob = peers(server.url, nick="bob")
     texts = [f"burst {n:03d} " + "x" * 2000 for n in range(300)]
@@ -349,7 +377,7 @@ def test_kick_ends_the_client_without_reconnecting(
 ) -> None:
     """Kicked, the client prints the reason and exits 1; it does not come back."""
     server = server_process()
-    client = start_client(server.url, "--name", "alice", env=FAST)
+    client = start_client(server.url, "--name", "alice", *FAST)
     client.wait_until_ready("alice")
     server.send_console("/kick alice spam")
     client.expect(shown("Server closed the connection: 1008 spam") + FINISH)
@@ -362,7 +390,7 @@ def test_exit_while_waiting_to_reconnect_is_immediate(
 ) -> None:
     """exit typed while the server is down ends the client at once with status 0."""
     server = server_process()
-    client = start_client(server.url, "--name", "alice", env={BACKOFF_ENV: "30"})
+    client = start_client(server.url, "--name", "alice", "--reconnect-delay", "30")
     client.wait_until_ready("alice")
     server.proc.send_signal(signal.SIGTERM)
     client.expect(shown("Server closed the connection: 1001 server shutting down"))
@@ -378,7 +406,7 @@ def test_plain_mode_reconnects_and_sends_the_queued_line(
 ) -> None:
     """With --plain the client comes back too, and sends the line typed while down."""
     first = server_process()
-    client = start_client(first.url, "--plain", env=FAST)
+    client = start_client(first.url, "--plain", *FAST)
     client.wait_until_ready()
     first.proc.send_signal(signal.SIGTERM)
     client.expect(shown("Server closed the connection: 1001 server shutting down"))

@@ -11,10 +11,30 @@ import trio
 
 from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
 
-from .connection import DEFAULT_URL, ChatClient
+from .connection import DEFAULT_URL, RECONNECT_CAP, RECONNECT_INITIAL, Backoff, ChatClient
 from .terminal import Screen
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "reconnect_delay"]
+
+#: The longest delay ``--reconnect-delay`` accepts (seconds): beyond an hour a user is
+#: better served by ``--no-reconnect``.
+MAX_RECONNECT_DELAY = 3600.0
+
+
+def reconnect_delay(text: str) -> Backoff:
+    """``--reconnect-delay INITIAL[,MAX]``: the first delay before reconnecting and the
+    most it doubles up to, in seconds (MAX defaults to the larger of INITIAL and 10)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 2 or not all(0 < value <= MAX_RECONNECT_DELAY for value in values):
+        raise argparse.ArgumentTypeError(
+            f"expected INITIAL[,MAX] seconds, each above 0 and at most "
+            f"{MAX_RECONNECT_DELAY:g}, not {text!r}"
+        )
+    initial = values[0]
+    return Backoff(initial, values[1] if len(values) == 2 else max(RECONNECT_CAP, initial))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,6 +62,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="reconnect",
         action="store_false",
         help="exit (status 1) when the connection is lost, instead of reconnecting",
+    )
+    parser.add_argument(
+        "--reconnect-delay",
+        metavar="INITIAL[,MAX]",
+        type=reconnect_delay,
+        default=Backoff(),
+        help=f"seconds to wait before the first reconnection attempt, doubling after each "
+        f"up to MAX (default: {RECONNECT_INITIAL:g},{RECONNECT_CAP:g}); each wait is a "
+        f"random 50-100%% of that",
     )
     parser.add_argument(
         "--plain",
@@ -75,5 +104,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         room=args.room,
         plain=args.plain,
         reconnect=args.reconnect,
+        backoff=args.reconnect_delay,
     )
     sys.exit(trio.run(client.run))

@@ -26,8 +26,8 @@ ends the connection cancels the other:
   with a 4xx status, or ``--no-reconnect``: print the reason, exit status 1, at once.
 
 The first connection failing (no server) is one line and exit status 1, with no retry.
-For tests, ``TRIO_CHAT_RECONNECT_BACKOFF=INITIAL[,CAP]`` (seconds) replaces the default
-backoff of 0.5 s doubling up to 10 s.
+The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument of
+:class:`ChatClient` (``--reconnect-delay INITIAL[,MAX]`` on the command line).
 """
 
 from __future__ import annotations
@@ -78,8 +78,6 @@ RECONNECT_INITIAL = 0.5
 RECONNECT_CAP = 10.0
 #: No delay is shorter (unless the initial one is).
 MIN_RECONNECT_DELAY = 0.1
-#: ``INITIAL[,CAP]`` seconds: replaces the backoff above (a hook for tests).
-BACKOFF_ENV = "TRIO_CHAT_RECONNECT_BACKOFF"
 #: Lines typed while disconnected that are kept to send once back; later ones are dropped.
 TYPED_LINES_LIMIT = 1000
 #: Said when a line is typed while disconnected.
@@ -155,19 +153,6 @@ class Backoff:
         self._uniform = uniform
         self._nominal = initial
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Backoff:
-        """The default backoff, or ``INITIAL[,CAP]`` seconds from :data:`BACKOFF_ENV`
-        (a hook for tests, which cannot sit through long waits; a value that is not one
-        or two positive numbers is ignored)."""
-        try:
-            values = [float(part) for part in environ.get(BACKOFF_ENV, "").split(",")]
-        except ValueError:
-            return cls()
-        if not 1 <= len(values) <= 2 or not all(0 < value < 3600 for value in values):
-            return cls()
-        return cls(values[0], values[1] if len(values) == 2 else max(RECONNECT_CAP, values[0]))
-
     def next_delay(self) -> float:
         """The delay before the next attempt; the one after will be twice as long."""
         nominal = self._nominal
@@ -232,8 +217,8 @@ class ChatClient:
     ``nick`` and ``room`` are used in JSON mode (``nick`` defaults to the login name);
     ``plain`` does not offer the JSON subprotocol at all. ``reconnect`` (default on)
     comes back after a lost connection, waiting between attempts as ``backoff`` says
-    (default: :meth:`Backoff.from_environ`). ``environ`` decides colour (``NO_COLOR``);
-    ``tz`` the time zone of shown times (default: local time).
+    (default: 0.5 s doubling up to 10 s, see :class:`Backoff`). ``environ`` decides
+    colour (``NO_COLOR``); ``tz`` the time zone of shown times (default: local time).
     """
 
     def __init__(
@@ -258,7 +243,7 @@ class ChatClient:
         self._plain = plain
         self._reconnect = reconnect
         self._environ = os.environ if environ is None else environ
-        self._backoff = backoff if backoff is not None else Backoff.from_environ(self._environ)
+        self._backoff = backoff if backoff is not None else Backoff()
         self._tz = tz
         # Created on the first connection where the server selected trio-chat.v1; it
         # lasts the whole run. None in plain mode.
