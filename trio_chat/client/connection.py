@@ -7,10 +7,17 @@ the same parser the server uses, answers ``/help`` itself, and renders events wi
 :mod:`trio_chat.view`. When the server does not select it (the tutorial's server, or
 ``--plain``), lines go out and come in as plain text, made safe for the terminal.
 
+The session is a state machine, as h11 and wsproto make theirs: a :class:`Phase`
+(CONNECTING, HANDSHAKING, CHATTING, WAITING_TO_RECONNECT, CLOSING, DONE) and one method
+that moves between them along :data:`NEXT_PHASES`. How a connection ended is a value
+(:class:`Ending`), the connection of the moment another (:class:`Link`). The user leaving
+is an input, an event: each phase that waits runs in a nursery of its own beside a
+watcher of that event, which cancels that nursery's own scope; no task cancels a scope
+another task owns.
+
 The stdin reader runs for the whole session (in a worker thread that is abandoned on
-exit) and queues the user's lines. Each connection has one nursery with two chat tasks:
-the sender drains the queue, the receiver shows what the server sends. Whichever side
-ends the connection cancels the other:
+exit) and queues the user's lines. While CHATTING two tasks run: the sender drains the
+queue, the receiver shows what the server sends. The session ends or goes on thus:
 
 * the user leaves (``exit``, end of input, Ctrl-C, ``/quit``): close with 1000, exit
   status 0;
@@ -32,12 +39,15 @@ The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument o
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 import signal
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from urllib.parse import urlsplit
 
@@ -61,7 +71,17 @@ from .session import JsonSession, login_nick
 from .terminal import Screen, make_safe
 from .view import Style, colour_wanted
 
-__all__ = ["DEFAULT_URL", "Backoff", "ChatClient", "ClientError", "TypedLines", "parse_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "NEXT_PHASES",
+    "Backoff",
+    "ChatClient",
+    "ClientError",
+    "Ending",
+    "Phase",
+    "TypedLines",
+    "parse_url",
+]
 
 DEFAULT_URL = f"ws://localhost:{DEFAULT_PORT}"
 
@@ -211,6 +231,66 @@ class TypedLines:
         self._changed = trio.Event()
 
 
+class Phase(enum.Enum):
+    """Where a :class:`ChatClient` is. :meth:`ChatClient._move_to` is the one place that
+    changes it, along the arrows of :data:`NEXT_PHASES`."""
+
+    #: Opening the TCP connection.
+    CONNECTING = "connecting"
+    #: The WebSocket handshake.
+    HANDSHAKING = "handshaking"
+    #: Connected: the sender and the receiver run.
+    CHATTING = "chatting"
+    #: The connection is gone and worth coming back to: waiting out the backoff.
+    WAITING_TO_RECONNECT = "waiting to reconnect"
+    #: The user left: saying so, and closing the connection (if any) with 1000.
+    CLOSING = "closing"
+    #: The session is over.
+    DONE = "done"
+
+
+#: The phases each phase may move to. Any phase may end the session (the user leaves:
+#: CLOSING; a failure or a close not worth reconnecting after: DONE) until it is over.
+NEXT_PHASES: Mapping[Phase, frozenset[Phase]] = {
+    Phase.CONNECTING: frozenset(
+        {Phase.HANDSHAKING, Phase.WAITING_TO_RECONNECT, Phase.CLOSING, Phase.DONE}
+    ),
+    Phase.HANDSHAKING: frozenset(
+        {Phase.CHATTING, Phase.WAITING_TO_RECONNECT, Phase.CLOSING, Phase.DONE}
+    ),
+    Phase.CHATTING: frozenset({Phase.WAITING_TO_RECONNECT, Phase.CLOSING, Phase.DONE}),
+    Phase.WAITING_TO_RECONNECT: frozenset({Phase.CONNECTING, Phase.CLOSING}),
+    Phase.CLOSING: frozenset({Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+#: The phases in which there is no connection to send typed lines on: they are queued.
+DISCONNECTED = frozenset({Phase.WAITING_TO_RECONNECT, Phase.CONNECTING, Phase.HANDSHAKING})
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a connection ended: whether it is worth reconnecting, and the exit status if
+    the session ends there."""
+
+    reconnect: bool
+    status: int
+
+
+#: The user left: no reconnecting, exit status 0.
+LEFT = Ending(reconnect=False, status=0)
+
+
+@dataclass(frozen=True)
+class Link:
+    """The connection of the moment, as its sender and receiver see it: the WebSocket,
+    the JSON session when the server speaks ``trio-chat.v1`` (None in plain mode), and
+    whether that session's start-up is answered (typed lines wait for it)."""
+
+    ws: WebSocketConnection
+    json: JsonSession | None
+    ready: trio.Event = field(default_factory=trio.Event)
+
+
 class ChatClient:
     """One chat session against ``url``, shown on ``screen``, typed on ``input_fd``.
 
@@ -219,6 +299,13 @@ class ChatClient:
     comes back after a lost connection, waiting between attempts as ``backoff`` says
     (default: 0.5 s doubling up to 10 s, see :class:`Backoff`). ``environ`` decides
     colour (``NO_COLOR``); ``tz`` the time zone of shown times (default: local time).
+
+    The session is a state machine: :attr:`phase` (a :class:`Phase`) says where it is,
+    and :meth:`_move_to` is the only code that changes it. Its inputs are the server
+    (what the receiver reads, how the connection closes), the user's lines (queued by
+    the stdin reader) and the user leaving (:meth:`leave`, which only sets an event:
+    each phase that waits runs beside a watcher of that event that cancels the phase's
+    own scope, so no task ever cancels a scope that another task owns).
     """
 
     def __init__(
@@ -245,50 +332,44 @@ class ChatClient:
         self._environ = os.environ if environ is None else environ
         self._backoff = backoff if backoff is not None else Backoff()
         self._tz = tz
+        #: Where the session is; changed by :meth:`_move_to` only.
+        self.phase = Phase.CONNECTING
         # Created on the first connection where the server selected trio-chat.v1; it
         # lasts the whole run. None in plain mode.
         self._json: JsonSession | None = None
-        # Whether the connection of the moment speaks trio-chat.v1.
-        self._json_now = False
         # The lines typed and not yet sent: the stdin reader feeds it for the whole run,
         # the sender of each connection drains it.
         self._typed = TypedLines()
-        # Set when this connection's JSON start-up is answered: typed lines may go.
-        self._ready = trio.Event()
-        # The scope of the current phase (connecting, chatting, waiting to reconnect):
-        # cancelled when it should end, from either side.
-        self._phase_scope: trio.CancelScope | None = None
-        self._leaving = False
-        self._said_exiting = False
-        # True between a lost connection and the next one's handshake.
-        self._disconnected = False
-        # How the last connection ended: worth reconnecting, and the exit status if not.
-        self._retry = False
-        self._exit_status = 0
+        # Set when the user leaves (exit, end of input, Ctrl-C, SIGTERM): an input that
+        # each phase watches, never a scope cancelled from outside.
+        self._left = trio.Event()
 
     def leave(self) -> None:
-        """End the session at the user's wish: close with 1000, exit status 0."""
-        self._leaving = True
-        if self._phase_scope is not None:
-            self._phase_scope.cancel()
+        """End the session at the user's wish: close with 1000, exit status 0. Idempotent;
+        the phase of the moment is cancelled by its own watcher."""
+        self._left.set()
 
-    def _enter_phase(self) -> trio.CancelScope:
-        """A new scope for the next phase, already cancelled if the user has left."""
-        self._phase_scope = trio.CancelScope()
-        if self._leaving:
-            self._phase_scope.cancel()
-        return self._phase_scope
+    def _move_to(self, phase: Phase) -> None:
+        """The one place the phase changes; a move :data:`NEXT_PHASES` does not allow is
+        a bug."""
+        if phase not in NEXT_PHASES[self.phase]:
+            raise RuntimeError(f"no move from {self.phase.value} to {phase.value}")
+        self.phase = phase
 
-    def _say_exiting(self) -> None:
-        """``Exiting chat...`` (once), after saying how many typed lines are dropped if
-        the user leaves while disconnected."""
-        if self._said_exiting:
-            return
-        self._said_exiting = True
-        if self._disconnected and self._typed:
-            count = len(self._typed)
-            self._screen.status(f"({count} typed line{'s' * (count > 1)} not sent)")
-        self._screen.status("Exiting chat...")
+    @asynccontextmanager
+    async def _until_left(self) -> AsyncIterator[trio.Nursery]:
+        """Run the block in a nursery of its own (yielded, for the block's tasks) whose
+        scope is cancelled when the block ends or when the user leaves: a watcher task in
+        that nursery waits for :meth:`leave` and cancels the nursery's own scope. The
+        block must catch its own failures (they would come out wrapped in a group)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_when_left, nursery.cancel_scope)
+            yield nursery
+            nursery.cancel_scope.cancel()
+
+    async def _cancel_when_left(self, scope: trio.CancelScope) -> None:
+        await self._left.wait()
+        scope.cancel()
 
     async def run(self) -> int:
         """Connect, chat until one side leaves (reconnecting when the connection is lost
@@ -329,7 +410,7 @@ class ChatClient:
             try:
                 status = await self._connections(input_tasks, host, port, resource)
             except ClientError as error:
-                failure = error
+                failure = error  # raised outside the nursery, so it is not in a group
             input_tasks.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -339,77 +420,74 @@ class ChatClient:
         self, input_tasks: trio.Nursery, host: str, port: int, resource: str
     ) -> int:
         """The reconnection loop: one connection after another, with a backoff between
-        them, until one ends for good; the exit status. Cancellation (of the phase, by
-        the user leaving) ends it at once with status 0."""
+        them, until one ends for good; the exit status."""
         first = True
         while True:
-            try:
-                await self._connection(input_tasks, host, port, resource, first=first)
-            except ClientError as error:
-                if first or not error.retry:
-                    raise
-                self._screen.status(str(error))
-                self._retry = True
+            ending = await self._connection(input_tasks, host, port, resource, first=first)
             first = False
-            if self._leaving:
-                self._say_exiting()
-                return 0
-            if not (self._retry and self._reconnect):
-                return self._exit_status
-            await self._wait_to_reconnect()
-            if self._leaving:
-                self._say_exiting()
-                return 0
+            if self.phase is Phase.DONE:
+                return ending.status
+            if not (ending.reconnect and self._reconnect):
+                self._move_to(Phase.DONE)
+                return ending.status
+            if not await self._wait_to_reconnect():
+                return LEFT.status
 
-    async def _wait_to_reconnect(self) -> None:
-        """Say how long, then wait that long; the user's leaving cuts it short."""
-        self._disconnected = True
-        if self._typed.ended:  # the user typed exit while the connection was going
-            self.leave()
-            return
+    async def _wait_to_reconnect(self) -> bool:
+        """Say how long, then wait that long; False (the session closed) if the user
+        leaves meanwhile, or had typed ``exit`` while the connection was going."""
+        self._move_to(Phase.WAITING_TO_RECONNECT)
+        if self._typed.ended:
+            await self._close(None)
+            return False
         if self._json is not None:
             self._json.reconnecting()
         delay = self._backoff.next_delay()
         self._screen.status(f"reconnecting in {delay:.1f} s\N{HORIZONTAL ELLIPSIS}")
-        with self._enter_phase():
+        async with self._until_left():
             await trio.sleep(delay)
+        if self._left.is_set():
+            await self._close(None)
+            return False
+        self._move_to(Phase.CONNECTING)
+        return True
 
     async def _connection(
         self, input_tasks: trio.Nursery, host: str, port: int, resource: str, *, first: bool
-    ) -> None:
-        """One connection, from TCP connect to close. Raises :class:`ClientError` when it
-        cannot be made (``retry`` says whether trying again may help)."""
-        with self._enter_phase():
-            stream = await self._open_stream(host, port)
-        if self._leaving:
-            return
-        if self._json is not None:
-            resource = self._json.resume_resource(resource)
-        try:
+    ) -> Ending:
+        """One connection, from TCP connect to close, in phases CONNECTING, HANDSHAKING
+        and CHATTING, then CLOSING if the user leaves; how it ended. Owns the TCP stream
+        and closes it. A failure is a :class:`ClientError` on the first connection (and
+        when trying again cannot help), shown and worth a reconnection otherwise."""
+        stream: trio.SocketStream | None = None
+        failure: ClientError | None = None
+        async with self._until_left():
             try:
-                async with trio.open_nursery() as websocket_tasks:
-                    await self._chat(
-                        websocket_tasks, input_tasks, stream, host, resource, first=first
-                    )
-                    websocket_tasks.cancel_scope.cancel()
-            except* ConnectionRejected as group:
-                rejected = group.exceptions[0]
-                assert isinstance(rejected, ConnectionRejected)
-                body = (rejected.body or b"").decode(errors="replace").strip()
-                detail = f" ({make_safe(body)})" if body else ""
-                raise ClientError(
-                    f"Could not connect to {self.url}: the server refused with HTTP "
-                    f"{rejected.status_code}{detail}",
-                    retry=rejected.status_code >= 500,
-                ) from None
-            except* ClientError as group:
-                raise group.exceptions[0] from None
-            except* HandshakeError:
-                raise ClientError(
-                    f"Could not connect to {self.url}: handshake failed", retry=True
-                ) from None
+                stream = await self._open_stream(host, port)
+            except ClientError as error:
+                failure = error
+        try:
+            if self._left.is_set():
+                return await self._close(None)
+            if stream is None:
+                assert failure is not None
+                return self._failed(failure, first=first)
+            if self._json is not None:
+                resource = self._json.resume_resource(resource)
+            return await self._websocket(input_tasks, stream, host, resource, first=first)
         finally:
-            await trio.aclose_forcefully(stream)
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+    def _failed(self, failure: ClientError, *, first: bool) -> Ending:
+        """A connection could not be made: raise ``failure`` (the session ends with it)
+        on the first connection or when trying again cannot help; else show it, and the
+        next attempt follows."""
+        if first or not failure.retry:
+            self._move_to(Phase.DONE)
+            raise failure
+        self._screen.status(str(failure))
+        return Ending(reconnect=True, status=1)
 
     async def _open_stream(self, host: str, port: int) -> trio.SocketStream:
         """Open the TCP connection, or raise :class:`ClientError` saying why not."""
@@ -423,24 +501,68 @@ class ChatClient:
         except trio.TooSlowError:
             raise ClientError(f"Could not connect to {self.url}: timed out", retry=True) from None
 
-    async def _chat(
+    async def _websocket(
         self,
-        websocket_tasks: trio.Nursery,
         input_tasks: trio.Nursery,
         stream: trio.SocketStream,
         host: str,
         resource: str,
         *,
         first: bool,
-    ) -> None:
-        """Handshake, run the sender and the receiver until one ends the chat, then close.
+    ) -> Ending:
+        """The WebSocket over ``stream``: handshake, chat, close; how it ended.
 
-        The WebSocket's reader task runs in ``websocket_tasks``; the caller cancels it.
-        After the first handshake the stdin reader starts in ``input_tasks``.
+        Owns the WebSocket's reader task (in a nursery of its own, cancelled on the way
+        out). A refused or failed handshake arrives from that task, in a group: it is
+        only recorded in the ``except*`` clauses and turned into a :class:`ClientError`
+        after them (raising inside ``except*`` misbehaves on Python 3.11.0-3.11.3).
         """
-        with self._enter_phase():
-            with trio.move_on_after(CONNECT_TIMEOUT) as handshake_scope:
-                ws = await wrap_client_stream(
+        self._move_to(Phase.HANDSHAKING)
+        ending: Ending | None = None
+        rejected: ConnectionRejected | None = None
+        handshake_failed = False
+        try:
+            async with trio.open_nursery() as websocket_tasks:
+                ws = await self._handshake(websocket_tasks, stream, host, resource)
+                if ws is not None:
+                    ending = await self._chat(input_tasks, ws, first=first)
+                websocket_tasks.cancel_scope.cancel()
+        except* ConnectionRejected as group:
+            error = group.exceptions[0]
+            assert isinstance(error, ConnectionRejected)
+            rejected = error
+        except* HandshakeError:
+            handshake_failed = True
+        if rejected is not None:
+            body = (rejected.body or b"").decode(errors="replace").strip()
+            detail = f" ({make_safe(body)})" if body else ""
+            failure = ClientError(
+                f"Could not connect to {self.url}: the server refused with HTTP "
+                f"{rejected.status_code}{detail}",
+                retry=rejected.status_code >= 500,
+            )
+        elif handshake_failed:
+            failure = ClientError(f"Could not connect to {self.url}: handshake failed", retry=True)
+        elif ending is not None:
+            return ending
+        elif self._left.is_set():
+            return await self._close(None)
+        else:
+            failure = ClientError(
+                f"Could not connect to {self.url}: the handshake timed out", retry=True
+            )
+        if self._left.is_set():
+            return await self._close(None)
+        return self._failed(failure, first=first)
+
+    async def _handshake(
+        self, websocket_tasks: trio.Nursery, stream: trio.SocketStream, host: str, resource: str
+    ) -> WebSocketConnection | None:
+        """The WebSocket handshake, its reader task in ``websocket_tasks``; None if it
+        timed out or the user left meanwhile. A refusal cancels this from the reader."""
+        async with self._until_left():
+            with trio.move_on_after(CONNECT_TIMEOUT):
+                return await wrap_client_stream(
                     websocket_tasks,
                     stream,
                     host,
@@ -448,35 +570,61 @@ class ChatClient:
                     subprotocols=None if self._plain else [PROTOCOL],
                     max_message_size=MAX_INCOMING_MESSAGE,
                 )
-            if handshake_scope.cancelled_caught:
-                raise ClientError(
-                    f"Could not connect to {self.url}: the handshake timed out", retry=True
-                )
-            self._disconnected = False
-            self._retry = False
-            self._ready = trio.Event()
-            self._json_now = ws.subprotocol == PROTOCOL
-            if first:
-                self._start(input_tasks)
-            else:
-                self._screen.status("\N{WHITE HEAVY CHECK MARK} Reconnected to server!")
-            if not self._json_now:
-                self._backoff.reset()  # plain: the handshake is all there is to check
-            elif self._json is None:
-                style = Style(colour_wanted(self._screen.interactive, self._environ))
-                self._json = JsonSession(style, self._nick or login_nick(), self._room, self._tz)
-            async with trio.open_nursery() as chat:
-                chat.start_soon(self._receive_loop, ws)
-                chat.start_soon(self._send_loop, ws)
-        if self._leaving:
-            self._say_exiting()
+        return None
+
+    async def _chat(
+        self, input_tasks: trio.Nursery, ws: WebSocketConnection, *, first: bool
+    ) -> Ending:
+        """The CHATTING phase on ``ws``: the receiver (this task) and the sender run until
+        the server closes the connection (how it ended) or the user leaves (CLOSING, then
+        the 1000 close). After the first handshake the stdin reader starts in
+        ``input_tasks``."""
+        self._move_to(Phase.CHATTING)
+        link = Link(ws, self._join_session(ws))
+        if first:
+            self._start(input_tasks, json=link.json is not None)
+        else:
+            self._screen.status("\N{WHITE HEAVY CHECK MARK} Reconnected to server!")
+        if link.json is None:
+            self._backoff.reset()  # plain: the handshake is all there is to check
+        ending: Ending | None = None
+        async with self._until_left() as chat:
+            chat.start_soon(self._send_loop, link)
+            ending = await self._receive_loop(link)
+        if self._left.is_set() or ending is None:
+            return await self._close(ws)
+        return ending
+
+    def _join_session(self, ws: WebSocketConnection) -> JsonSession | None:
+        """The JSON session for ``ws`` (created on the first JSON connection), or None
+        when the server did not select ``trio-chat.v1``."""
+        if ws.subprotocol != PROTOCOL:
+            return None
+        if self._json is None:
+            style = Style(colour_wanted(self._screen.interactive, self._environ))
+            self._json = JsonSession(style, self._nick or login_nick(), self._room, self._tz)
+        return self._json
+
+    async def _close(self, ws: WebSocketConnection | None) -> Ending:
+        """CLOSING, then DONE: the user left. Say how many typed lines are dropped (when
+        leaving while disconnected) and ``Exiting chat...``, then close ``ws`` (if there
+        is one) with 1000, waiting at most :data:`CLOSE_TIMEOUT` for the server's answer."""
+        disconnected = self.phase in DISCONNECTED
+        self._move_to(Phase.CLOSING)
+        if disconnected and self._typed:
+            count = len(self._typed)
+            self._screen.status(f"({count} typed line{'s' * (count > 1)} not sent)")
+        self._screen.status("Exiting chat...")
+        if ws is not None:
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await ws.aclose(CloseCode.NORMAL_CLOSURE)
+        self._move_to(Phase.DONE)
+        return LEFT
 
-    def _start(self, input_tasks: trio.Nursery) -> None:
+    def _start(self, input_tasks: trio.Nursery, *, json: bool) -> None:
         """The first connection is up: say so, show the prompt, start reading stdin."""
         self._screen.status("\N{WHITE HEAVY CHECK MARK} Connected to server!")
-        if self._json_now:
+        if json:
             self._screen.status(START_JSON)
         else:
             if self._nick is not None or self._room is not None:
@@ -502,32 +650,33 @@ class ChatClient:
                     self._screen.status(
                         f"({len(self._typed)} lines are waiting to be sent; this one was dropped)"
                     )
-                elif self._disconnected:
+                elif self.phase in DISCONNECTED:
                     self._screen.status(QUEUED)
             self._screen.prompt()
         self._typed.end()
-        if self._disconnected:
+        if self.phase in DISCONNECTED:
             self.leave()
 
-    async def _receive_loop(self, ws: WebSocketConnection) -> None:
-        """Show every line the server sends; when the server closes, say how and end the chat.
+    async def _receive_loop(self, link: Link) -> Ending:
+        """Show every line the server sends until it closes the connection; say how, and
+        return how it ended.
 
         In JSON mode each line is an event, rendered, and the start-up's commands
         (nickname, room, resends) are sent from here. Cancellation stops it between lines.
         A close the user asked for (``/quit``, answered with 1000) means exit status 0,
-        any other close 1; a close worth it (:func:`should_reconnect`) sets ``_retry``.
+        any other close 1; a close :func:`should_reconnect` approves is worth reconnecting.
         """
         try:
             while True:
-                message = await ws.get_message()
+                message = await link.ws.get_message()
                 if isinstance(message, bytes):
                     self._screen.status(f"(a binary message of {len(message)} bytes)")
                     continue
                 for line in message.split("\n"):
-                    if self._json is None or not self._json_now:
+                    if link.json is None:
                         self._screen.incoming(line)
                     elif line:
-                        await self._handle_event(ws, self._json, line)
+                        await self._handle_event(link, link.json, line)
         except ConnectionClosed as closed:
             reason = closed.reason
             code = reason.code if reason else None
@@ -537,13 +686,13 @@ class ChatClient:
                 ("Connection lost: " if lost else "Server closed the connection: ")
                 + describe_close(code, text)
             )
-            asked = self._json is not None and self._json.quitting
-            self._exit_status = 0 if asked and code == CloseCode.NORMAL_CLOSURE else 1
-            self._retry = not asked and should_reconnect(code, text)
-            assert self._phase_scope is not None
-            self._phase_scope.cancel()
+            asked = link.json is not None and link.json.quitting
+            return Ending(
+                reconnect=not asked and should_reconnect(code, text),
+                status=0 if asked and code == CloseCode.NORMAL_CLOSURE else 1,
+            )
 
-    async def _handle_event(self, ws: WebSocketConnection, session: JsonSession, line: str) -> None:
+    async def _handle_event(self, link: Link, session: JsonSession, line: str) -> None:
         """Show one JSON event and send what the session asks in answer; once the start-up
         is over, let typed lines through. Raises ``ConnectionClosed`` if a send finds the
         connection closed. Cancelled during a send, the connection is ending: a message
@@ -554,11 +703,11 @@ class ChatClient:
         for shown in output.show:
             self._screen.show(shown)
         for request in output.send:
-            await ws.send_message(request)
+            await link.ws.send_message(request)
         if session.ready:
-            self._ready.set()
+            link.ready.set()
 
-    async def _send_loop(self, ws: WebSocketConnection) -> None:
+    async def _send_loop(self, link: Link) -> None:
         """Send each queued line, in order, until ``exit`` or end of input, then leave.
 
         In JSON mode a line waits until the start-up is answered (so it goes out under
@@ -570,23 +719,23 @@ class ChatClient:
         """
         while (line := await self._typed.first()) is not None:
             try:
-                await self._send_line(ws, line)
+                await self._send_line(link, line)
             except ConnectionClosed:
                 return  # the receiver reports the close
         self.leave()
 
-    async def _send_line(self, ws: WebSocketConnection, line: str) -> None:
+    async def _send_line(self, link: Link, line: str) -> None:
         """Send one typed line and take it off the queue: as it is in plain mode, as a JSON
         command otherwise (after the start-up is answered). Cancelled while waiting, the
         line stays queued."""
-        if self._json is None or not self._json_now:
-            await ws.send_message(line)
+        if link.json is None:
+            await link.ws.send_message(line)
             self._typed.pop()
             return
-        await self._ready.wait()
-        output = self._json.typed(line)
+        await link.ready.wait()
+        output = link.json.typed(line)
         self._typed.pop()
         for shown in output.show:
             self._screen.show(shown)
         for request in output.send:
-            await ws.send_message(request)
+            await link.ws.send_message(request)

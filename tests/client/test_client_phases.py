@@ -1,0 +1,156 @@
+"""The client's state machine, in-process: its phases, and failures mapped to one line.
+
+:class:`ChatClient` runs in the test's Trio loop against an in-process server (port 0 on
+127.0.0.1), its screen a string buffer (not a terminal: plain lines), its input a pipe
+the test owns. Every wait is bounded by :data:`support.EVENT_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import trio
+
+from trio_chat.client.connection import NEXT_PHASES, Backoff, ChatClient, Phase
+from trio_chat.client.terminal import Screen
+from trio_chat.server.server import ChatServer
+
+from support import EVENT_TIMEOUT, open_client
+
+
+class RecordingClient(ChatClient):
+    """A client that keeps every phase it enters, in order, and lets a test wait for one."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.phases = [self.phase]
+        self._entered = {phase: trio.Event() for phase in Phase}
+
+    def _move_to(self, phase: Phase) -> None:
+        super()._move_to(phase)
+        self.phases.append(phase)
+        self._entered[phase].set()
+
+    async def entered(self, phase: Phase) -> None:
+        """Wait until the client has entered ``phase`` (at least once)."""
+        await self._entered[phase].wait()
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    """The client's stdin: (read end, write end), both closed at teardown."""
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    for fd in (read_end, write_end):
+        with contextlib.suppress(OSError):  # the test may have closed it
+            os.close(fd)
+
+
+def make_client(url: str, input_fd: int, **options: object) -> tuple[RecordingClient, io.StringIO]:
+    """A client of ``url`` writing plain lines to a buffer; the buffer."""
+    output = io.StringIO()
+    client = RecordingClient(
+        url, Screen(output, interactive=False), input_fd, nick="alice", environ={}, **options
+    )
+    return client, output
+
+
+async def test_a_session_moves_through_its_phases_in_order(
+    chat_server: ChatServer, pipe: tuple[int, int]
+) -> None:
+    """Connect, handshake, chat, then end of input: CLOSING and DONE, status 0."""
+    read_end, write_end = pipe
+    os.close(write_end)  # end of input: the client leaves once it is chatting
+    client, output = make_client(f"ws://127.0.0.1:{chat_server.port}", read_end)
+    with trio.fail_after(EVENT_TIMEOUT):
+        assert await client.run() == 0
+    assert client.phases == [
+        Phase.CONNECTING,
+        Phase.HANDSHAKING,
+        Phase.CHATTING,
+        Phase.CLOSING,
+        Phase.DONE,
+    ]
+    assert output.getvalue().splitlines()[-1] == "Exiting chat..."
+
+
+async def test_a_server_shutdown_waits_then_reconnects_and_the_user_leaves_while_waiting(
+    start_server: Callable[..., Awaitable[ChatServer]], pipe: tuple[int, int]
+) -> None:
+    """A 1001 close moves to WAITING_TO_RECONNECT; leaving there goes to CLOSING, DONE."""
+    read_end, _ = pipe
+    server = await start_server()
+    client, output = make_client(
+        f"ws://127.0.0.1:{server.port}",
+        read_end,
+        backoff=Backoff(30, 30, uniform=lambda low, high: high),
+    )
+    async with trio.open_nursery() as nursery:
+        status: list[int] = []
+
+        async def run() -> None:
+            status.append(await client.run())
+
+        nursery.start_soon(run)
+        with trio.fail_after(EVENT_TIMEOUT):
+            await client.entered(Phase.CHATTING)
+            server.shutdown()
+            await client.entered(Phase.WAITING_TO_RECONNECT)
+            client.leave()
+    assert status == [0]
+    assert client.phases[-4:] == [
+        Phase.CHATTING,
+        Phase.WAITING_TO_RECONNECT,
+        Phase.CLOSING,
+        Phase.DONE,
+    ]
+    lines = output.getvalue().splitlines()
+    assert lines[-3:] == [
+        "Server closed the connection: 1001 server shutting down",
+        "reconnecting in 30.0 s…",
+        "Exiting chat...",
+    ]
+
+
+async def test_a_full_server_is_one_line_and_status_1(
+    start_server: Callable[..., Awaitable[ChatServer]], pipe: tuple[int, int]
+) -> None:
+    """A 503 at the first handshake is one line with the server's reason, exit status 1
+    (the refusal comes out of the WebSocket's reader task in a group, on every Python)."""
+    server = await start_server(max_connections=1)
+    url = f"ws://127.0.0.1:{server.port}"
+    async with open_client(url):
+        client, output = make_client(url, pipe[0])
+        with trio.fail_after(EVENT_TIMEOUT):
+            assert await client.run() == 1
+    assert output.getvalue().splitlines() == [
+        f"Connecting to server at {url}...",
+        f"Could not connect to {url}: the server refused with HTTP 503 (server full)",
+    ]
+    assert client.phases == [Phase.CONNECTING, Phase.HANDSHAKING, Phase.DONE]
+
+
+async def test_a_refused_resume_url_is_one_line_and_status_1(
+    chat_server: ChatServer, pipe: tuple[int, int]
+) -> None:
+    """A 400 (an invalid resume query in the URL) is not retried: one line, status 1."""
+    url = f"ws://127.0.0.1:{chat_server.port}/?since=soon"
+    client, output = make_client(url, pipe[0])
+    with trio.fail_after(EVENT_TIMEOUT):
+        assert await client.run() == 1
+    (connecting, refused) = output.getvalue().splitlines()
+    assert connecting == f"Connecting to server at {url}..."
+    assert refused.startswith(f"Could not connect to {url}: the server refused with HTTP 400 (")
+
+
+def test_moves_outside_the_table_are_refused() -> None:
+    """Only the moves NEXT_PHASES lists are possible; DONE is the end."""
+    client = ChatClient("ws://127.0.0.1:1", Screen(io.StringIO(), interactive=False), 0)
+    with pytest.raises(RuntimeError, match="no move from connecting to chatting"):
+        client._move_to(Phase.CHATTING)
+    assert NEXT_PHASES[Phase.DONE] == frozenset()
+    assert NEXT_PHASES[Phase.CLOSING] == frozenset({Phase.DONE})
