@@ -34,6 +34,7 @@ from trio_websocket import (
 from websockets.frames import Close
 from websockets.sync.client import ClientConnection, connect
 
+import trio_chat
 from trio_chat.client.connection import parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,7 +337,7 @@ def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Eve
     return {
         "type": "welcome",
         "protocol": PROTOCOL,
-        "server": "trio_chat/0.1.0",
+        "server": f"trio_chat/{trio_chat.__version__}",
         "nick": nick,
         "room": rooms[-1],
         "rooms": list(rooms),

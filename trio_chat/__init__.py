@@ -1,21 +1,72 @@
 """trio_chat: a real-time WebSocket chat server and client on Trio.
 
-Where things are:
+The library API (see ``docs/api.md``):
 
-* a connection is accepted in :mod:`trio_chat.server` (``ChatServer.handle_stream``),
-  which reads its HTTP request and frames through :mod:`trio_chat.websocket`,
-* a line enters in :mod:`trio_chat.connection` (one reader task per client),
-* is parsed by :mod:`trio_chat.commands` and carried out by :mod:`trio_chat.chat`,
-* is stored by :mod:`trio_chat.history` (ids, group commit) in :mod:`trio_chat.store`,
-* and fans out through :mod:`trio_chat.bus` to each client's writer task, rendered by
-  :mod:`trio_chat.events`, framed by :mod:`trio_chat.websocket` and written by
-  :mod:`trio_chat.transport`.
+* :func:`connect` — ``async with trio_chat.connect(url, nick=..., rooms=...) as chat:``,
+  a programmatic client speaking ``trio-chat.v1``: typed commands that return their
+  ``ack`` (:class:`CommandFailed` on an ``error``), and ``async for event in chat``;
+* :func:`serve` — run a server (with its signal handling and console) until it shuts
+  down, from a :class:`ServerConfig`;
+* :data:`__version__` — the installed version, from the package metadata.
 
-:mod:`trio_chat.commands`, :mod:`trio_chat.events` and :mod:`trio_chat.protocol` are the
-sans-I/O core. :mod:`trio_chat.server` accepts connections and shuts down cleanly;
-:mod:`trio_chat.client` is the interactive client (:mod:`trio_chat.view` draws events).
+Where things are: :mod:`trio_chat.core` is the sans-I/O core (commands, events, close
+codes, the arrival query); :mod:`trio_chat.server` accepts connections, runs the chat,
+stores messages and shuts down cleanly; :mod:`trio_chat.client` is the interactive
+terminal client and the programmatic one.
+
+The names above are imported when first used, so that importing the sans-I/O core
+(``import trio_chat.core``) loads neither Trio nor sockets.
 """
 
-__all__ = ["__version__"]
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
+
+__all__ = [
+    "ChatClosed",
+    "ChatError",
+    "CommandFailed",
+    "Connection",
+    "ServerConfig",
+    "__version__",
+    "connect",
+    "serve",
+]
+
+if TYPE_CHECKING:
+    from .client.api import ChatClosed, ChatError, CommandFailed, Connection, connect
+    from .server.config import ServerConfig
+    from .server.server import serve
+
+    __version__: str
+
+#: Where each lazily imported name lives.
+_LAZY = {
+    "ChatClosed": "trio_chat.client.api",
+    "ChatError": "trio_chat.client.api",
+    "CommandFailed": "trio_chat.client.api",
+    "Connection": "trio_chat.client.api",
+    "connect": "trio_chat.client.api",
+    "ServerConfig": "trio_chat.server.config",
+    "serve": "trio_chat.server.server",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a name of the library API on first use (PEP 562), and keep it."""
+    if name == "__version__":
+        from ._version import version
+
+        value: object = version()
+    elif name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import trio_chat
 from trio_chat.core.events import (
     Ack,
     ErrorEvent,
@@ -131,7 +132,7 @@ def test_topic_notice_welcome_ack_error() -> None:
     assert json.loads(Welcome(None, "lobby", ["lobby"]).render(json_viewer)) == {
         "type": "welcome",
         "protocol": "trio-chat.v1",
-        "server": "trio_chat/0.1.0",
+        "server": f"trio_chat/{trio_chat.__version__}",
         "nick": None,
         "room": "lobby",
         "rooms": ["lobby"],

@@ -16,6 +16,7 @@ import re
 import pytest
 from websockets.sync.client import connect
 
+import trio_chat
 from trio_chat.core.commands import HELP
 
 from support import (
@@ -39,7 +40,7 @@ from support import (
 WELCOME = {
     "type": "welcome",
     "protocol": PROTOCOL,
-    "server": "trio_chat/0.1.0",
+    "server": f"trio_chat/{trio_chat.__version__}",
     "nick": None,
     "room": "lobby",
     "rooms": ["lobby"],

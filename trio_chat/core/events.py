@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from trio_chat._version import server_name
+
 from .commands import HELP, PROTOCOL
 from .record import Record
 
@@ -33,8 +35,6 @@ __all__ = [
     "describe_roster",
     "timestamp",
 ]
-
-SERVER_NAME = "trio_chat/0.1.0"
 
 
 class Viewer(Protocol):
@@ -283,7 +283,7 @@ class Welcome:
             {
                 "type": "welcome",
                 "protocol": PROTOCOL,
-                "server": SERVER_NAME,
+                "server": server_name(),
                 "nick": nick,
                 "room": room,
                 "rooms": rooms,
