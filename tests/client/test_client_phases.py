@@ -1,4 +1,5 @@
-"""The client's state machine, in-process: its phases, and failures mapped to one line.
+"""The client's state machines: the connection's phases (in-process, with failures mapped
+to one line) and the JSON session's start-up (pure).
 
 :class:`ChatClient` runs in the test's Trio loop against an in-process server (port 0 on
 127.0.0.1), its screen a string buffer (not a terminal: plain lines), its input a pipe
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -16,7 +18,9 @@ import pytest
 import trio
 
 from trio_chat.client.connection import NEXT_PHASES, Backoff, ChatClient, Phase
+from trio_chat.client.session import NEXT_STEPS, JsonSession, StartUp
 from trio_chat.client.terminal import Screen
+from trio_chat.client.view import Style
 from trio_chat.server.server import ChatServer
 
 from support import EVENT_TIMEOUT, open_client
@@ -154,3 +158,46 @@ def test_moves_outside_the_table_are_refused() -> None:
         client._move_to(Phase.CHATTING)
     assert NEXT_PHASES[Phase.DONE] == frozenset()
     assert NEXT_PHASES[Phase.CLOSING] == frozenset({Phase.DONE})
+
+
+# --- the JSON session's start-up ------------------------------------------------------------
+
+
+def welcome_line(nick: str | None, rooms: list[str]) -> str:
+    return json.dumps({"type": "welcome", "nick": nick, "room": rooms[-1], "rooms": rooms})
+
+
+def answer(request: str, kind: str = "ack", **fields: object) -> str:
+    """The answer to the JSON ``request``, echoing its cid."""
+    sent = json.loads(request)
+    return json.dumps({"type": kind, "cid": sent["cid"], "command": sent["type"], **fields})
+
+
+def test_the_first_start_up_steps_through_nick_retries_and_the_join() -> None:
+    """welcome → TAKING_NICK (again on nick_taken) → JOINING → READY, then it resumes."""
+    session = JsonSession(Style(colour=False), "sam", room="dev", cid_prefix="t")
+    assert session.startup is StartUp.AWAITING_WELCOME
+    (nick,) = session.receive(welcome_line(None, ["lobby"])).send
+    assert session.startup is StartUp.TAKING_NICK
+    taken = answer(nick, "error", code="nick_taken", text="nick sam is taken")
+    (retry,) = session.receive(taken).send
+    assert (json.loads(retry)["nick"], session.startup) == ("sam-2", StartUp.TAKING_NICK)
+    (join,) = session.receive(answer(retry, nick="sam-2")).send
+    assert (json.loads(join)["room"], session.startup) == ("dev", StartUp.JOINING)
+    assert not session.ready
+    session.receive(answer(join, room="dev", topic=None, members=["sam-2"], anonymous=0))
+    assert session.startup is StartUp.READY
+    assert session.ready
+    session.reconnecting()
+    assert (session.startup, session.welcomed) == (StartUp.AWAITING_WELCOME, False)
+    assert session.receive(welcome_line("sam-2", ["lobby", "dev"])).send == []
+    assert session.startup is StartUp.READY
+
+
+def test_start_up_moves_outside_the_table_are_refused() -> None:
+    """Only the moves NEXT_STEPS lists are possible: nothing follows READY but a new
+    connection."""
+    session = JsonSession(Style(colour=False), "sam")
+    with pytest.raises(RuntimeError, match="no start-up step from awaiting welcome to joining"):
+        session._move_to(StartUp.JOINING)
+    assert NEXT_STEPS[StartUp.READY] == frozenset()

@@ -2,17 +2,20 @@
 
 :class:`JsonSession` owns what outlives one connection (cids, unanswered messages, the
 nickname, the rooms, the highest id seen per room) and the start-up of each connection
-(nickname, room, resends). It is fed the server's lines and the user's, and answers with
-an :class:`Output`: lines to show and JSON lines to send.
+(nickname, room, resends), an explicit state (:class:`StartUp`). It is fed the server's
+lines and the user's, and answers with an :class:`Output`: lines to show and JSON lines
+to send.
 """
 
 from __future__ import annotations
 
+import enum
 import getpass
 import itertools
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from typing import Any, TypeGuard
@@ -35,7 +38,7 @@ from trio_chat.core.commands import (
 from .terminal import make_safe
 from .view import UNREADABLE, Style, help_lines, render_event
 
-__all__ = ["JsonSession", "Output", "login_nick", "nick_candidate"]
+__all__ = ["NEXT_STEPS", "JsonSession", "Output", "StartUp", "login_nick", "nick_candidate"]
 
 #: Nicknames tried at start-up before giving up: NAME, NAME-2, ..., NAME-20.
 NICK_ATTEMPTS = 20
@@ -70,6 +73,30 @@ def nick_candidate(nick: str, attempt: int) -> str:
     return nick[: MAX_NICK_LENGTH - len(suffix)] + suffix
 
 
+class StartUp(enum.Enum):
+    """Where a connection's start-up is. :meth:`JsonSession._move_to` is the one place
+    that changes it, along :data:`NEXT_STEPS`."""
+
+    #: The connection is open; its ``welcome`` has not come yet.
+    AWAITING_WELCOME = "awaiting welcome"
+    #: A nick request is out (``NAME``, then ``NAME-2``... while taken).
+    TAKING_NICK = "taking nick"
+    #: The first start-up's join of the chosen room is out.
+    JOINING = "joining"
+    #: The start-up is over (the unanswered messages resent): typed lines may go.
+    READY = "ready"
+
+
+#: The steps each start-up step may move to; a lost connection starts again from
+#: AWAITING_WELCOME whatever the step.
+NEXT_STEPS: Mapping[StartUp, frozenset[StartUp]] = {
+    StartUp.AWAITING_WELCOME: frozenset({StartUp.TAKING_NICK, StartUp.READY}),
+    StartUp.TAKING_NICK: frozenset({StartUp.TAKING_NICK, StartUp.JOINING, StartUp.READY}),
+    StartUp.JOINING: frozenset({StartUp.READY}),
+    StartUp.READY: frozenset(),
+}
+
+
 @dataclass
 class Output:
     """What a :class:`JsonSession` step asks for: lines to show, JSON lines to send."""
@@ -92,13 +119,14 @@ class JsonSession:
     highest message id seen per room (and for private messages). And what lasts one
     connection: the commands waiting for their ``ack`` or ``error``, and the start-up.
 
-    The first start-up: on ``welcome`` it asks for ``nick`` (retrying ``NAME-2``,
-    ``NAME-3``... on ``nick_taken``, up to :data:`NICK_ATTEMPTS` names), then joins
-    ``room`` if given. After :meth:`reconnecting`, the connection should be opened with
-    :meth:`resume_resource` (it brings back the nick, the rooms and what was missed); on
-    its ``welcome`` the session resends the unanswered messages, or, if the nick did not
-    come back (still taken), takes the next ``NAME-N`` first. :attr:`ready` turns true
-    when the start-up is over, and only then should typed lines be sent.
+    The start-up of each connection is :attr:`startup` (a :class:`StartUp`). The first:
+    on ``welcome`` (AWAITING_WELCOME) it asks for ``nick`` (TAKING_NICK, retrying
+    ``NAME-2``, ``NAME-3``... on ``nick_taken``, up to :data:`NICK_ATTEMPTS` names), then
+    joins ``room`` if given (JOINING). After :meth:`reconnecting`, the connection should be
+    opened with :meth:`resume_resource` (it brings back the nick, the rooms and what was
+    missed); on its ``welcome`` the session resends the unanswered messages, or, if the
+    nick did not come back (still taken), takes the next ``NAME-N`` first. READY
+    (:attr:`ready`) ends the start-up, and only then should typed lines be sent.
 
     :meth:`receive` takes each line from the server, :meth:`typed` each line from the
     user; both return an :class:`Output`. A ``message`` or ``private`` event whose id is
@@ -119,10 +147,8 @@ class JsonSession:
         self.nick = nick
         self.room = room
         self.tz = tz
-        #: True once the start-up of this connection is answered.
-        self.ready = False
-        #: True once this connection got its ``welcome``.
-        self.welcomed = False
+        #: This connection's start-up step; changed by :meth:`_move_to` only.
+        self.startup = StartUp.AWAITING_WELCOME
         #: True once the user sent ``/quit``: the close that follows is the user's wish.
         self.quitting = False
         #: The user's rooms, in the order to give them back on reconnecting: current last.
@@ -136,11 +162,30 @@ class JsonSession:
         self._pending: dict[str, Command] = {}
         self._unanswered: dict[str, str] = {}  # cid -> the JSON line, oldest first
         self._marks: dict[str, int] = {}  # room (or PRIVATE) -> the highest id seen there
-        self._started = False  # the first start-up is over
+        self._resumable = False  # a start-up was over once: later connections resume
         self._attempt = 1
         self._wanted = nick  # the nick a NAME-N replaces, for the message saying so
-        self._nick_cid: str | None = None
-        self._join_cid: str | None = None
+        # The cid of the start-up's request out (TAKING_NICK, JOINING), None otherwise.
+        self._startup_cid: str | None = None
+
+    # --- the start-up ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether this connection's start-up is over: typed lines may be sent."""
+        return self.startup is StartUp.READY
+
+    @property
+    def welcomed(self) -> bool:
+        """Whether this connection got its ``welcome``."""
+        return self.startup is not StartUp.AWAITING_WELCOME
+
+    def _move_to(self, step: StartUp) -> None:
+        """The one place the start-up step changes (:meth:`reconnecting` aside, which
+        starts it again); a move :data:`NEXT_STEPS` does not allow is a bug."""
+        if step not in NEXT_STEPS[self.startup]:
+            raise RuntimeError(f"no start-up step from {self.startup.value} to {step.value}")
+        self.startup = step
 
     # --- reconnection ---------------------------------------------------------------------
 
@@ -155,17 +200,15 @@ class JsonSession:
         self._pending = {
             cid: command for cid, command in self._pending.items() if cid in self._unanswered
         }
-        self.ready = False
-        self.welcomed = False
-        self._nick_cid = None
-        self._join_cid = None
+        self.startup = StartUp.AWAITING_WELCOME
+        self._startup_cid = None
 
     def resume_resource(self, resource: str) -> str:
         """``resource`` (the URL's path and query) with the query that resumes this
         session: ``nick=``, one ``room=`` per room (current last) and ``since=`` (the
         highest id seen; left out before any, so the server sends its recent history as
         to any newcomer). Before the first start-up is over, ``resource`` unchanged."""
-        if not self._started:
+        if not self._resumable:
             return resource
         return arrival_resource(
             resource, Arrival(self.nick_in_use, tuple(self.rooms), self.last_id)
@@ -190,21 +233,25 @@ class JsonSession:
         return cid, request
 
     def _ask_nick(self) -> Output:
-        self._nick_cid, request = self._request(Nick(nick_candidate(self.nick, self._attempt)))
+        """TAKING_NICK: ask for the nick of this attempt."""
+        self._move_to(StartUp.TAKING_NICK)
+        self._startup_cid, request = self._request(Nick(nick_candidate(self.nick, self._attempt)))
         return Output(send=[request])
 
     def _after_nick(self, output: Output) -> Output:
-        """The nickname step is over: join the room (first start-up), or be ready."""
-        if self.room is None or self._started:
+        """The nickname step is over: JOINING the room (first start-up), or READY."""
+        if self.room is None or self._resumable:
             return self._become_ready(output)
-        self._join_cid, request = self._request(Join(self.room))
+        self._move_to(StartUp.JOINING)
+        self._startup_cid, request = self._request(Join(self.room))
         output.send.append(request)
         return output
 
     def _become_ready(self, output: Output) -> Output:
-        """The start-up is over: resend what no connection answered, in order."""
-        self.ready = True
-        self._started = True
+        """READY: the start-up is over; resend what no connection answered, in order."""
+        self._move_to(StartUp.READY)
+        self._startup_cid = None
+        self._resumable = True
         output.send.extend(self._unanswered.values())
         return output
 
@@ -219,23 +266,22 @@ class JsonSession:
         if not isinstance(event, dict):
             return Output(show=[self.style.dim(UNREADABLE)])
         kind = event.get("type")
-        if kind == "welcome" and not self.welcomed:
+        if kind == "welcome" and self.startup is StartUp.AWAITING_WELCOME:
             return self._welcome(event)
         if kind in ("message", "private") and not self._first_sight(event):
             return Output()
         if kind not in ("ack", "error"):
             return Output(show=self._render(event, None))
         cid = event.get("cid")
-        ours = isinstance(cid, str) and cid in self._pending
-        request = self._pending.pop(cid) if ours else None
-        if request is None:
+        request = self._pending.pop(cid, None) if isinstance(cid, str) else None
+        if request is None or not isinstance(cid, str):
             return Output(show=self._render(event, None))
         self._unanswered.pop(cid, None)
-        if cid == self._nick_cid:
+        startup_answer = cid == self._startup_cid
+        if startup_answer and self.startup is StartUp.TAKING_NICK:
             return self._nick_answered(event, request)
         shown = self._render(event, request)
-        if cid == self._join_cid:
-            self._join_cid = None
+        if startup_answer and self.startup is StartUp.JOINING:
             self._become_ready(Output())
         if kind == "ack":
             self._track(event)
@@ -247,13 +293,12 @@ class JsonSession:
 
     def _welcome(self, event: dict[str, Any]) -> Output:
         """A connection's ``welcome``: the first start-up, or a resumed session."""
-        self.welcomed = True
         current, rooms = event.get("room"), event.get("rooms")
         if isinstance(rooms, list):
             self.rooms = [room for room in rooms if isinstance(room, str) and room != current]
             if isinstance(current, str):
                 self.rooms.append(current)
-        if not self._started:
+        if not self._resumable:
             return self._ask_nick()
         nick = event.get("nick")
         if self.nick_in_use is None or (
@@ -270,7 +315,7 @@ class JsonSession:
 
     def _nick_answered(self, event: dict[str, Any], request: Command) -> Output:
         """The answer to a start-up nick request: the next ``NAME-N`` if taken."""
-        self._nick_cid = None
+        self._startup_cid = None
         taken = event.get("type") == "error" and event.get("code") == "nick_taken"
         if taken and self._attempt < NICK_ATTEMPTS:
             self._attempt += 1
