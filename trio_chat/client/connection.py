@@ -78,6 +78,7 @@ __all__ = [
     "ChatClient",
     "ClientError",
     "Ending",
+    "Link",
     "Phase",
     "TypedLines",
     "parse_url",
