@@ -73,6 +73,8 @@ from .view import Style, colour_wanted
 
 __all__ = [
     "DEFAULT_URL",
+    "DISCONNECTED",
+    "LEFT",
     "NEXT_PHASES",
     "Backoff",
     "ChatClient",
