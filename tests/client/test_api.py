@@ -253,3 +253,26 @@ async def test_a_server_without_the_protocol_is_a_chat_error(nursery: trio.Nurse
         async with connect(url):
             pytest.fail("connected without the protocol")
     nursery.cancel_scope.cancel()
+
+
+async def test_me_topic_history_and_quit(chat_server: ChatServer) -> None:
+    """The other typed commands send what they say: an action, a topic, a history page,
+    and quit, after which the server closes with 1000 and the iteration ends."""
+    async with connect(url_of(chat_server), nick="bot") as chat:
+        said = await chat.me("waves")
+        action = await next_of(chat, "message")
+        assert (action["id"], action["text"], action["action"]) == (said["id"], "waves", True)
+        topic = await chat.topic("release day")
+        assert (topic["command"], topic["room"], topic["topic"]) == (
+            "topic",
+            "lobby",
+            "release day",
+        )
+        assert (await next_of(chat, "topic"))["topic"] == "release day"
+        page = await chat.history(limit=5)
+        assert [message["id"] for message in page["messages"]] == [said["id"]]
+        assert (await chat.quit("done"))["command"] == "quit"
+        with trio.fail_after(EVENT_TIMEOUT):
+            assert [event async for event in chat] == []
+        assert isinstance(chat.closed, ChatClosed)
+        assert chat.closed.code == 1000
