@@ -1,10 +1,11 @@
 """How many messages per second the history store takes, with and without grouping.
 
-Runs the real message log (trio_chat.server.history.MessageLog) over the real SQLite store, with
-CLIENTS concurrent senders each storing MESSAGES messages one after the other (each
-waits for its message to be committed, as a connection's reader does). Measured twice in
-the same run: writes grouped into shared commits (the server's behaviour), and one
-commit per message. Prints both rates and their ratio.
+CLIENTS concurrent senders each store MESSAGES messages one after the other (each waits
+for its message to be committed, as a connection's reader does), on the real SQLite
+store. Measured twice in the same run: through the real message log
+(trio_chat.server.history.MessageLog), which groups the writes that arrive during a
+commit into the next one (the server's behaviour), and with every sender writing to the
+store directly, one commit per message. Prints both rates and their ratio.
 
     .venv/bin/python scripts/bench_store.py [--clients 100] [--messages 50]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -22,28 +24,32 @@ from trio_chat.server.history import MessageLog
 from trio_chat.server.store import Record, SQLiteStore
 
 
-async def measure(
-    path: Path, clients: int, messages: int, *, group_commits: bool
-) -> tuple[float, int]:
-    """Messages stored per second, and the number of commits it took."""
+def make_record(number: int, n: int) -> Callable[[int], Record]:
+    """Message ``n`` of sender ``number``, for the id it is given."""
+    text = f"message {n} from sender {number}"
+    return lambda message_id: Record(
+        message_id, "2026-01-01T00:00:00.000Z", "lobby", f"s{number}", None, text
+    )
+
+
+async def measure_grouped(path: Path, clients: int, messages: int) -> tuple[float, int]:
+    """Through the message log: messages stored per second, and the commits it took."""
     store = SQLiteStore(path, history_limit=10_000)
-    log = MessageLog(store, group_commits=group_commits)
+    log = MessageLog(store)
     await log.open()
     delivered = 0
 
-    def deliver(record: Record) -> None:
-        nonlocal delivered
-        delivered += 1
-
     async def sender(number: int) -> None:
+        nonlocal delivered
         for n in range(messages):
-            text = f"message {n} from sender {number}"
-            await log.append(
-                lambda message_id, text=text: Record(
-                    message_id, "2026-01-01T00:00:00.000Z", "lobby", f"s{number}", None, text
-                ),
-                deliver,
-            )
+            done = trio.Event()
+
+            def deliver(record: Record, done: trio.Event = done) -> None:
+                done.set()
+
+            log.submit(make_record(number, n), deliver)
+            await done.wait()
+            delivered += 1
 
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run)
@@ -58,13 +64,37 @@ async def measure(
     return delivered / elapsed, log.commits
 
 
+async def measure_single(path: Path, clients: int, messages: int) -> tuple[float, int]:
+    """Every sender writing its messages to the store itself: one commit per message."""
+    store = SQLiteStore(path, history_limit=10_000)
+    next_id = await store.open() + 1
+    commits = 0
+
+    async def sender(number: int) -> None:
+        nonlocal next_id, commits
+        for n in range(messages):
+            record = make_record(number, n)(next_id)
+            next_id += 1
+            await store.write([record])
+            commits += 1
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as senders:
+        for number in range(clients):
+            senders.start_soon(sender, number)
+    elapsed = time.perf_counter() - started
+    await store.aclose()
+    assert commits == clients * messages
+    return commits / elapsed, commits
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        grouped, grouped_commits = await measure(
-            Path(folder) / "grouped.db", args.clients, args.messages, group_commits=True
+        grouped, grouped_commits = await measure_grouped(
+            Path(folder) / "grouped.db", args.clients, args.messages
         )
-        single, single_commits = await measure(
-            Path(folder) / "single.db", args.clients, args.messages, group_commits=False
+        single, single_commits = await measure_single(
+            Path(folder) / "single.db", args.clients, args.messages
         )
     total = args.clients * args.messages
     print(

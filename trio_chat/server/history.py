@@ -1,9 +1,9 @@
 """The message log: ids, group commit, and delivery in id order.
 
-Every room message and private message passes through :meth:`MessageLog.append`: it
-gets the next id at once, waits while its write is grouped with every other write that
-arrived during the previous commit, and is delivered (published to the bus, ack first)
-only after its commit, in id order, by the one committer task. So a message is stored
+Every room message and private message passes through :meth:`MessageLog.submit`: it
+gets the next id at once, its write is grouped with every other write that arrived
+during the previous commit, and it is delivered (published to the bus, ack first) only
+after its commit, in id order, by the one committer task. So a message is stored
 before anyone sees it or its ack, the store never caps throughput at one message per
 commit, and every client sees ids in increasing order, which is what makes
 ``since=<id>`` resumes exact.
@@ -46,19 +46,24 @@ class MessageLog:
     """Assigns ids, commits writes in groups, and delivers them in id order.
 
     :meth:`run` is the committer task; it must be running for anything submitted to be
-    stored and delivered. ``group_commits=False`` commits each message on its own (for measuring
-    what grouping buys).
+    stored and delivered.
     """
 
-    def __init__(self, store: Store, *, group_commits: bool = True) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self._group_commits = group_commits
         self._next_id = 1
         self._pending: list[_Pending] = []
         self._wakeup = trio.Event()
         # Resend key -> the message that took it, committed or not.
         self._recent_dedupe: OrderedDict[str, _Pending] = OrderedDict()
         self.commits = 0
+
+    @property
+    def next_id(self) -> int:
+        """The id the next submitted message will get: every message with a lower id
+        has been submitted already (stored, being committed, or failed). A replay bound
+        by it never includes a message submitted later."""
+        return self._next_id
 
     async def open(self) -> None:
         """Open the store and continue numbering after its last id."""
@@ -75,10 +80,7 @@ class MessageLog:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self._pending:
-                if self._group_commits:
-                    batch, self._pending = self._pending, []
-                else:
-                    batch, self._pending = self._pending[:1], self._pending[1:]
+                batch, self._pending = self._pending, []
                 await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
@@ -126,15 +128,6 @@ class MessageLog:
         ``deliver`` with the record, in id order; if the commit fails it calls ``fail``
         instead. Check :meth:`find_resend` first when the message has a resend key.
         """
-        return self._enqueue(make_record, deliver, fail, dedupe).record
-
-    def _enqueue(
-        self,
-        make_record: Callable[[int], Record],
-        deliver: Callable[[Record], None],
-        fail: Callable[[StoreError], None] | None,
-        dedupe: str | None,
-    ) -> _Pending:
         message_id = self._next_id
         self._next_id += 1
         item = _Pending(make_record(message_id), deliver, fail)
@@ -144,7 +137,7 @@ class MessageLog:
                 self._recent_dedupe.popitem(last=False)
         self._pending.append(item)
         self._wakeup.set()
-        return item
+        return item.record
 
     async def find_resend(self, dedupe: str) -> int | None:
         """The id of the stored message with this resend key, if any. A resend of a
@@ -159,26 +152,3 @@ class MessageLog:
                 return found
         await item.done.wait()
         return item.record.id if item.error is None else None
-
-    async def append(
-        self,
-        make_record: Callable[[int], Record],
-        deliver: Callable[[Record], None],
-        dedupe: str | None = None,
-    ) -> tuple[int, bool]:
-        """Store a message, deliver it, and return ``(id, duplicate)`` once delivered.
-
-        A resend (``dedupe`` seen before) is neither stored nor delivered: the earlier
-        id comes back with ``duplicate`` True. Raises :class:`StoreFailed` if the
-        message could not be stored. If the caller is cancelled while waiting, the
-        message is still stored and delivered.
-        """
-        if dedupe is not None:
-            found = await self.find_resend(dedupe)
-            if found is not None:
-                return found, True
-        item = self._enqueue(make_record, deliver, None, dedupe)
-        await item.done.wait()
-        if item.error is not None:
-            raise StoreFailed(str(item.error))
-        return item.record.id, False
