@@ -72,6 +72,46 @@ async def test_since_covers_rooms_and_own_private_messages(store: Store) -> None
     assert [r.id for r in await store.since(0, {"lobby"}, None, 100)] == [1, 7]
 
 
+async def test_since_stops_below_before(store: Store) -> None:
+    """since() with ``before`` leaves out that id and everything after it."""
+    await store.write([record(1), record(2, None, "bob", "alice"), record(3), record(4)])
+    assert [r.id for r in await store.since(0, {"lobby"}, "alice", 100, before=3)] == [1, 2]
+    assert [r.id for r in await store.since(1, {"lobby"}, "alice", 100, before=5)] == [2, 3, 4]
+    assert await store.since(0, {"lobby"}, "alice", 100, before=1) == []
+
+
+async def test_trimmed_is_the_highest_id_retention_dropped(store: Store) -> None:
+    """trimmed() knows, per room and for private messages, the highest id that retention
+    dropped (0 before any); rooms that kept everything report 0."""
+    assert await store.trimmed(["lobby", None]) == 0
+    await store.write([record(n) for n in range(1, 6)] + [record(6, "dev")])
+    assert await store.trimmed(["lobby", "dev", None]) == 0  # 5 kept: nothing dropped yet
+    await store.write([record(7), record(8)])
+    assert await store.trimmed(["lobby"]) == 2
+    assert await store.trimmed(["dev", None]) == 0
+    privates = [record(n, None, "bob", "alice") for n in range(9, 16)]
+    await store.write(privates)
+    assert await store.trimmed([None]) == 10
+    assert await store.trimmed(["lobby", "dev", None]) == 10
+    assert await store.trimmed(["dev"]) == 0
+    assert await store.trimmed([]) == 0
+
+
+async def test_sqlite_remembers_what_it_trimmed_across_a_reopen(tmp_path: Path) -> None:
+    """The trimmed marks are stored with the messages, so a restarted server still knows
+    that a resume from before them misses something."""
+    path = tmp_path / "history.db"
+    first = SQLiteStore(path, 2)
+    await first.open()
+    await first.write([record(n) for n in range(1, 5)] + [record(5, None, "a", "b")])
+    await first.aclose()
+    second = SQLiteStore(path, 2)
+    assert await second.open() == 5
+    assert await second.trimmed(["lobby"]) == 2
+    assert await second.trimmed([None]) == 0
+    await second.aclose()
+
+
 async def test_dedupe_keys_are_found(store: Store) -> None:
     """A stored resend key maps to its record's id."""
     await store.write([record(1, dedupe="alice\ncid-1")])

@@ -34,10 +34,21 @@ class Store(Protocol):
         ...
 
     async def since(
-        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+        self,
+        after: int,
+        rooms: Collection[str],
+        nick: str | None,
+        limit: int,
+        before: int | None = None,
     ) -> list[Record]:
-        """Up to ``limit`` records with an id above ``after``, oldest first: those in
-        ``rooms``, and the private ones sent or received by ``nick``."""
+        """Up to ``limit`` records with an id above ``after`` (and below ``before``), oldest
+        first: those in ``rooms``, and the private ones sent or received by ``nick``."""
+        ...
+
+    async def trimmed(self, rooms: Collection[str | None]) -> int:
+        """The highest id that retention ever dropped from any of ``rooms`` (None: the
+        private messages), 0 when none was dropped. Every record of such a room above
+        that id is still kept (retention drops the oldest first)."""
         ...
 
     async def find_dedupe(self, dedupe: str) -> int | None:

@@ -20,6 +20,8 @@ class MemoryStore:
         self.history_limit = history_limit
         self._rooms: dict[str | None, deque[Record]] = {}
         self._dedupe: dict[str, int] = {}
+        #: room (None: private messages) -> the highest id retention dropped from it.
+        self._trimmed: dict[str | None, int] = {}
 
     async def open(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -34,6 +36,7 @@ class MemoryStore:
                 self._dedupe[record.dedupe] = record.id
             while len(room) > self.history_limit:
                 dropped = room.popleft()
+                self._trimmed[record.room] = dropped.id
                 if dropped.dedupe is not None:
                     self._dedupe.pop(dropped.dedupe, None)
 
@@ -43,16 +46,22 @@ class MemoryStore:
         return records[-limit:] if limit > 0 else []
 
     async def since(
-        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+        self,
+        after: int,
+        rooms: Collection[str],
+        nick: str | None,
+        limit: int,
+        before: int | None = None,
     ) -> list[Record]:
         await trio.lowlevel.checkpoint()
+        below = before if before is not None else 2**63
         folded = nick.casefold() if nick else None
         found = [
             record
             for room, records in self._rooms.items()
             if (room in rooms if room is not None else folded is not None)
             for record in records
-            if record.id > after
+            if after < record.id < below
             and (
                 record.room is not None
                 or folded in ((record.sender or "").casefold(), (record.recipient or "").casefold())
@@ -60,6 +69,10 @@ class MemoryStore:
         ]
         found.sort(key=lambda record: record.id)
         return found[:limit]
+
+    async def trimmed(self, rooms: Collection[str | None]) -> int:
+        await trio.lowlevel.checkpoint()
+        return max((self._trimmed.get(room, 0) for room in rooms), default=0)
 
     async def find_dedupe(self, dedupe: str) -> int | None:
         await trio.lowlevel.checkpoint()

@@ -41,7 +41,13 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_dedupe ON messages (dedupe)
     WHERE dedupe IS NOT NULL;
+CREATE TABLE IF NOT EXISTS trimmed (
+    scope TEXT PRIMARY KEY NOT NULL,
+    through INTEGER NOT NULL
+);
 """
+#: The ``trimmed`` table's key for private messages (a room name is never empty).
+PRIVATE_SCOPE = ""
 COLUMNS = "id, ts, room, sender, recipient, text, action, dedupe"
 
 T = TypeVar("T")
@@ -145,13 +151,21 @@ class SQLiteStore:
                     f"INSERT OR IGNORE INTO messages ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
                 )
                 for room in rooms:
-                    # Keep the newest `keep` records of the room: delete below the
-                    # keep-th newest id (nothing when the room has fewer).
+                    # Keep the newest `keep` records of the room: the newest one beyond
+                    # them and everything older go (nothing when the room has no more).
+                    row = db.execute(
+                        "SELECT id FROM messages WHERE room IS ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                        (room, keep),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    db.execute("DELETE FROM messages WHERE room IS ? AND id <= ?", (room, row[0]))
+                    # Remembered in the same transaction: a resume from before it must
+                    # be told that messages are missing.
                     db.execute(
-                        "DELETE FROM messages WHERE room IS ? AND id < ("
-                        " SELECT id FROM messages WHERE room IS ? ORDER BY id DESC"
-                        " LIMIT 1 OFFSET ?)",
-                        (room, room, keep - 1),
+                        "INSERT INTO trimmed (scope, through) VALUES (?, ?) ON CONFLICT (scope)"
+                        " DO UPDATE SET through = max(through, excluded.through)",
+                        (PRIVATE_SCOPE if room is None else room, row[0]),
                     )
 
         await self._run(insert)
@@ -168,20 +182,38 @@ class SQLiteStore:
         return await self._run(query)
 
     async def since(
-        self, after: int, rooms: Collection[str], nick: str | None, limit: int
+        self,
+        after: int,
+        rooms: Collection[str],
+        nick: str | None,
+        limit: int,
+        before: int | None = None,
     ) -> list[Record]:
         room_list = sorted(rooms)
         placeholders = ",".join("?" * len(room_list))
 
         def query(db: sqlite3.Connection) -> list[Record]:
             rows = db.execute(
-                f"SELECT {COLUMNS} FROM messages WHERE id > ? AND ("
+                f"SELECT {COLUMNS} FROM messages WHERE id > ? AND id < ? AND ("
                 f" room IN ({placeholders}) OR (room IS NULL AND ("
                 "  lower(sender) = lower(?) OR lower(recipient) = lower(?))))"
                 " ORDER BY id LIMIT ?",
-                (after, *room_list, nick, nick, limit),
+                (after, before if before is not None else 2**63 - 1, *room_list, nick, nick, limit),
             ).fetchall()
             return [_record(row) for row in rows]
+
+        return await self._run(query)
+
+    async def trimmed(self, rooms: Collection[str | None]) -> int:
+        scopes = [PRIVATE_SCOPE if room is None else room for room in rooms]
+        placeholders = ",".join("?" * len(scopes))
+
+        def query(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                f"SELECT COALESCE(MAX(through), 0) FROM trimmed WHERE scope IN ({placeholders})",
+                scopes,
+            ).fetchone()
+            return int(row[0])
 
         return await self._run(query)
 
