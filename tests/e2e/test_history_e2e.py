@@ -280,6 +280,9 @@ def test_history_limit_keeps_the_last_messages_of_each_room(
         )
     query = "/?nick=alice&room=lobby,dev&since=0"
     with open_json(server, query, nick="alice", rooms=("lobby", "dev")) as alice:
+        # l1, l2 (lobby) and p1 (private) are gone: complete only from the id after p1.
+        oldest = private[0]["id"] + 1
+        assert alice.event() == ack("resume", since=0, recovered=False, oldest=oldest)
         for event in [*dev, *lobby[2:], *private[1:]]:
             assert alice.event() == history(event)
         lobby.append(say(alice, "alice", "l6", "lobby"))  # the limit holds after a restart
@@ -387,9 +390,13 @@ def missed_while_away(server: ServerProcess) -> Iterator[tuple[JsonClient, int, 
         yield carol, seen["id"], missed
 
 
-def expect_missed_then_live(alice: JsonClient, carol: JsonClient, missed: list[Event]) -> None:
-    """alice, back, is replayed exactly ``missed`` as history; carol sees her join, and
+def expect_missed_then_live(
+    alice: JsonClient, carol: JsonClient, since: int, missed: list[Event], cid: str | None = None
+) -> None:
+    """alice, back, is told that nothing after ``since`` was lost (the ``resume`` ack,
+    answering ``cid``) and replayed exactly ``missed`` as history; carol sees her join, and
     carol's next line is alice's next event: nothing else was replayed."""
+    assert alice.event() == ack("resume", cid, since=since, recovered=True)
     for event in missed:
         assert alice.event() == history(event)
     assert stamped(carol.event()) == presence("join", "alice", room="lobby")
@@ -406,7 +413,7 @@ def test_resume_by_url_replays_exactly_what_was_missed(
     with missed_while_away(server) as (carol, since, missed):
         query = f"/?nick=alice&room=lobby&since={since}"
         with open_json(server, query, nick="alice") as alice:
-            expect_missed_then_live(alice, carol, missed)
+            expect_missed_then_live(alice, carol, since, missed)
 
 
 def test_resume_command_replays_exactly_what_was_missed(
@@ -418,10 +425,8 @@ def test_resume_command_replays_exactly_what_was_missed(
         missed_while_away(server) as (carol, since, missed),
         open_json(server, "/?nick=alice", nick="alice") as alice,
     ):
-        assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
-            "resume", "r", since=since
-        )
-        expect_missed_then_live(alice, carol, missed)
+        alice.send({"type": "resume", "since": since, "cid": "r"})
+        expect_missed_then_live(alice, carol, since, missed, "r")
 
 
 def test_resume_command_after_history_on_join_misses_nothing(
@@ -436,7 +441,7 @@ def test_resume_command_after_history_on_join_misses_nothing(
         on_join = alice.event()
         assert on_join == history(missed[-1])  # the lobby's last message
         assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
-            "resume", "r", since=since
+            "resume", "r", since=since, recovered=True
         )
         replayed, _ = alice.events_until_ack("end")
         received = sorted([on_join, *replayed], key=lambda event: event["id"])
@@ -455,6 +460,7 @@ def test_resume_url_with_an_invalid_since_is_refused(
         assert info.value.response.status_code == 400, query
         assert bytes(info.value.response.body or b"") == reason, query
     with open_json(server, "/?nick=alice&since=0", nick="alice") as alice:
+        assert alice.event() == ack("resume", since=0, recovered=True)
         assert say(alice, "alice", "still serving")["text"] == "still serving"
 
 
@@ -481,7 +487,8 @@ def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
                     published.append(answer["id"])
                     changed.notify_all()
 
-    def read_to_the_end(client: JsonClient) -> list[Event]:
+    def read_to_the_end(client: JsonClient, since: int) -> list[Event]:
+        assert client.event() == ack("resume", since=since, recovered=True)
         received: list[Event] = []
         while not received or received[-1]["text"] != f"m{total - 1}":
             received.append(client.event())
@@ -496,7 +503,7 @@ def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
             with changed:
                 since = published[count // 2]
             client = stack.enter_context(open_json(server, f"/?since={since}"))
-            resumes.append((since, pool.submit(read_to_the_end, client)))
+            resumes.append((since, pool.submit(read_to_the_end, client, since)))
         publisher.result(timeout=SCENARIO_TIMEOUT)
         assert published == sorted(set(published))
         text = {message_id: f"m{n}" for n, message_id in enumerate(published)}
@@ -688,6 +695,7 @@ def test_acknowledged_messages_survive_kill_9(
         last_seen = max((event["id"] for event in received), default=0)
         query = f"/?nick={nick}&room=lobby&since={last_seen}"
         with open_json(new_server[0], query, nick=nick) as second:
+            assert second.event() == ack("resume", since=last_seen, recovered=True)
             unacked = [n for n in range(count) if n not in acks]
             if before_kill:
                 send(second, max(before_kill), resend="yes")

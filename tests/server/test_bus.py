@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_chat.core.events import Message, Notice, ReplayRequest, Welcome
-from trio_chat.server.bus import Bus, Subscription
+from trio_chat.core.events import Event, Message, Notice, Welcome
+from trio_chat.server.bus import Bus, Instruction, Subscription
 from trio_chat.server.store import Record
 
 from support import FakeViewer
@@ -156,32 +156,37 @@ async def test_publish_to_some_keys_reaches_only_them() -> None:
         assert await lines_of(second, 1000) == ["🟢 Server: for two", "🟢 Server: for all"]
 
 
-async def test_a_replay_request_ends_the_batch_before_it() -> None:
-    """A replay request stops the batch: the lines before it come with it, and what
-    follows waits for the next call."""
-    subscription = Subscription(FakeViewer(1), 10, never_overflows)
-    request = ReplayRequest(room="lobby", limit=5)
-    for event in (line(2, "before"), request, line(2, "after")):
-        subscription.offer(event)
-    assert await subscription.next_batch(1000) == (["Someone says: before"], request)
-    assert await subscription.next_batch(1000) == (["Someone says: after"], None)
+async def test_an_instruction_ends_the_batch_before_it() -> None:
+    """An instruction (a replay, say) stops the batch: the lines before it come with it,
+    and what follows waits for the next call."""
+    bus = Bus()
+    with bus.subscribe(FakeViewer(1), 10, never_overflows) as subscription:
+        instruction = Instruction()
+        subscription.offer(line(2, "before"))
+        assert bus.instruct(1, instruction)
+        assert not bus.instruct(99, instruction)
+        subscription.offer(line(2, "after"))
+        assert await subscription.next_batch(1000) == (["Someone says: before"], instruction)
+        assert await subscription.next_batch(1000) == (["Someone says: after"], None)
 
 
-async def test_messages_at_or_below_a_watermark_are_dropped() -> None:
-    """Live messages a replay already delivered (id at or below their room's watermark)
-    are skipped; other rooms and later ids pass."""
+async def test_events_the_owner_skips_are_left_out() -> None:
+    """next_batch leaves out the events its ``skip`` test picks; the others pass."""
     subscription = Subscription(FakeViewer(1), 10, never_overflows)
-    subscription.watermarks["lobby"] = 5
     for event in (
         line(2, "replayed", message_id=5),
         line(2, "other room", room="dev", message_id=4),
         line(2, "new", message_id=6),
     ):
         subscription.offer(event)
-    assert await lines_of(subscription, 1000) == [
-        "[dev] Someone says: other room",
-        "Someone says: new",
-    ]
+
+    def replayed(event: Event) -> bool:
+        return event.log_position == ("lobby", 5)
+
+    assert await subscription.next_batch(1000, replayed) == (
+        ["[dev] Someone says: other room", "Someone says: new"],
+        None,
+    )
 
 
 async def test_an_offer_right_after_a_cancelled_wait_is_kept() -> None:

@@ -15,6 +15,8 @@ The look:
 * presence, topic changes and the answers to commands are ``* `` lines, dimmed;
 * the operator: ``🟢 Server: text`` (``[room] 🟢 Server: text`` when said to one room);
 * ``Error: text`` for an error;
+* a resume that could not recover everything (``"recovered": false``) is one dimmed
+  ``* Some messages since 41 are no longer kept…`` line; a complete one shows nothing;
 * a stored message sent again (``"history": true``: the recent messages of a room on
   joining it, or what was missed while disconnected, replayed on reconnecting) reads like
   a live one after a dimmed ``[history]`` mark: ``[history] 12:34 [lobby] alice: hello``.
@@ -32,7 +34,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from trio_chat.core.commands import HELP, Command, Topic
-from trio_chat.core.events import describe_roster
+from trio_chat.core.events import describe_missed, describe_roster
 
 from .terminal import make_safe
 
@@ -245,6 +247,12 @@ def _ack(
             if event.get("topic"):
                 return [style.dim(f"* Topic of {room}: {_safe(event['topic'])}")]
             return [style.dim(f"* {room} has no topic")]
+        case "resume":
+            # Honoured whoever asked (the URL's since= is answered without a cid): when
+            # the server no longer keeps everything after `since`, the user must know.
+            if event.get("recovered") is False:
+                return [style.dim(describe_missed(int(event["since"]), int(event["oldest"])))]
+            return []
         case "help":
             return help_lines(
                 style, [(_safe(c["usage"]), _safe(c["description"])) for c in event["commands"]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,10 +27,10 @@ __all__ = [
     "Notice",
     "Presence",
     "PrivateMessage",
-    "ReplayRequest",
     "TopicChanged",
     "Viewer",
     "Welcome",
+    "describe_missed",
     "describe_roster",
     "timestamp",
 ]
@@ -168,25 +167,6 @@ class HistoryLine:
         if viewer.json:
             return self._json
         return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayRequest:
-    """An instruction to a connection's writer, queued in line with its events: send
-    stored messages now, before what follows. ``room`` set: that room's last ``limit``
-    messages (history on join). ``room`` None: everything after ``after`` in ``rooms``
-    and the private messages of ``nick`` (a resume)."""
-
-    room: str | None = None
-    limit: int = 0
-    after: int = 0
-    rooms: tuple[str, ...] = ()
-    nick: str | None = None
-
-    log_position = None
-
-    def render(self, viewer: Viewer) -> None:
-        return None
 
 
 class Presence:
@@ -353,6 +333,15 @@ def describe_roster(nicks: Collection[str], anonymous: int) -> str:
     if len(parts) == 1:
         return parts[0]
     return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def describe_missed(since: int, oldest: int) -> str:
+    """The line saying that a resume after ``since`` could not recover everything: some
+    messages are no longer kept, and nothing is missing from ``oldest`` on. (The client
+    words it the same way.)"""
+    return (
+        f"* Some messages since {since} are no longer kept and were missed; replaying from {oldest}"
+    )
 
 
 def help_ack(cid: str | int | None) -> Ack:

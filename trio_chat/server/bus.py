@@ -11,6 +11,10 @@ the writer always takes everything queued at once (that is the batching), so the
 is a plain list swapped out whole, and a publish wakes the writer at most once per
 batch instead of handing over every event; it also costs about 2.4 KB less per
 connection than a trio memory channel pair (measured with tracemalloc).
+
+Besides events, a queue may carry an :class:`Instruction` for its owner, in line with
+them (a replay of stored messages, say): :meth:`Subscription.next_batch` stops there and
+hands it over. What an instruction means is its owner's business, not the bus's.
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ from contextlib import contextmanager
 
 import trio
 
-from trio_chat.core.events import Event, ReplayRequest, Viewer
+from trio_chat.core.events import Event, Viewer
 
-__all__ = ["Bus", "Subscription"]
+__all__ = ["Bus", "Instruction", "Subscription"]
+
+
+class Instruction:
+    """Something queued for a subscription's owner, in line with its events, that is not
+    an event: the owner carries it out before it takes the events queued after it."""
+
+    __slots__ = ()
 
 
 class Subscription:
@@ -40,9 +51,7 @@ class Subscription:
         "_queue",
         "_waiter",
         "overflowed",
-        "replayed_from",
         "viewer",
-        "watermarks",
     )
 
     def __init__(self, viewer: Viewer, depth: int, on_overflow: Callable[[], None]) -> None:
@@ -50,14 +59,9 @@ class Subscription:
             raise ValueError("a subscription needs room for at least one event")
         self.viewer = viewer
         self.overflowed = False
-        #: room (None: private messages) -> the highest id already replayed to this
-        #: subscriber; live copies at or below it are dropped, not sent twice.
-        self.watermarks: dict[str | None, int] = {}
-        #: room -> the first id of the run of ids a replay sent (up to its watermark).
-        self.replayed_from: dict[str | None, int] = {}
         self._on_overflow = on_overflow
         self._depth = depth
-        self._queue: list[Event] = []
+        self._queue: list[Event | Instruction] = []
         # The owning task while it waits for the first event of a batch.
         self._waiter: trio.lowlevel.Task | None = None
         self._closed = False
@@ -66,9 +70,9 @@ class Subscription:
     def key(self) -> int:
         return self.viewer.key
 
-    def offer(self, event: Event) -> bool:
-        """Queue ``event`` without waiting. Returns False if it did not fit (or the
-        subscription is already overflowed or closed)."""
+    def offer(self, event: Event | Instruction) -> bool:
+        """Queue ``event`` (or an instruction) without waiting. Returns False if it did
+        not fit (or the subscription is already overflowed or closed)."""
         if self.overflowed or self._closed:
             return False
         queue = self._queue
@@ -83,14 +87,16 @@ class Subscription:
             trio.lowlevel.reschedule(waiter)
         return True
 
-    async def next_batch(self, max_chars: int) -> tuple[list[str], ReplayRequest | None]:
-        """Wait for at least one line (or a replay request), then take every event already
+    async def next_batch(
+        self, max_chars: int, skip: Callable[[Event], bool] | None = None
+    ) -> tuple[list[str], Instruction | None]:
+        """Wait for at least one line (or an instruction), then take every event already
         queued, up to about ``max_chars`` characters, rendered for this subscriber.
 
-        Returns the lines and, when the batch stopped at one, a :class:`ReplayRequest`
+        Returns the lines and, when the batch stopped at one, the :class:`Instruction`
         that the caller must carry out before asking for the next batch. Events that
-        render to nothing for this viewer are skipped, and so are stored messages at or
-        below the :attr:`watermarks` of their room (a replay already delivered them).
+        render to nothing for this viewer are left out, and so are those for which
+        ``skip`` (when given) returns True.
 
         One checkpoint per call. Cancel-safe: events leave the channel only after the
         wait, all at once. Raises ``trio.EndOfChannel`` once :meth:`close` was called and
@@ -98,7 +104,6 @@ class Subscription:
         """
         lines: list[str] = []
         size = 0
-        watermarks = self.watermarks
         viewer = self.viewer
         while True:
             if self._queue:
@@ -113,11 +118,10 @@ class Subscription:
                     continue
             events, self._queue = self._queue, []
             for index, event in enumerate(events):
-                if isinstance(event, ReplayRequest):
+                if isinstance(event, Instruction):
                     self._queue[:0] = events[index + 1 :]
                     return lines, event
-                position = event.log_position
-                if watermarks and position and position[1] <= watermarks.get(position[0], 0):
+                if skip is not None and skip(event):
                     continue
                 line = event.render(viewer)
                 if line is None:
@@ -176,6 +180,18 @@ class Bus:
             yield subscription
         finally:
             self.remove(subscription)
+
+    def instruct(self, key: int, instruction: Instruction) -> bool:
+        """Queue ``instruction`` for subscriber ``key``'s owner, in line with its events.
+        False when there is no such subscriber or its queue is full (it overflowed, and
+        is removed, as in :meth:`publish`)."""
+        subscription = self._subscriptions.get(key)
+        if subscription is None:
+            return False
+        if subscription.offer(instruction):
+            return True
+        del self._subscriptions[key]
+        return False
 
     def publish(self, event: Event, keys: Iterable[int] | None = None) -> int:
         """Offer ``event`` to the subscribers ``keys`` (default: all), without awaiting.

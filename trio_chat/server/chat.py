@@ -46,17 +46,16 @@ from trio_chat.core.events import (
     Notice,
     Presence,
     PrivateMessage,
-    ReplayRequest,
     TopicChanged,
     Welcome,
     describe_roster,
     help_ack,
-    message_data,
     timestamp,
 )
 
 from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
+from .replay import history_page, missed_since, recent_history
 from .store import Record, StoreError
 
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
@@ -171,10 +170,10 @@ class Chat:
         if refusal is not None:
             subscription.offer(refusal)
         if arrival.since is not None:
-            subscription.offer(self._resume_request(member, arrival.since))
+            subscription.offer(missed_since(self.log, arrival.since, member.rooms, member.nick))
         elif self.history_on_join:
             for name in member.rooms:
-                subscription.offer(ReplayRequest(room=name, limit=self.history_on_join))
+                subscription.offer(recent_history(self.log, name, self.history_on_join))
         return member, subscription
 
     def leave(self, member: Member, subscription: Subscription) -> None:
@@ -248,8 +247,10 @@ class Chat:
             case History():
                 return await self._history(member, command, cid)
             case Resume():
-                self._reply(member, Ack("resume", cid, since=command.since))
-                self._reply(member, self._resume_request(member, command.since))
+                # The member's writer answers (the ack says whether everything after
+                # `since` is still kept), then replays it.
+                order = missed_since(self.log, command.since, member.rooms, member.nick, cid)
+                self.bus.instruct(member.key, order)
                 return None
             case Nick():
                 return self._change_nick(member, command.nick, cid)
@@ -372,15 +373,7 @@ class Chat:
         name = command.room or member.current_room
         if name not in member.rooms:
             raise CommandError("not_in_room", f"you are not in {name}")
-        try:
-            records = await self.log.store.recent(name, command.limit, command.before)
-        except StoreError as exc:
-            raise StoreFailed(str(exc)) from exc
-        messages = [{**message_data(r), "history": True} for r in records]
-        return Ack("history", cid, room=name, messages=messages)
-
-    def _resume_request(self, member: Member, since: int) -> ReplayRequest:
-        return ReplayRequest(after=since, rooms=tuple(member.rooms), nick=member.nick)
+        return await history_page(self.log, name, command.limit, command.before, cid)
 
     def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
         folded = nick.casefold()
@@ -425,7 +418,7 @@ class Chat:
         if joined and self.history_on_join:
             # Queued before anything said in the room from now on, so the room's history
             # reaches the member first (the writer carries it out in line).
-            self._reply(member, ReplayRequest(room=name, limit=self.history_on_join))
+            self.bus.instruct(member.key, recent_history(self.log, name, self.history_on_join))
 
     def _leave(self, member: Member, name: str, cid: str | int | None) -> Event:
         if name not in member.rooms:

@@ -23,13 +23,13 @@ from trio_chat.core.close import (
     CloseCode,
     describe_close,
 )
-from trio_chat.core.events import ErrorEvent, HistoryLine, ReplayRequest
+from trio_chat.core.events import ErrorEvent
 
 from .bus import Subscription
 from .chat import Chat, Member
 from .config import ServerConfig
 from .net.websocket import WebSocket
-from .store import Record, StoreError
+from .replay import Replayer
 
 __all__ = ["ChatConnection"]
 
@@ -39,9 +39,6 @@ logger = logging.getLogger(__name__)
 #: to carry hundreds of chat lines in one frame, far below the 1 MiB that common
 #: clients (browsers, websockets, trio-websocket) accept in one message.
 MAX_FRAME_CHARS = 64 * 1024
-#: Stored messages fetched per query while resuming; a long absence is replayed in
-#: pages so that memory stays bounded.
-RESUME_PAGE = 1000
 
 
 class ChatConnection:
@@ -176,17 +173,20 @@ class ChatConnection:
                 subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
 
     async def _write_loop(self, subscription: Subscription) -> None:
-        """Send queued events, batched into one frame, until cancelled; carry out the
-        replay requests queued among them (history on join, resume) in line."""
+        """Send queued events, batched into one frame, until cancelled; have the
+        connection's :class:`~trio_chat.server.replay.Replayer` carry out the replays
+        queued among them (history on join, resume) in line, and leave out the live
+        copies of what it replayed."""
+        replayer = Replayer(self._chat.log, subscription.viewer, MAX_FRAME_CHARS)
         while True:
             try:
-                lines, replay = await subscription.next_batch(MAX_FRAME_CHARS)
+                lines, replay = await subscription.next_batch(MAX_FRAME_CHARS, replayer.live_filter)
             except trio.EndOfChannel:  # closed with flush: everything queued was sent
                 self._io_scope.cancel()
                 return
             if lines and not await self._send_frame(lines):
                 return
-            if replay is not None and not await self._replay(replay, subscription):
+            if replay is not None and not await replayer.carry_out(replay, self._send_frame):
                 return
 
     async def _send_frame(self, lines: list[str]) -> bool:
@@ -216,66 +216,6 @@ class ChatConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
-
-    async def _replay(self, request: ReplayRequest, subscription: Subscription) -> bool:
-        """Send stored messages as ``request`` asks, and record what was sent, so that
-        neither live copies nor later replays send a message twice. False once the
-        connection cannot take more.
-
-        Per room the subscription knows the run of ids already sent: from
-        ``replayed_from[room]`` up to ``watermarks[room]`` (everything the room had in
-        between, since after a replay the live stream follows without a gap).
-        """
-        store = self._chat.log.store
-        watermarks, replayed_from = subscription.watermarks, subscription.replayed_from
-        try:
-            if request.room is not None:
-                records = await store.recent(request.room, request.limit)
-                if not await self._send_records(records, subscription):
-                    return False
-                if records:
-                    # A (re)join starts a new run: what was sent before leaving is over.
-                    replayed_from[request.room] = records[0].id
-                    watermarks[request.room] = max(watermarks.get(request.room, 0), records[-1].id)
-                return True
-            after = request.after
-            while True:
-                records = await store.since(after, request.rooms, request.nick, RESUME_PAGE)
-                if not await self._send_records(records, subscription):
-                    return False
-                if records:
-                    after = records[-1].id
-                if len(records) < RESUME_PAGE:
-                    break
-        except StoreError as exc:
-            logger.error("client #%d (%s): history unavailable: %s", self.key, self.peer, exc)
-            subscription.offer(ErrorEvent("store_failed", "history is unavailable right now"))
-            return True
-        # Everything after `since` has now been sent, together with any earlier run.
-        for room in (*request.rooms, None):
-            replayed_from[room] = min(replayed_from.get(room, request.after + 1), request.after + 1)
-            watermarks[room] = max(watermarks.get(room, 0), after)
-        return True
-
-    async def _send_records(self, records: list[Record], subscription: Subscription) -> bool:
-        """Send stored records as history lines, in frames of about MAX_FRAME_CHARS,
-        skipping any already sent (inside its room's run of sent ids)."""
-        watermarks, replayed_from = subscription.watermarks, subscription.replayed_from
-        viewer = subscription.viewer
-        lines: list[str] = []
-        size = 0
-        for record in records:
-            room = record.room
-            if room in replayed_from and replayed_from[room] <= record.id <= watermarks[room]:
-                continue
-            line = HistoryLine(record).render(viewer)
-            lines.append(line)
-            size += len(line) + 1
-            if size >= MAX_FRAME_CHARS:
-                if not await self._send_frame(lines):
-                    return False
-                lines, size = [], 0
-        return not lines or await self._send_frame(lines)
 
     async def _send_close_frame(self) -> None:
         """Close the WebSocket with the decided code, waiting at most ``shutdown_grace``
