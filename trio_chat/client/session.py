@@ -131,7 +131,9 @@ class JsonSession:
     :meth:`receive` takes each line from the server, :meth:`typed` each line from the
     user; both return an :class:`Output`. A ``message`` or ``private`` event whose id is
     not above the highest seen in its room (or among private messages) is dropped: it was
-    shown already.
+    shown already. The server's answer to a resume (an ``ack`` of ``resume`` without a
+    ``cid``, since the resume is asked for in the URL) is shown only when it says
+    ``"recovered": false``: one line telling the user that messages were missed.
     """
 
     def __init__(
