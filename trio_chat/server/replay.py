@@ -183,6 +183,7 @@ class Replayer:
         return await send([failure.render(self._viewer)])
 
     async def _recent(self, request: ReplayRecent, send: SendFrame) -> bool:
+        """History on join: one query, the records not sent yet, a new run for the room."""
         records = await self._log.store.recent(request.room, request.limit, request.until)
         if not await self._send_records([], records, send):
             return False
@@ -193,6 +194,9 @@ class Replayer:
         return True
 
     async def _since(self, request: ReplaySince, send: SendFrame) -> bool:
+        """A resume: the ``resume`` ack, then page after page of what followed ``after``
+        (RESUME_PAGE records per query, so memory stays bounded), then one run per room
+        (and for private messages, with a nick) from ``after + 1`` to the last id sent."""
         store = self._log.store
         scopes: list[str | None] = [*request.rooms]
         if request.nick is not None:
@@ -200,7 +204,11 @@ class Replayer:
         after = request.after
         records = await store.since(after, request.rooms, request.nick, RESUME_PAGE, request.until)
         # Asked after the first page: retention that ran in between makes the report
-        # cautious (recovered: false), never falsely complete.
+        # cautious (recovered: false), never falsely complete. Retention cannot overtake
+        # the later pages in a room the member is in: that takes --history-limit new
+        # messages there meanwhile, each queued for this member, who is closed as a slow
+        # consumer long before (--queue-depth is far smaller). Only a flood of other
+        # people's private messages could, and then this report is all that is said.
         trimmed = await store.trimmed(scopes)
         report = self._report(request, trimmed)
         lines = [] if report is None else [report]
