@@ -15,6 +15,8 @@ from support import ServerProcess
 # The client's pseudo-terminal machinery, a plugin of the test modules that name it in
 # ``pytest_plugins`` and import from it: its asserts must be rewritten like a test's.
 pytest.register_assert_rewrite("pty_support")
+# Likewise the in-process server machinery.
+pytest.register_assert_rewrite("inproc")
 
 
 @pytest.fixture
