@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import websockets.exceptions
 from websockets.frames import Close
 from websockets.trio.client import ClientConnection, connect
@@ -53,7 +54,7 @@ __all__ = [
     "wait_disconnected",
 ]
 
-#: The logger every server module logs under (``trio_chat.server`` and its children).
+#: The package's logger: every server module logs under it (``trio_chat.server``, ``.connection``…).
 SERVER_LOGGER = "trio_chat"
 
 
@@ -195,12 +196,15 @@ async def wait_connected(live: LiveServer, ws: ClientConnection, *, json_mode: b
     """Wait for the server's connect line for ``ws``; return its client number.
 
     The line names the subprotocol (``json_mode``). The server joins the connection to
-    the chat right after logging it, before it next yields, so broadcasts reach it from
-    the moment this returns.
+    the chat as it logs it; waiting then until every task is blocked makes sure it has,
+    whichever it does first, so broadcasts reach the connection once this returns.
     """
     suffix = r" \(trio-chat\.v1\)" if json_mode else ""
     line = re.compile(rf"Client #(\d+) connected from 127\.0\.0\.1:{local_port(ws)}{suffix}$")
-    return int((await live.wait_for(line)).group(1))
+    key = int((await live.wait_for(line)).group(1))
+    with trio.fail_after(EVENT_TIMEOUT):
+        await trio.testing.wait_all_tasks_blocked()
+    return key
 
 
 class LineReader:
