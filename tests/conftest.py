@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -10,13 +11,30 @@ import trio
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
 
-from support import ServerProcess
+from support import ServerProcess, child_env
 
 # The client's pseudo-terminal machinery, a plugin of the test modules that name it in
 # ``pytest_plugins`` and import from it: its asserts must be rewritten like a test's.
 pytest.register_assert_rewrite("pty_support")
 # Likewise the in-process server machinery.
 pytest.register_assert_rewrite("inproc")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_home() -> Iterator[None]:
+    """For the whole session, HOME and XDG_DATA_HOME are a private temporary folder (the
+    one every subprocess gets too), so that no test, and no server a test starts, can
+    open the user's own ``~/.local/share/trio_chat/history.db``."""
+    private = child_env()
+    saved = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME")}
+    for name in saved:
+        os.environ[name] = private[name]
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -38,7 +56,7 @@ def server_process() -> Iterator[type[ServerProcess]]:
 async def chat_server(nursery: trio.Nursery) -> AsyncIterator[ChatServer]:
     """A server running in the test's nursery on 127.0.0.1, port 0, default limits, its
     messages in memory and no history on join."""
-    config = ServerConfig(host="127.0.0.1", port=0, history_on_join=0)
+    config = ServerConfig(host="127.0.0.1", port=0, db=":memory:", history_on_join=0)
     server = await nursery.start(ChatServer(config).run)
     yield server
     server.shutdown()
@@ -51,7 +69,7 @@ def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[ChatServer]]:
     unless given) and returns it once it listens."""
 
     async def start(**limits: object) -> ChatServer:
-        settings: dict[str, object] = {"history_on_join": 0, **limits}
+        settings: dict[str, object] = {"db": ":memory:", "history_on_join": 0, **limits}
         config = ServerConfig(host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]
         return await nursery.start(ChatServer(config).run)
 

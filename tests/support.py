@@ -7,13 +7,15 @@ sleep; expected strings are exact.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import threading
-import time
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
@@ -37,11 +39,12 @@ from websockets.sync.client import ClientConnection, connect
 import trio_chat
 from trio_chat.client.connection import parse_url
 
+from ready_process import ReadyProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Generous limits: they only decide how long a broken test takes to fail.
 EVENT_TIMEOUT = 10.0
 
-URL_LINE = re.compile(r"Server is running on (ws://\S+)")
 #: The JSON subprotocol, and the form of every event's ``ts``.
 PROTOCOL = "trio-chat.v1"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -49,11 +52,24 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 Event = dict[str, Any]
 
 
+@functools.cache
+def hermetic_home() -> Path:
+    """This test run's private home folder (made on first use, removed at exit). The
+    session's HOME and XDG_DATA_HOME point into it (conftest), and so do every
+    subprocess's (:func:`child_env`): no test can reach the user's own history file."""
+    home = Path(tempfile.mkdtemp(prefix="trio_chat-test-home-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
+
+
 def child_env() -> dict[str, str]:
-    """The environment for a subprocess: unbuffered, no colour, our package importable."""
+    """The environment for a subprocess: unbuffered, no colour, our package importable,
+    the private home and data folders, and no TRIO_CHAT_* setting inherited."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(ROOT)
+    env["HOME"] = str(hermetic_home())
+    env["XDG_DATA_HOME"] = str(hermetic_home() / ".local" / "share")
     env.pop("TRIO_CHAT_HOST", None)
     env.pop("TRIO_CHAT_PORT", None)
     return env
@@ -69,13 +85,14 @@ _LOW_FILE_LIMIT_LAUNCHER = (
 )
 
 
-class ServerProcess:
-    """``python -m trio_chat.server`` in a subprocess, its output collected by a thread.
+class ServerProcess(ReadyProcess):
+    """``python -m trio_chat.server`` in a subprocess, ready once its ready file is written.
 
     stdout and stderr are merged into :attr:`output`; :meth:`wait_for` blocks until a
     pattern appears (or fails after a time limit). ``port=None`` leaves ``--port`` out
     (so ``TRIO_CHAT_PORT`` in ``env`` decides); ``db`` and ``history_on_join`` default to
-    an in-memory store and no history on join (None leaves the flag out).
+    an in-memory store and no history on join (None leaves the flag out: the default
+    file, in the private data folder).
     """
 
     def __init__(
@@ -98,74 +115,19 @@ class ServerProcess:
         launch = ["-m", "trio_chat.server"]
         if soft_file_limit is not None:
             launch = ["-c", _LOW_FILE_LIMIT_LAUNCHER, str(soft_file_limit)]
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, *launch, "--host", "127.0.0.1", *options, *args],
             stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
             env=child_env() if env is None else env,
             cwd=ROOT,
+            start_timeout=EVENT_TIMEOUT,
         )
-        self._output: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        self.url = self.wait_for(URL_LINE).group(1)
-
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with self._changed:
-                self._output.append(raw.decode("utf-8", "replace"))
-                self._changed.notify_all()
-        with self._changed:
-            self._output.append("")  # marks end of output
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "".join(self._output)
-
-    def wait_for(
-        self, pattern: str | re.Pattern[str], timeout: float = EVENT_TIMEOUT
-    ) -> re.Match[str]:
-        """Block until ``pattern`` matches the output so far; fail after ``timeout``."""
-        regex = re.compile(re.escape(pattern)) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                match = regex.search("".join(self._output))
-                if match:
-                    return match
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"{regex.pattern!r} not in server output:\n{''.join(self._output)}"
-                    )
-                self._changed.wait(remaining)
 
     def send_console(self, line: str) -> None:
         """Type a line at the server's console."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{line}\n".encode())
         self.proc.stdin.flush()
-
-    def wait(self, timeout: float = EVENT_TIMEOUT) -> int:
-        """Wait for the process to exit and for all its output; return the status."""
-        status = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return status
-
-    def stop(self) -> None:
-        """Kill the process if it is still running, and release its pipes."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(EVENT_TIMEOUT)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
 
 
 @asynccontextmanager
@@ -187,10 +149,23 @@ async def open_client(url: str, **options: Any) -> AsyncIterator[WebSocketConnec
                 with trio.move_on_after(EVENT_TIMEOUT, shield=True):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
-    except* ConnectionRejected as group:
-        raise group.exceptions[0] from None
+    except BaseExceptionGroup as group:
+        # Not ``except*``: on Python 3.11.0-3.11.3 what is raised inside it comes out
+        # wrapped in a group again.
+        rejected, _ = group.split(ConnectionRejected)
+        if rejected is None:
+            raise
+        raise _first_leaf(rejected) from None
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group``, however deeply nested."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def receive(ws: WebSocketConnection) -> str:

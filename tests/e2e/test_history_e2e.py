@@ -595,7 +595,7 @@ def test_unusable_database_stops_the_server_at_start(tmp_path: Path, kind: str) 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{DB_FAILURE} {db}: "), lines
     if kind == "not-a-database":
-        assert lines == [f"{DB_FAILURE} {db}: file is not a database"]
+        assert lines == [f"{DB_FAILURE} {db}: it is not an SQLite database (left as it is)"]
 
 
 def test_database_in_use_stops_a_second_server(
@@ -606,7 +606,8 @@ def test_database_in_use_stops_a_second_server(
     first = server_process(db=str(db))
     with open_json(first) as client:
         assert start_failing_server(str(db)) == [
-            f"{DB_FAILURE} {db}: it is in use by another process (database is locked)"
+            f"{DB_FAILURE} {db}: another server is using it (database is locked); "
+            "give this server its own file with --db PATH, or --db :memory:"
         ]
         assert say(client, None, "still here")["text"] == "still here"
         with open_json(first) as newcomer:

@@ -14,14 +14,18 @@ import re
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
+
+from trio_chat.server.cli import config_from_args, parse_args
+from trio_chat.server.config import SETTINGS, ServerConfig, flag_table
 
 from support import (
     EVENT_TIMEOUT,
@@ -35,7 +39,7 @@ from support import (
 )
 
 SERVER = [sys.executable, "-m", "trio_chat.server"]
-PROG = "python -m trio_chat.server"
+PROG = "trio-chat-server"
 CONSOLE_HELP = (
     "Type a line to broadcast it to every client. Commands: /who [ROOM], /rooms, "
     "/kick NICK [REASON], /say ROOM TEXT, /quit, /help."
@@ -91,11 +95,6 @@ def run_server_cli(
         timeout=EVENT_TIMEOUT,
         check=False,
     )
-
-
-def error_lines(text: str) -> list[str]:
-    """The lines of ``text`` that report an error (argparse's ``prog: error: ...``)."""
-    return [line for line in text.splitlines() if ": error: " in line]
 
 
 # --- the operator console --------------------------------------------------------------
@@ -282,28 +281,31 @@ def test_binary_frame_gets_error_and_connection_stays_open(
         (["--port", "nope"], "argument --port: 'nope' is not a port number"),
         (["--queue-depth", "0"], "argument --queue-depth: '0' must be at least 1"),
         (["--shutdown-grace", "-1"], "argument --shutdown-grace: '-1' must be more than 0 seconds"),
+        (
+            ["--log-level", "loud"],
+            "argument --log-level: 'loud' is not one of DEBUG, INFO, WARNING, ERROR",
+        ),
+        (["--nope"], "unrecognized arguments: --nope"),
+        (["--port"], "argument --port: expected one argument"),
     ],
-    ids=["port", "queue-depth", "shutdown-grace"],
+    ids=["port", "queue-depth", "shutdown-grace", "log-level", "unknown", "missing-value"],
 )
-def test_bad_flag_value_is_a_usage_error(args: list[str], expected: str) -> None:
-    """A bad flag value exits 2 with one usage error line naming the flag, no traceback."""
+def test_bad_flag_is_one_line_and_exit_2(args: list[str], expected: str) -> None:
+    """A bad flag exits 2 with one line naming the flag and pointing at --help: no usage
+    block, no traceback, nothing on stdout."""
     result = run_server_cli("--host", "127.0.0.1", *args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stderr.startswith(f"usage: {PROG} ")
-    assert error_lines(result.stderr) == [f"{PROG}: error: {expected}"]
-    assert result.stdout == ""
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{PROG}: error: {expected}; see --help\n"
 
 
-def test_bad_port_in_environment_is_a_usage_error() -> None:
-    """A bad TRIO_CHAT_PORT exits 2 with one usage error line naming the variable."""
+def test_bad_port_in_environment_is_one_line_and_exit_2() -> None:
+    """A bad TRIO_CHAT_PORT exits 2 with one line naming the variable."""
     env = {**child_env(), "TRIO_CHAT_PORT": "nope"}
     result = run_server_cli("--host", "127.0.0.1", env=env)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    assert error_lines(result.stderr) == [
-        f"{PROG}: error: TRIO_CHAT_PORT: 'nope' is not a port number"
-    ]
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"{PROG}: error: TRIO_CHAT_PORT: 'nope' is not a port number; see --help\n"
+    )
 
 
 def test_port_in_use_exits_2_with_one_line() -> None:
@@ -314,35 +316,76 @@ def test_port_in_use_exits_2_with_one_line() -> None:
         port = taken.getsockname()[1]
         result = run_server_cli("--host", "127.0.0.1", "--port", str(port))
     assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
     assert result.stderr == (
         f"Could not listen on 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}\n"
     )
     assert result.stdout == ""
 
 
+def test_port_clash_is_reported_before_the_database_clash(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """A second server on the same port and the same history file is told about the port:
+    the server binds before it opens the database. The first one keeps serving."""
+    db = tmp_path / "shared.db"
+    first = server_process(db=str(db))
+    result = run_server_cli("--host", "127.0.0.1", "--port", str(first.port), "--db", str(db))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"Could not listen on 127.0.0.1:{first.port}: {os.strerror(errno.EADDRINUSE)}\n"
+    )
+    with client(first.url) as ws:
+        ws.send("still serving")
+        assert recv_text(ws) == "You said: still serving"
+
+
 def test_help_lists_every_flag_and_variable() -> None:
-    """--help exits 0 and documents every flag and both environment variables."""
+    """--help exits 0 and documents every setting of the table and its variable."""
     result = run_server_cli("--help")
     assert result.returncode == 0
     assert result.stderr == ""
     assert result.stdout.startswith(f"usage: {PROG} ")
-    for name in (
-        "--host",
-        "--port",
-        "--max-message-size",
-        "--queue-depth",
-        "--send-timeout",
-        "--handshake-timeout",
-        "--max-connections",
-        "--presence-limit",
-        "--shutdown-grace",
-        "--no-console",
-        "--log-level",
-        "TRIO_CHAT_HOST",
-        "TRIO_CHAT_PORT",
-    ):
+    names = [setting.flag for setting in SETTINGS]
+    names += [setting.env for setting in SETTINGS if setting.env is not None]
+    assert "TRIO_CHAT_PORT" in names
+    assert "--ready-file" in names
+    for name in names:
         assert re.search(rf"(?<![\w-]){name}(?![\w-])", result.stdout), f"{name} not in --help"
+
+
+def readme_flag_table() -> list[str]:
+    """The flag table of README.md's "The server" section, line by line."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| flag | default | what it does |")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_readme_flag_table_is_the_settings_table() -> None:
+    """README.md's flag table says what the settings table says: flags, defaults,
+    variables and help (regenerate it from ``trio_chat.server.config.flag_table()``)."""
+    assert readme_flag_table() == flag_table()
+
+
+# --- the environment -------------------------------------------------------------------------
+
+
+def test_parse_args_reads_only_the_environment_it_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """parse_args reads no environment of its own: the mapping it is given decides, and a
+    flag wins over it."""
+    monkeypatch.setenv("TRIO_CHAT_PORT", "1")
+    monkeypatch.setenv("TRIO_CHAT_HOST", "example.invalid")
+    defaults = parse_args([])
+    assert (defaults.host, defaults.port) == ("localhost", 8765)
+    given = parse_args([], {"TRIO_CHAT_PORT": "9001", "TRIO_CHAT_HOST": "::1"})
+    assert (given.host, given.port) == ("::1", 9001)
+    flagged = parse_args(["--port", "9002"], {"TRIO_CHAT_PORT": "nope"})
+    assert flagged.port == 9002
+    assert config_from_args(defaults) == ServerConfig()
 
 
 # --- environment fallback ----------------------------------------------------------------------
@@ -373,3 +416,177 @@ def test_the_open_file_limit_is_raised_and_logged(server_process: type[ServerPro
         pytest.skip(f"the hard open-file limit here is only {hard}")
     server = server_process(soft_file_limit=256)
     server.wait_for(f"raised the open-file limit from 256 to {hard}\n")
+
+
+# --- the ready file ----------------------------------------------------------------------------
+
+
+def test_ready_file_says_where_the_server_listens(server_process: type[ServerProcess]) -> None:
+    """Once listening, the server writes its pid, URLs and port to --ready-file as JSON
+    (and nothing of it on its output); a clean exit removes the file."""
+    server = server_process(stdin=subprocess.DEVNULL)
+    port = server.port
+    assert port != 0
+    assert server.ready == {
+        "pid": server.proc.pid,
+        "urls": [f"ws://127.0.0.1:{port}"],
+        "port": port,
+    }
+    # Written beside itself under a temporary name, then renamed: nothing else is left.
+    assert [path.name for path in server.ready_file.parent.iterdir()] == ["ready.json"]
+    assert str(server.ready_file) not in server.output
+    with client(server.url) as ws:
+        ws.send("ready")
+        assert recv_text(ws) == "You said: ready"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert not server.ready_file.exists()
+
+
+def test_unwritable_ready_file_stops_the_server(tmp_path: Path) -> None:
+    """A ready file that cannot be written: one line, exit status 2."""
+    path = tmp_path / "missing" / "ready.json"
+    result = run_server_cli(
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--db",
+        ":memory:",
+        "--no-console",
+        "--ready-file",
+        str(path),
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1:] == [
+        f"cannot write the ready file {path}: {os.strerror(errno.ENOENT)}"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+# --- the history file ----------------------------------------------------------------------------
+
+DB_FAILURE = "cannot use the history database"
+
+
+#: Runs the server (argv[1:]) without the capabilities that let root write any file
+#: (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): dropped from the bounding set, then exec, so
+#: the server has the file permissions of anyone else. prctl(PR_CAPBSET_DROP = 24, cap).
+_WITHOUT_ROOT_FILE_ACCESS = (
+    "import ctypes, os, sys; "
+    "libc = ctypes.CDLL(None, use_errno=True); "
+    "assert libc.prctl(24, 1) == 0 and libc.prctl(24, 2) == 0, os.strerror(ctypes.get_errno()); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'trio_chat.server', *sys.argv[1:]])"
+)
+
+
+def failing_server(db: Path | str, *, as_anyone: bool = False) -> str:
+    """Run a server on ``db`` that must refuse to start (exit 2, nothing on stdout) and
+    return its one line on stderr. ``as_anyone``: without root's power over files."""
+    launch = SERVER
+    if as_anyone and os.geteuid() == 0:
+        launch = [sys.executable, "-c", _WITHOUT_ROOT_FILE_ACCESS]
+    result = subprocess.run(
+        [*launch, "--host", "127.0.0.1", "--port", "0", "--db", str(db)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=EVENT_TIMEOUT,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_start_up_log_names_the_history_file(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """The start-up log says where history is kept: the file, or in memory."""
+    db = tmp_path / "named.db"
+    server_process(db=str(db)).wait_for(f"history: {db}\n")
+    server_process().wait_for("history: in memory\n")
+
+
+def test_the_default_history_file_is_in_the_data_folder_which_is_created(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """Without --db, history goes to $XDG_DATA_HOME/trio_chat/history.db, the folder made
+    when missing (in the tests, a private folder: never the user's own)."""
+    data = tmp_path / "data"
+    env = {**child_env(), "XDG_DATA_HOME": str(data)}
+    server = server_process(db=None, env=env)
+    default = data / "trio_chat" / "history.db"
+    server.wait_for(f"history: {default}\n")
+    assert default.is_file()
+
+
+def test_the_suite_never_uses_the_users_history_file() -> None:
+    """HOME and XDG_DATA_HOME point into a private temporary folder, here and in every
+    subprocess, so the default history file is not the user's."""
+    private = child_env()
+    assert os.environ["HOME"] == private["HOME"]
+    assert os.environ["XDG_DATA_HOME"] == private["XDG_DATA_HOME"]
+    assert Path(private["HOME"]).name.startswith("trio_chat-test-home-")
+    assert Path(private["XDG_DATA_HOME"]).is_relative_to(private["HOME"])
+
+
+def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    """An explicit --db in a folder that does not exist is refused (and not created)."""
+    db = tmp_path / "nowhere" / "history.db"
+    assert failing_server(db) == f"{DB_FAILURE} {db}: the folder {db.parent} does not exist"
+    assert not db.parent.exists()
+
+
+@pytest.mark.parametrize("content", [b"x", b"SQLite format 2\x00", bytes(range(256)) * 16])
+def test_a_file_that_is_not_a_database_is_refused_never_overwritten(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A file that is not an SQLite database is refused and left exactly as it was (SQLite
+    alone would take a file shorter than its header for an empty database)."""
+    db = tmp_path / "notes.txt"
+    db.write_bytes(content)
+    assert failing_server(db) == f"{DB_FAILURE} {db}: it is not an SQLite database (left as it is)"
+    assert db.read_bytes() == content
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_database_in_use_names_the_cure(
+    server_process: type[ServerProcess], tmp_path: Path
+) -> None:
+    """A history file another server holds: that is what the line says, with the flags
+    that fix it."""
+    db = tmp_path / "shared.db"
+    server_process(db=str(db))
+    assert failing_server(db) == (
+        f"{DB_FAILURE} {db}: another server is using it (database is locked); "
+        "give this server its own file with --db PATH, or --db :memory:"
+    )
+
+
+def test_a_read_only_file_is_reported_as_read_only(tmp_path: Path) -> None:
+    """A history file that cannot be written is reported as read-only, and left as it is."""
+    db = tmp_path / "history.db"
+    with closing(sqlite3.connect(db)) as made:
+        made.execute("CREATE TABLE kept (x)")
+    content = db.read_bytes()
+    db.chmod(0o444)
+    assert failing_server(db, as_anyone=True) == f"{DB_FAILURE} {db}: it is read-only"
+    assert db.read_bytes() == content
+
+
+def test_a_read_only_folder_is_reported_as_read_only(tmp_path: Path) -> None:
+    """A folder where the history file (and its write-ahead log) cannot be created is
+    reported as read-only, not as a "disk I/O error"."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    db = folder / "history.db"
+    assert (
+        failing_server(db, as_anyone=True) == f"{DB_FAILURE} {db}: its folder {folder} is read-only"
+    )
+    assert list(folder.iterdir()) == []
+    folder.chmod(0o755)  # for pytest's clean-up

@@ -139,7 +139,7 @@ async def test_sqlite_refuses_a_database_another_server_holds(tmp_path: Path) ->
     first = SQLiteStore(path, 100)
     await first.open()
     try:
-        with pytest.raises(StoreError, match=r"in use by another process \(database is locked\)"):
+        with pytest.raises(StoreError, match=r"another server is using it \(database is locked\)"):
             await SQLiteStore(path, 100).open()
     finally:
         await first.aclose()
@@ -150,7 +150,8 @@ async def test_sqlite_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> N
     path = tmp_path / "history.db"
     path.write_bytes(b"this is not a database, just some bytes" * 100)
     with pytest.raises(
-        StoreError, match=f"cannot use the history database {path}: file is not a database"
+        StoreError,
+        match=rf"cannot use the history database {path}: it is not an SQLite database \(left",
     ):
         await SQLiteStore(path, 100).open()
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import trio
 
+from trio_chat.arguments import ArgumentParser
 from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
 
 from .connection import DEFAULT_URL, RECONNECT_CAP, RECONNECT_INITIAL, Backoff, ChatClient
@@ -39,8 +40,8 @@ def reconnect_delay(text: str) -> Backoff:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The client's command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m trio_chat.client",
+    parser = ArgumentParser(
+        prog="trio-chat",
         description="Chat on a trio_chat server (nicknames, rooms, private messages; "
         "'/help' lists the commands) or on any server speaking plain text over WebSocket. "
         "Type a line and press Enter to send it; 'exit', Ctrl-D or Ctrl-C to leave.",

@@ -1,30 +1,40 @@
 """The server's command line: ``python -m trio_chat.server`` and ``trio-chat-server``.
 
-Everything that belongs to a process rather than to a server lives here: argparse and
-the environment, the open-file limit, garbage-collector tuning, logging, and mapping
-start-up failures to one line and exit status 2. :func:`trio_chat.server.serve` is the
-server itself.
+Everything that belongs to a process rather than to a server lives here: argparse (built
+from :data:`~trio_chat.server.config.SETTINGS`) and the environment, the open-file limit,
+garbage-collector tuning, logging, the ready file, and mapping start-up failures to one
+line and exit status 2. :func:`trio_chat.server.serve` is the server itself.
+
+The environment is read in one place, :func:`main`; :func:`parse_args` is given it.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import os
 import resource
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 
 import trio
 
-from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
+from trio_chat.arguments import ArgumentParser
 
-from .config import ServerConfig
-from .server import serve
-from .store import StoreError, default_db_path
+from .config import SETTINGS, ServerConfig
+from .server import ChatServer, serve
+from .store import StoreError
 
-__all__ = ["main", "parse_args"]
+__all__ = ["PROG", "ReadyFileError", "main", "parse_args", "startup_failure"]
+
+logger = logging.getLogger("trio_chat.server")
+
+#: The program's name in its usage and error lines (the installed command's name).
+PROG = "trio-chat-server"
 
 #: Garbage-collector thresholds. A full collection scans every tracked object: at
 #: 5,000 connections one took about 300 ms, and with the default third threshold (10)
@@ -33,167 +43,73 @@ __all__ = ["main", "parse_args"]
 #: start-up is also frozen out of the scans (gc.freeze) since it lives for good.
 GC_THRESHOLDS = (700, 10, 100)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+#: The exit status of a server that could not start (as for a usage error).
+CANNOT_START = 2
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+class ReadyFileError(Exception):
+    """The ready file could not be written; the message says why, in one line."""
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
-    return value
-
-
-#: The limit flags: (ServerConfig field, value parser, metavar, help). Each becomes
-#: ``--field-name`` with the field's default, so a flag and its setting cannot drift apart.
-LIMIT_FLAGS: tuple[tuple[str, Callable[[str], object], str, str], ...] = (
-    (
-        "max_message_size",
-        _positive_int,
-        "BYTES",
-        "largest message a client may send, in UTF-8 bytes; a bigger one closes it with 1009",
-    ),
-    (
-        "queue_depth",
-        _positive_int,
-        "EVENTS",
-        "events queued per client before it is closed with 1008 'slow consumer'",
-    ),
-    (
-        "send_timeout",
-        _seconds,
-        "SECONDS",
-        "time one frame may take to send before the client is dropped as a slow consumer",
-    ),
-    (
-        "handshake_timeout",
-        _seconds,
-        "SECONDS",
-        "time a new connection has to complete the WebSocket handshake",
-    ),
-    (
-        "max_connections",
-        _positive_int,
-        "N",
-        "connections open at once; further handshakes get HTTP 503 'server full'",
-    ),
-    (
-        "presence_limit",
-        _non_negative_int,
-        "MEMBERS",
-        "rooms with more members than this get no join/leave/nick/quit notices",
-    ),
-    (
-        "history_limit",
-        _positive_int,
-        "MESSAGES",
-        "messages kept per room (and for private messages); the oldest go first",
-    ),
-    (
-        "history_on_join",
-        _non_negative_int,
-        "MESSAGES",
-        "stored messages a client is sent when it joins a room (0: none)",
-    ),
-    (
-        "shutdown_grace",
-        _seconds,
-        "SECONDS",
-        "time given to closing every connection with 1001 at shutdown",
-    ),
-)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The server's command line; environment variables supply the host and port defaults."""
-    defaults = ServerConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m trio_chat.server",
+def build_parser() -> ArgumentParser:
+    """The server's argparse parser: one option per row of ``SETTINGS``. Options with an
+    environment variable are absent from the result unless given (see :func:`parse_args`)."""
+    parser = ArgumentParser(
+        prog=PROG,
         description="Run the trio_chat WebSocket chat server. Lines typed on its "
         "standard input are broadcast to every client; /quit, Ctrl-C or SIGTERM "
         "stop it cleanly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--host",
-        default=os.environ.get("TRIO_CHAT_HOST", DEFAULT_HOST),
-        help="interface to listen on (env TRIO_CHAT_HOST)",
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=argparse.SUPPRESS,  # absent unless given: then TRIO_CHAT_PORT decides
-        help=f"TCP port; 0 picks a free one (env TRIO_CHAT_PORT; default: {DEFAULT_PORT})",
-    )
-    for field, parse, metavar, help_text in LIMIT_FLAGS:
+    for setting in SETTINGS:
+        help_text = setting.plain_help.replace("%", "%%")
+        if setting.env is not None:
+            help_text += f" (env {setting.env}; default: {setting.describe_default()})"
+        elif setting.parse is not None:
+            help_text += f" (default: {setting.describe_default()})"
+        if setting.parse is None:
+            parser.add_argument(setting.flag, action="store_true", help=help_text)
+            continue
         parser.add_argument(
-            "--" + field.replace("_", "-"),
-            type=parse,
-            default=getattr(defaults, field),
-            metavar=metavar,
+            setting.flag,
+            type=setting.parse,
+            metavar=setting.metavar,
+            # Absent unless given: then the environment, and only then the table, decides.
+            default=argparse.SUPPRESS if setting.env is not None else setting.default,
             help=help_text,
         )
-    parser.add_argument(
-        "--db",
-        default=str(default_db_path()),
-        metavar="PATH",
-        help="SQLite file that stores every message; ':memory:' keeps them in memory only",
-    )
-    parser.add_argument(
-        "--no-console",
-        action="store_true",
-        help="do not read operator lines from standard input",
-    )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="INFO",
-        help="logging threshold",
-    )
+    return parser
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> argparse.Namespace:
+    """The server's command line. A setting's flag wins over its environment variable
+    (read from ``environ`` only: none when it is None), which wins over the default.
+
+    A bad flag or variable value prints one line and exits 2.
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "port"):
-        try:
-            args.port = _port(os.environ.get("TRIO_CHAT_PORT", str(DEFAULT_PORT)))
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"TRIO_CHAT_PORT: {exc}")
+    environ = {} if environ is None else environ
+    for setting in SETTINGS:
+        if setting.env is None or hasattr(args, setting.field):
+            continue
+        value = setting.default
+        if setting.env in environ:
+            assert setting.parse is not None
+            try:
+                value = setting.parse(environ[setting.env])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{setting.env}: {exc}")
+        setattr(args, setting.field, value)
     return args
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` the parsed command line describes."""
-    limits = {field: getattr(args, field) for field, *_ in LIMIT_FLAGS}
-    return ServerConfig(host=args.host, port=args.port, db=args.db, **limits)
+    return ServerConfig(
+        **{setting.field: getattr(args, setting.field) for setting in SETTINGS if setting.server}
+    )
 
 
 def raise_open_file_limit() -> str:
@@ -210,12 +126,68 @@ def raise_open_file_limit() -> str:
     return f"raised the open-file limit from {soft} to {hard}"
 
 
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception in ``group``, however deeply nurseries nested it."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+def ready_content(server: ChatServer) -> str:
+    """The ready file's JSON: this process, every listener's URL, and the port."""
+    return json.dumps({"pid": os.getpid(), "urls": server.urls, "port": server.port}) + "\n"
+
+
+def write_ready_file(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` atomically: a reader sees the whole file or none
+    (written beside it under a temporary name, then renamed over it)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(content, encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ReadyFileError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
+
+
+async def run_process_server(
+    config: ServerConfig, *, console_fd: int | None, file_limit: str, ready_file: Path | None
+) -> None:
+    """The command line's server: :func:`serve` with signals (and the console when
+    ``console_fd`` is given), the open-file line logged and the ready file written once it
+    listens. Returns when the server has shut down; removes the ready file on the way out,
+    however it ends."""
+    written = False
+    try:
+        async with trio.open_nursery() as nursery:
+            server: ChatServer = await nursery.start(
+                partial(serve, config, console_fd=console_fd, handle_signals=True)
+            )
+            logger.info("%s", file_limit)
+            if ready_file is not None:
+                written = True  # a half-written temporary is removed by the writer
+                await trio.to_thread.run_sync(write_ready_file, ready_file, ready_content(server))
+    finally:
+        if written and ready_file is not None:
+            with trio.CancelScope(shield=True):
+                await trio.Path(ready_file).unlink(missing_ok=True)
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    """The exceptions in ``error``, however deeply nurseries grouped them."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def startup_failure(error: BaseException, config: ServerConfig) -> str | None:
+    """The one line that explains ``error`` when it means the server could not start or
+    keep running for a reason the operator can fix (the port, the history file, the
+    ready file); None for anything else (a bug: its traceback must show)."""
+    leaves = list(_leaves(error))
+    if not all(isinstance(leaf, StoreError | ReadyFileError | OSError) for leaf in leaves):
+        return None
+    for leaf in leaves:
+        if isinstance(leaf, StoreError | ReadyFileError):
+            return str(leaf)
+    leaf = leaves[0]
+    assert isinstance(leaf, OSError)
+    return f"Could not listen on {config.host}:{config.port}: {leaf.strerror or leaf}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -224,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     Exits 0 after a clean shutdown, 2 when the server cannot start (bad flag, port
     in use, unusable history database), each with one clear line and no traceback.
     """
-    args = parse_args(argv)
+    # The one place the environment is read (TRIO_CHAT_HOST, TRIO_CHAT_PORT).
+    args = parse_args(argv, os.environ)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -236,16 +209,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     console_fd = None if args.no_console else sys.stdin.fileno() if sys.stdin else None
+    ready_file = None if args.ready_file is None else Path(args.ready_file)
+    # Errors are mapped to an exit status here, outside any except* clause: on Python
+    # 3.11.0-3.11.3 an exception raised inside except* (SystemExit too) comes out
+    # wrapped in an exception group, a traceback and exit status 1.
+    failure: str | None = None
     try:
-        trio.run(lambda: serve(config, console_fd=console_fd, file_limit=file_limit))
-    except* StoreError as group:
-        print(first_error(group), file=sys.stderr)
-        sys.exit(2)
-    except* OSError as group:
-        exc = first_error(group)
-        assert isinstance(exc, OSError)
-        print(
-            f"Could not listen on {config.host}:{config.port}: {exc.strerror or exc}",
-            file=sys.stderr,
+        trio.run(
+            partial(
+                run_process_server,
+                config,
+                console_fd=console_fd,
+                file_limit=file_limit,
+                ready_file=ready_file,
+            )
         )
-        sys.exit(2)
+    except (StoreError, ReadyFileError, OSError, BaseExceptionGroup) as error:
+        failure = startup_failure(error, config)
+        if failure is None:
+            raise
+    if failure is not None:
+        print(failure, file=sys.stderr)
+        sys.exit(CANNOT_START)

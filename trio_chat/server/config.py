@@ -1,17 +1,44 @@
-"""Server settings: every limit the server enforces, with its default and the reason for it."""
+"""Server settings: :class:`ServerConfig`, and :data:`SETTINGS`, the one table of them.
+
+Every setting the server's command line knows is one :class:`Setting` row here: the
+:class:`ServerConfig` field (or, for what belongs to the process, the option's name), the
+parser of its text, the metavar, the help text and the environment variable that may
+supply it. :mod:`trio_chat.server.cli` builds argparse from the table, and the README's
+flag table is generated from it (a test compares the two), so a flag, its default and its
+documentation cannot drift apart.
+
+There is one database default: ``db=None``, the file ``history.db`` in the user's data
+folder (:func:`trio_chat.server.store.default_db_path`), for the command line and for
+``ServerConfig()`` alike. Pass ``db=":memory:"`` to keep messages in memory only.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Final
 
 from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerConfig"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "MEMORY",
+    "SETTINGS",
+    "ServerConfig",
+    "Setting",
+    "flag_table",
+]
+
+#: The ``--db`` value that keeps messages in memory only.
+MEMORY: Final = ":memory:"
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What ``python -m trio_chat.server`` was told; immutable once the server runs."""
+    """What a server was told; immutable once it runs. ``ServerConfig()`` is exactly what
+    ``trio-chat-server`` without flags runs (the defaults live in :data:`SETTINGS`' help)."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -34,10 +61,260 @@ class ServerConfig:
     #: Rooms with more members than this get no presence notices: a room of 5,000 must
     #: not cost 25 million join notices. /who still lists everyone.
     presence_limit: int = 100
-    #: Where messages are stored: a SQLite file, or ":memory:" to keep them in memory
-    #: only. (The command line defaults to a file in the user's data directory.)
-    db: str = ":memory:"
+    #: Where messages are stored: a SQLite file, ``":memory:"`` to keep them in memory
+    #: only, or None for the default file in the user's data folder (the one folder the
+    #: server creates when it is missing).
+    db: str | None = None
     #: Messages kept per room (and for private messages), oldest dropped first.
     history_limit: int = 10_000
     #: Stored messages a member is sent when it joins a room (0: none).
     history_on_join: int = 50
+
+
+# --- parsers: text to value, or argparse.ArgumentTypeError saying why not --------------------
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def _path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
+#: A setting's default, when :class:`ServerConfig` holds it.
+_FROM_CONFIG: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of :data:`SETTINGS`: a command-line option and where its value goes."""
+
+    #: The :class:`ServerConfig` field (``server=True``), or the option's name in the
+    #: parsed namespace for what belongs to the process (``server=False``).
+    field: str
+    #: Text to value; raises ``argparse.ArgumentTypeError`` saying why not. None: a switch
+    #: (the option takes no value and turns the setting on).
+    parse: Callable[[str], object] | None
+    metavar: str
+    #: What it does, in Markdown (only ``backticks`` and ``**bold**``): the README shows
+    #: it as it is, ``--help`` without the marks.
+    help: str
+    #: The environment variable that supplies the value when the option is absent.
+    env: str | None = None
+    server: bool = True
+    #: The default, for process settings (server settings take ServerConfig's).
+    own_default: object = _FROM_CONFIG
+    #: How the default reads in --help and the README, when its value does not say it.
+    shown_default: str | None = None
+
+    @property
+    def plain_help(self) -> str:
+        """:attr:`help` (Markdown, for the README) as plain text, for ``--help``."""
+        return self.help.replace("**", "").replace("`", "")
+
+    @property
+    def flag(self) -> str:
+        """``--field-name``."""
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def default(self) -> object:
+        """The value when neither the option nor its environment variable is given."""
+        if self.own_default is _FROM_CONFIG:
+            return getattr(ServerConfig(), self.field)
+        return self.own_default
+
+    def describe_default(self) -> str:
+        """The default as documented: ``65536``, ``10``, ``off``..."""
+        if self.shown_default is not None:
+            return self.shown_default
+        value = self.default
+        if self.parse is None:
+            return "on" if value else "off"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("host", _text, "HOST", "interface to listen on", env="TRIO_CHAT_HOST"),
+    Setting(
+        "port",
+        _port,
+        "PORT",
+        "TCP port; `0` picks a free one (the log and the ready file say which)",
+        env="TRIO_CHAT_PORT",
+    ),
+    Setting(
+        "max_message_size",
+        _positive_int,
+        "BYTES",
+        "largest message accepted from a client, in UTF-8 bytes over all its fragments; "
+        "a larger one closes that client with **1009**",
+    ),
+    Setting(
+        "queue_depth",
+        _positive_int,
+        "EVENTS",
+        "events queued for one client; when its queue is full it is closed with "
+        "**1008 `slow consumer`**",
+    ),
+    Setting(
+        "send_timeout",
+        _seconds,
+        "SECONDS",
+        "time one frame may take to reach a client's socket; past it the client is dropped "
+        "as a slow consumer (no close frame can follow a half-sent one)",
+    ),
+    Setting(
+        "handshake_timeout",
+        _seconds,
+        "SECONDS",
+        "time a new TCP connection has to complete the WebSocket handshake",
+    ),
+    Setting(
+        "max_connections",
+        _positive_int,
+        "N",
+        "connections open at once; the next handshake is refused with HTTP **503 `server full`**",
+    ),
+    Setting(
+        "db",
+        _path,
+        "PATH",
+        "the SQLite file that stores every message; `:memory:` keeps them in memory only. "
+        "Its folder must exist (only the default one is created). A file in use by another "
+        "server, one that is not an SQLite database, or one that cannot be written: one "
+        "line, exit status 2",
+        shown_default="$XDG_DATA_HOME/trio_chat/history.db (~/.local/share/...)",
+    ),
+    Setting(
+        "history_limit",
+        _positive_int,
+        "MESSAGES",
+        "messages kept per room (and for private messages); the oldest go first",
+    ),
+    Setting(
+        "history_on_join",
+        _non_negative_int,
+        "MESSAGES",
+        "stored messages a client is sent when it joins a room (and on connecting); `0` for none",
+    ),
+    Setting(
+        "presence_limit",
+        _non_negative_int,
+        "MEMBERS",
+        "rooms with more members than this get no join/leave/nick/quit notices (a room of "
+        "5,000 must not cost 25 million notices); `/who` still lists everyone",
+    ),
+    Setting(
+        "shutdown_grace",
+        _seconds,
+        "SECONDS",
+        "time given at shutdown for every client to answer its 1001 close; "
+        "the rest are then dropped",
+    ),
+    Setting(
+        "ready_file",
+        _path,
+        "PATH",
+        'once listening, write `{"pid": ..., "urls": [...], "port": ...}` to PATH as JSON '
+        "(atomically: complete or absent); removed at a clean exit",
+        server=False,
+        own_default=None,
+        shown_default="none",
+    ),
+    Setting(
+        "no_console",
+        None,
+        "",
+        "do not read operator lines from standard input",
+        server=False,
+        own_default=False,
+    ),
+    Setting(
+        "log_level",
+        _log_level,
+        "LEVEL",
+        "logging threshold: `DEBUG`, `INFO`, `WARNING` or `ERROR`",
+        server=False,
+        own_default="INFO",
+    ),
+)
+
+
+def _check_table() -> None:
+    """Every ServerConfig field has exactly one row: a new field without a flag fails at
+    import, not in production."""
+    rows = [setting.field for setting in SETTINGS if setting.server]
+    config_fields = [field.name for field in fields(ServerConfig)]
+    if sorted(rows) != sorted(config_fields):
+        raise AssertionError(f"SETTINGS {rows} do not match ServerConfig {config_fields}")
+
+
+_check_table()
+
+
+def flag_table() -> list[str]:
+    """The README's flag table, as Markdown lines (header included), from :data:`SETTINGS`."""
+    lines = ["| flag | default | what it does |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        flag = setting.flag if setting.parse is None else f"{setting.flag} {setting.metavar}"
+        default = f"`{setting.describe_default()}`"
+        if setting.env is not None:
+            default += f" (env `{setting.env}`)"
+        lines.append(f"| `{flag}` | {default} | {setting.help} |")
+    return lines

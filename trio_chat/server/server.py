@@ -16,11 +16,12 @@ only then cancels what is left.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
 import signal
-from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 
@@ -41,7 +42,7 @@ from .net.websocket import (
     is_websocket_upgrade,
     offered_subprotocols,
 )
-from .store import open_store
+from .store import describe_db, open_store
 
 __all__ = ["ChatServer", "serve"]
 
@@ -114,18 +115,27 @@ class ChatServer:
             self.stopped.set()
 
     async def _run(self, task_status: trio.TaskStatus[ChatServer]) -> None:
-        await self.chat.log.open()
+        # Bind first: a port clash is then reported as one even when the history file
+        # is in use too (by the server that holds the port, usually).
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        try:
+            await self.chat.log.open()
+        except BaseException:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            raise
         try:
             async with trio.open_nursery() as log_tasks:
                 await log_tasks.start(self.chat.log.run)
-                await self._serve(task_status)
+                await self._serve(listeners, task_status)
                 log_tasks.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self.chat.log.store.aclose()
 
-    async def _serve(self, task_status: trio.TaskStatus[ChatServer]) -> None:
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+    async def _serve(
+        self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[ChatServer]
+    ) -> None:
         self.urls = [f"ws://{format_address(ln.socket.getsockname())}" for ln in listeners]
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as acceptors:
@@ -261,41 +271,60 @@ class ChatServer:
 
 
 async def serve(
-    config: ServerConfig,
+    config: ServerConfig | None = None,
     *,
     console_fd: int | None = None,
-    file_limit: str | None = None,
+    handle_signals: bool = False,
     task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
+    **settings: Any,
 ) -> None:
-    """Run a server with its shutdown triggers: SIGINT, SIGTERM and (when ``console_fd``
-    is given) the operator console. Returns once the server has shut down. ``file_limit``
-    is logged once the server listens (what :func:`raise_open_file_limit` did).
+    """Run a chat server until it shuts down or this call is cancelled.
 
-    Owns the server, the signal watcher and the console; the console's thread is
-    abandoned on the way out.
+    ``config`` (default: ``ServerConfig()``, what ``trio-chat-server`` runs without
+    flags) with ``settings`` (any :class:`ServerConfig` field) laid over it:
+    ``await serve(port=0, db=":memory:")``. ``task_status.started`` gets the running
+    :class:`ChatServer` once it listens (``server.urls``, ``server.port``), so
+    ``server = await nursery.start(serve)`` works, and ``server.shutdown()`` is the
+    clean stop (every client gets 1001).
+
+    Off unless asked, since a program owns its process: ``handle_signals`` turns SIGINT
+    and SIGTERM into a clean shutdown; ``console_fd`` runs the operator console on that
+    file descriptor (its help printed on stdout), whose ``/quit`` shuts down too.
+
+    Owns the server (its listeners, connections and history store), the signal watcher
+    and the console; none outlives this call. Cancelling it is a hard stop that drops
+    connections without close frames; the console's blocked read is abandoned.
     """
+    if config is None:
+        config = ServerConfig()
+    if settings:
+        config = dataclasses.replace(config, **settings)
     server = ChatServer(config)
+    async with trio.open_nursery() as nursery:
+        if handle_signals:  # first: a signal during start-up is a clean stop too
+            await nursery.start(_watch_signals, server)
+        await nursery.start(server.run)
+        logger.info("history: %s", describe_db(config.db))
+        if console_fd is not None:
+            print(CONSOLE_HELP, flush=True)
+            nursery.start_soon(run_console, console_fd, server.chat, server.shutdown, _echo)
+        task_status.started(server)
+        await server.stopped.wait()
+        # The server has closed every connection; the watcher and the console's
+        # blocked read only need stopping.
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(
+    server: ChatServer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Turn SIGINT and SIGTERM into a clean shutdown (a second signal changes nothing);
+    started once the signals are caught. Runs until cancelled."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            if file_limit is not None:
-                logger.info("%s", file_limit)
-            nursery.start_soon(_watch_signals, signals, server)
-            if console_fd is not None:
-                print(CONSOLE_HELP, flush=True)
-                nursery.start_soon(run_console, console_fd, server.chat, server.shutdown, _echo)
-            task_status.started(server)
-            await server.stopped.wait()
-            # The server has closed every connection; the watcher and the console's
-            # blocked read only need stopping.
-            nursery.cancel_scope.cancel()
-
-
-async def _watch_signals(signals: AsyncIterator[int], server: ChatServer) -> None:
-    """Turn SIGINT and SIGTERM into a clean shutdown (a second signal changes nothing)."""
-    async for signum in signals:
-        logger.info("received %s; shutting down", signal.Signals(signum).name)
-        server.shutdown()
+        task_status.started()
+        async for signum in signals:
+            logger.info("received %s; shutting down", signal.Signals(signum).name)
+            server.shutdown()
 
 
 def _echo(text: str) -> None:

@@ -9,7 +9,7 @@ Ids, grouping of writes into commits and delivery order are not the store's busi
 
 from .base import Record, Store, StoreError
 from .memory import MemoryStore
-from .sqlite import SQLiteStore, default_db_path, open_store
+from .sqlite import SQLiteStore, default_db_path, describe_db, open_store
 
 __all__ = [
     "MemoryStore",
@@ -18,5 +18,6 @@ __all__ = [
     "Store",
     "StoreError",
     "default_db_path",
+    "describe_db",
     "open_store",
 ]

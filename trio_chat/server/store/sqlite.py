@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +21,9 @@ import trio
 from .base import Record, Store, StoreError
 from .memory import MemoryStore
 
-__all__ = ["MEMORY", "SQLiteStore", "default_db_path", "open_store"]
+__all__ = ["MEMORY", "SQLiteStore", "default_db_path", "describe_db", "open_store"]
 
-MEMORY = ":memory:"
+MEMORY = ":memory:"  # the --db value that keeps messages in memory only
 #: How long opening waits for another process's lock before giving up.
 LOCK_TIMEOUT = 0.5
 
@@ -52,17 +52,38 @@ COLUMNS = "id, ts, room, sender, recipient, text, action, dedupe"
 
 T = TypeVar("T")
 
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
-def default_db_path() -> Path:
-    """``$XDG_DATA_HOME/trio_chat/history.db`` (``~/.local/share/...`` by default)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+
+class _Refused(Exception):
+    """The path cannot hold the history; the message says why (the file named by the caller)."""
+
+
+def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/trio_chat/history.db`` (``$HOME/.local/share/...`` without it), read
+    from ``environ`` (default: the process's environment)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_DATA_HOME") or str(
+        Path(environ.get("HOME") or Path.home()) / ".local" / "share"
+    )
     return Path(base) / "trio_chat" / "history.db"
 
 
-def open_store(db: str, history_limit: int) -> Store:
-    """The store ``--db`` names: :class:`MemoryStore` for ``:memory:``, else SQLite."""
+def describe_db(db: str | None) -> str:
+    """Where ``--db`` keeps messages, for the start-up log: the file, or ``in memory``."""
+    if db == MEMORY:
+        return "in memory"
+    return str(default_db_path() if db is None else Path(db))
+
+
+def open_store(db: str | None, history_limit: int) -> Store:
+    """The store ``--db`` names: :class:`MemoryStore` for ``:memory:``, else SQLite; None is
+    the default file, whose folder (alone) is created when missing."""
     if db == MEMORY:
         return MemoryStore(history_limit)
+    if db is None:
+        return SQLiteStore(default_db_path(), history_limit, create_folder=True)
     return SQLiteStore(Path(db), history_limit)
 
 
@@ -84,8 +105,9 @@ class SQLiteStore:
     """Messages in one SQLite file, each room (and private messages) capped at
     ``history_limit`` records."""
 
-    def __init__(self, path: Path, history_limit: int) -> None:
+    def __init__(self, path: Path, history_limit: int, *, create_folder: bool = False) -> None:
         self.path = path
+        self.create_folder = create_folder
         self.history_limit = history_limit
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
@@ -106,8 +128,13 @@ class SQLiteStore:
         return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
 
     async def open(self) -> int:
+        """Open the file (creating it when absent) and take its lock for good; return the
+        highest stored id. Refuses, with a :class:`StoreError` naming the file, a missing
+        folder (unless ``create_folder``), a file that is not an SQLite database (never
+        written to), a read-only file or folder, and a file another server holds."""
+
         def connect() -> tuple[sqlite3.Connection, int]:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_path()
             db = sqlite3.connect(
                 self.path, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
             )
@@ -127,12 +154,45 @@ class SQLiteStore:
 
         try:
             self._db, last = await trio.to_thread.run_sync(connect, limiter=self._limiter)
+        except _Refused as exc:
+            raise StoreError(f"cannot use the history database {self.path}: {exc}") from None
         except (sqlite3.Error, OSError) as exc:
             reason = str(exc)
             if "locked" in reason:
-                reason = "it is in use by another process (database is locked)"
+                reason = (
+                    "another server is using it (database is locked); give this server "
+                    "its own file with --db PATH, or --db :memory:"
+                )
+            elif "readonly" in reason or "read-only" in reason:
+                reason = "it is read-only"
+            elif "not a database" in reason:
+                reason = "it is not an SQLite database (left as it is)"
             raise StoreError(f"cannot use the history database {self.path}: {reason}") from None
         return last
+
+    def _check_path(self) -> None:
+        """What SQLite would report badly, or not at all, refused up front: SQLite takes a
+        file shorter than its header for an empty database and overwrites it, and calls a
+        read-only folder a "disk I/O error"."""
+        folder = self.path.parent
+        if self.create_folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            raise _Refused(f"the folder {folder} does not exist")
+        if not folder.is_dir():
+            raise _Refused(f"{folder} is not a folder")
+        if self.path.exists():
+            if not self.path.is_file():
+                raise _Refused("it is not a file")
+            with self.path.open("rb") as file:
+                header = file.read(len(SQLITE_HEADER))
+            if header and header != SQLITE_HEADER:
+                raise _Refused("it is not an SQLite database (left as it is)")
+            if not os.access(self.path, os.W_OK):
+                raise _Refused("it is read-only")
+        # The lock and the write-ahead log live in files beside the database.
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise _Refused(f"its folder {folder} is read-only")
 
     async def write(self, records: Sequence[Record]) -> None:
         rows = [
