@@ -29,22 +29,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
-import re
 import resource
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-URL_LINE = re.compile(rb"Server is running on ws://([\d.]+):(\d+)")
+# The subprocess helper the tests use (standard library only).
+sys.path.insert(0, str(ROOT / "tests"))
+from ready_process import ReadyProcess  # noqa: E402
+
 START_TIMEOUT = 30.0
 
 
@@ -102,42 +104,18 @@ def server_specs(db_dir: str) -> dict[str, ServerSpec]:
     }
 
 
-class RunningServer:
-    """A server subprocess; its output is drained by a thread so it never blocks."""
+class RunningServer(ReadyProcess):
+    """A server subprocess (the tests' helper: ready once its --ready-file is written,
+    its output collected by a thread so it never blocks), with the figures the bench reads
+    from /proc."""
 
     def __init__(self, spec: ServerSpec) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen(
+        super().__init__(
             spec.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
             cwd=ROOT,
+            start_timeout=START_TIMEOUT,
         )
-        self.port = self._read_port()
-        self._drain = threading.Thread(target=self._discard_output, daemon=True)
-        self._drain.start()
-
-    def _read_port(self) -> int:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        seen = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-            match = URL_LINE.search(line)
-            if match:
-                return int(match.group(2))
-        self.proc.kill()
-        raise RuntimeError(f"server did not start:\n{seen.decode(errors='replace')}")
-
-    def _discard_output(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -150,15 +128,12 @@ class RunningServer:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
+        """SIGTERM, so that the server shuts down as it would in use; killed if it takes
+        more than 15 s. Then the helper's own clean-up."""
         self.proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._drain.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        super().stop()
 
     async def wait_idle(self, quiet: float = 0.05, limit: float = 30.0) -> None:
         """Wait (at most ``limit`` seconds) until the server uses no CPU over ``quiet``."""

@@ -15,11 +15,14 @@ per message slows a benchmark down. Connect and disconnect lines are always prin
 
 On start it prints exactly one line, ``✅ Server is running on ws://HOST:PORT``, with
 the port actually bound (useful with ``--port 0``; if HOST resolves to several
-addresses, the port is the first listener's).
+addresses, the port is the first listener's). With ``--ready-file PATH`` it also writes
+``{"pid": ..., "urls": [...], "port": ...}`` there once listening (removed at exit): what
+programs should read instead of that line.
 
 Run it with::
 
     .venv/bin/python scripts/peer_server.py [--host HOST] [--port PORT] [--verbose]
+        [--ready-file PATH]
 
 It serves until SIGINT (Ctrl-C) or SIGTERM, then closes every connection (1001) and
 exits with status 0.
@@ -31,6 +34,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import peer_cli
 from websockets.asyncio.server import ServerConnection, serve
@@ -64,7 +68,7 @@ def make_handler(verbose: bool) -> Callable[[ServerConnection], Awaitable[None]]
     return handler
 
 
-async def run(host: str, port: int, verbose: bool) -> None:
+async def run(host: str, port: int, verbose: bool, ready_file: Path | None) -> None:
     """Serve until SIGINT or SIGTERM, then close the server and its connections."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
@@ -77,13 +81,15 @@ async def run(host: str, port: int, verbose: bool) -> None:
         loop.add_signal_handler(signum, request_stop)
     async with serve(make_handler(verbose), host, port) as server:
         bound_port: int = server.sockets[0].getsockname()[1]
-        print(f"✅ Server is running on {peer_cli.format_url(host, bound_port)}", flush=True)
+        peer_cli.announce(host, bound_port, ready_file)
         await stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return peer_cli.main(
-        DESCRIPTION, lambda host, port, verbose: asyncio.run(run(host, port, verbose)), argv
+        DESCRIPTION,
+        lambda host, port, verbose, ready: asyncio.run(run(host, port, verbose, ready)),
+        argv,
     )
 
 

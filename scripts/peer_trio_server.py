@@ -17,11 +17,14 @@ lines are always printed.
 
 On start it prints exactly one line, ``✅ Server is running on ws://HOST:PORT``, with
 the port actually bound (useful with ``--port 0``; if HOST resolves to several
-addresses, the port is the first listener's).
+addresses, the port is the first listener's). With ``--ready-file PATH`` it also writes
+``{"pid": ..., "urls": [...], "port": ...}`` there once listening (removed at exit): what
+programs should read instead of that line.
 
 Run it with::
 
     .venv/bin/python scripts/peer_trio_server.py [--host HOST] [--port PORT] [--verbose]
+        [--ready-file PATH]
 
 It serves until SIGINT (Ctrl-C) or SIGTERM, then closes every connection (1001) and
 exits with status 0.
@@ -40,6 +43,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
+from pathlib import Path
 
 import peer_cli
 import trio
@@ -84,7 +88,7 @@ async def watch_signals(
         stop.set()
 
 
-async def run(host: str, port: int, verbose: bool) -> None:
+async def run(host: str, port: int, verbose: bool, ready_file: Path | None) -> None:
     """Serve until SIGINT or SIGTERM, then close the server and its connections."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Listening here rather than in serve() makes a bind error a plain OSError.
@@ -97,7 +101,7 @@ async def run(host: str, port: int, verbose: bool) -> None:
                 partial(serve, make_handler(verbose), listeners=listeners)
             )
             bound_port: int = listeners[0].socket.getsockname()[1]
-            print(f"✅ Server is running on {peer_cli.format_url(host, bound_port)}", flush=True)
+            peer_cli.announce(host, bound_port, ready_file)
             await stop.wait()
             with shutdown:
                 # Stops listening, closes open connections (1001), waits for every
@@ -116,7 +120,9 @@ async def run(host: str, port: int, verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return peer_cli.main(
-        DESCRIPTION, lambda host, port, verbose: trio.run(run, host, port, verbose), argv
+        DESCRIPTION,
+        lambda host, port, verbose, ready: trio.run(run, host, port, verbose, ready),
+        argv,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import queue
 import re
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from trio_chat.client.session import JsonSession, login_nick, nick_candidate
 from trio_chat.client.view import Style, clock, colour_wanted, nick_colour, render_event
 from trio_chat.core.commands import HELP, Topic
 
+from ready_process import ReadyProcess
 from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
 
 pytest_plugins = ["pty_support"]
@@ -547,50 +547,15 @@ def test_invalid_name_option_is_refused(start_client: Callable[..., Client]) -> 
 # --- other servers ----------------------------------------------------------------------------
 
 
-class TutorialServer:
-    """``scripts/peer_server.py`` (the tutorial's asyncio server) in a subprocess."""
-
-    START_LINE = re.compile(r"✅ Server is running on (ws://127\.0\.0\.1:\d+)\n")
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "scripts/peer_server.py", "--host", "127.0.0.1", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            encoding="utf-8",
-            env=child_env(),
-            cwd=ROOT,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        first = self._lines.get(timeout=EVENT_TIMEOUT)
-        match = self.START_LINE.fullmatch(first)
-        assert match, f"unexpected start-up line {first!r}"
-        self.url = match.group(1)
-
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put("")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(EVENT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(EVENT_TIMEOUT)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-
 @pytest.fixture
-def tutorial_server() -> Iterator[TutorialServer]:
-    peer = TutorialServer()
+def tutorial_server() -> Iterator[ReadyProcess]:
+    """``scripts/peer_server.py`` (the tutorial's asyncio server) in a subprocess."""
+    peer = ReadyProcess(
+        [sys.executable, "scripts/peer_server.py", "--host", "127.0.0.1", "--port", "0"],
+        env=child_env(),
+        cwd=ROOT,
+        start_timeout=EVENT_TIMEOUT,
+    )
     try:
         yield peer
     finally:
@@ -598,7 +563,7 @@ def tutorial_server() -> Iterator[TutorialServer]:
 
 
 def test_falls_back_to_plain_mode_on_the_tutorial_server(
-    tutorial_server: TutorialServer, start_client: Callable[..., Client]
+    tutorial_server: ReadyProcess, start_client: Callable[..., Client]
 ) -> None:
     """A server that does not select trio-chat.v1 gets plain text: ``You said: hi``."""
     client = start_client(tutorial_server.url)

@@ -43,7 +43,7 @@ OFF = Style(colour=False)
 
 
 def port_of(server: ServerProcess) -> int:
-    return int(server.url.rsplit(":", 1)[1])
+    return server.port
 
 
 def expect_reconnecting(client: Client) -> None:

@@ -3,86 +3,49 @@ backends), each run as a subprocess and driven by websockets' sync client."""
 
 from __future__ import annotations
 
-import queue
-import re
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from ready_process import ReadyProcess
 from support import ROOT, child_env
 
 #: Generous: it only decides how long a broken test takes to fail.
 TIMEOUT = 10.0
-START_LINE = re.compile(r"✅ Server is running on (ws://127\.0\.0\.1:(\d+))\n")
 PEERS = ["scripts/peer_server.py", "scripts/peer_trio_server.py"]
 
 
-class Peer:
-    """A peer server subprocess; its merged stdout and stderr read line by line by a
-    thread, so the test can wait for a line under a time limit."""
+class Peer(ReadyProcess):
+    """A peer server subprocess, ready once its ready file is written; its merged stdout
+    and stderr read line by line, so the test can wait for a line under a time limit."""
 
     def __init__(self, script: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, script, "--host", "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            encoding="utf-8",
-            errors="replace",
             env=child_env(),
             cwd=ROOT,
+            start_timeout=TIMEOUT,
         )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        first = self.next_line()
-        match = START_LINE.fullmatch(first)
-        assert match, f"unexpected start-up line {first!r}"
-        assert int(match.group(2)) != 0
-        self.url = match.group(1)
+        assert self.port != 0
+        assert self.ready == {
+            "pid": self.proc.pid,
+            "urls": [f"ws://127.0.0.1:{self.port}"],
+            "port": self.port,
+        }
+        # The tutorial's start-up line, for people; programs read the ready file.
+        assert self.next_line(TIMEOUT) == f"✅ Server is running on {self.url}\n"
 
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)  # end of output
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def next_line(self) -> str:
-        """The next line of output; fails after the time limit or at end of output."""
-        try:
-            line = self._queue.get(timeout=TIMEOUT)
-        except queue.Empty:
-            pytest.fail(f"no output within {TIMEOUT} s; so far:\n{self.output}")
-        if line is None:
-            pytest.fail(f"output ended; it was:\n{self.output}")
-        return line
-
-    def stop(self, signum: int) -> int:
-        """Send ``signum``; wait for the exit and for all the output; return the status."""
+    def signal_and_wait(self, signum: int) -> int:
+        """Send ``signum``; wait for the exit and for all the output; return the status.
+        A clean exit has removed the ready file."""
         self.proc.send_signal(signum)
-        status = self.proc.wait(TIMEOUT)
-        self._reader.join(TIMEOUT)
+        status = self.wait(TIMEOUT)
+        assert not self.ready_file.exists()
         return status
-
-    def close(self) -> None:
-        """Kill the process if it is still running, and release its pipe."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(TIMEOUT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture(params=PEERS, ids=["asyncio", "trio"])
@@ -98,7 +61,7 @@ def start_peer(request: pytest.FixtureRequest) -> Iterator[type[Peer]]:
 
     yield Tracked
     for peer in started:
-        peer.close()
+        peer.stop()
 
 
 def recv(ws: ClientConnection) -> str | bytes:
@@ -135,7 +98,7 @@ def test_echo_fan_out_and_sigterm(start_peer: type[Peer]) -> None:
             assert recv(a) == "You said: hi"
             assert recv(b) == "Someone says: hi"
 
-            assert peer.stop(signal.SIGTERM) == 0
+            assert peer.signal_and_wait(signal.SIGTERM) == 0
             assert_closed_going_away(a)
             assert_closed_going_away(b)
     assert peer.lines[1:] == ["✅ A client connected.\n"] * 2 + ["❌ A client disconnected.\n"] * 2
@@ -150,7 +113,7 @@ def test_verbose_prints_messages_and_sigint(start_peer: type[Peer]) -> None:
         assert peer.next_line() == "✅ A client connected.\n"
         assert peer.next_line() == "📩 Received from client: hi\n"
     assert peer.next_line() == "❌ A client disconnected.\n"
-    assert peer.stop(signal.SIGINT) == 0
+    assert peer.signal_and_wait(signal.SIGINT) == 0
     assert "Traceback" not in peer.output
     assert len(peer.lines) == 4
 
@@ -160,5 +123,5 @@ def test_quiet_by_default(start_peer: type[Peer]) -> None:
     peer = start_peer()
     with connect(peer.url, open_timeout=TIMEOUT) as a:
         say(a, "hi")
-    assert peer.stop(signal.SIGTERM) == 0
+    assert peer.signal_and_wait(signal.SIGTERM) == 0
     assert peer.lines[1:] == ["✅ A client connected.\n", "❌ A client disconnected.\n"]
