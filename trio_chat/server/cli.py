@@ -18,6 +18,7 @@ import os
 import resource
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -143,19 +144,32 @@ def write_ready_file(path: Path, content: str) -> None:
         raise ReadyFileError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
 
 
+@dataclass
+class Progress:
+    """How far :func:`run_process_server` got: whether the server was listening."""
+
+    listening: bool = False
+
+
 async def run_process_server(
-    config: ServerConfig, *, console_fd: int | None, file_limit: str, ready_file: Path | None
+    config: ServerConfig,
+    *,
+    console_fd: int | None,
+    file_limit: str,
+    ready_file: Path | None,
+    progress: Progress,
 ) -> None:
     """The command line's server: :func:`serve` with signals (and the console when
     ``console_fd`` is given), the open-file line logged and the ready file written once it
-    listens. Returns when the server has shut down; removes the ready file on the way out,
-    however it ends."""
+    listens (``progress.listening`` set then). Returns when the server has shut down;
+    removes the ready file on the way out, however it ends."""
     written = False
     try:
         async with trio.open_nursery() as nursery:
             server: ChatServer = await nursery.start(
                 partial(serve, config, console_fd=console_fd, handle_signals=True)
             )
+            progress.listening = True
             logger.info("%s", file_limit)
             if ready_file is not None:
                 written = True  # a half-written temporary is removed by the writer
@@ -175,12 +189,16 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
-def startup_failure(error: BaseException, config: ServerConfig) -> str | None:
+def startup_failure(error: BaseException, config: ServerConfig, *, listening: bool) -> str | None:
     """The one line that explains ``error`` when it means the server could not start or
-    keep running for a reason the operator can fix (the port, the history file, the
-    ready file); None for anything else (a bug: its traceback must show)."""
+    keep running for a reason the operator can fix (the history file, the ready file, or,
+    before it was ``listening``, the port); None for anything else (a bug: its traceback
+    must show)."""
+    fixable: tuple[type[BaseException], ...] = (StoreError, ReadyFileError)
+    if not listening:
+        fixable += (OSError,)
     leaves = list(_leaves(error))
-    if not all(isinstance(leaf, StoreError | ReadyFileError | OSError) for leaf in leaves):
+    if not all(isinstance(leaf, fixable) for leaf in leaves):
         return None
     for leaf in leaves:
         if isinstance(leaf, StoreError | ReadyFileError):
@@ -214,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # 3.11.0-3.11.3 an exception raised inside except* (SystemExit too) comes out
     # wrapped in an exception group, a traceback and exit status 1.
     failure: str | None = None
+    progress = Progress()
     try:
         trio.run(
             partial(
@@ -222,10 +241,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 console_fd=console_fd,
                 file_limit=file_limit,
                 ready_file=ready_file,
+                progress=progress,
             )
         )
     except (StoreError, ReadyFileError, OSError, BaseExceptionGroup) as error:
-        failure = startup_failure(error, config)
+        failure = startup_failure(error, config, listening=progress.listening)
         if failure is None:
             raise
     if failure is not None:
