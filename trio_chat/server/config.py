@@ -37,8 +37,9 @@ MEMORY: Final = ":memory:"
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What a server was told; immutable once it runs. ``ServerConfig()`` is exactly what
-    ``trio-chat-server`` without flags runs (the defaults live in :data:`SETTINGS`' help)."""
+    """What a server was told; immutable once it runs. The defaults are here, and
+    :data:`SETTINGS` takes them from here: ``ServerConfig()`` is exactly what
+    ``trio-chat-server`` without flags runs."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
