@@ -5,8 +5,8 @@ The library API (see ``docs/api.md``):
 * :func:`connect` — ``async with trio_chat.connect(url, nick=..., rooms=...) as chat:``,
   a programmatic client speaking ``trio-chat.v1``: typed commands that return their
   ``ack`` (:class:`CommandFailed` on an ``error``), and ``async for event in chat``;
-* :func:`serve` — run a server (with its signal handling and console) until it shuts
-  down, from a :class:`ServerConfig`;
+* :func:`serve` — run a server until it shuts down or is cancelled, from a
+  :class:`ServerConfig` and/or keyword settings (signals and console only when asked);
 * :data:`__version__` — the installed version, from the package metadata.
 
 Where things are: :mod:`trio_chat.core` is the sans-I/O core (commands, events, close
