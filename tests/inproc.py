@@ -150,7 +150,9 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
     started: list[ChatServer] = []
 
     async def start(**settings: Any) -> LiveServer:
-        config = ServerConfig(host="127.0.0.1", port=0, **{"history_on_join": 0, **settings})
+        # Messages in memory unless a test asks for a file: no test sees another's.
+        defaults: dict[str, Any] = {"history_on_join": 0, "db": ":memory:"}
+        config = ServerConfig(host="127.0.0.1", port=0, **{**defaults, **settings})
         server: ChatServer = await nursery.start(ChatServer(config).run)
         started.append(server)
         return LiveServer(server, log)
