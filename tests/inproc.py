@@ -287,6 +287,17 @@ class JsonClient(LineReader):
         await self.send(command)
         return await self.event()
 
+    async def events_until_ack(self, cid: str) -> tuple[list[Event], Event]:
+        """Send a ``rooms`` command with ``cid``; return every event before its ack, and
+        the ack. Whatever was pending for this client is in the list, and nothing else."""
+        await self.send({"type": "rooms", "cid": cid})
+        before: list[Event] = []
+        while True:
+            event = await self.event()
+            if event.get("type") == "ack" and event.get("cid") == cid:
+                return before, event
+            before.append(event)
+
 
 @asynccontextmanager
 async def open_plain(live: LiveServer, query: str = "") -> AsyncIterator[PlainClient]:
