@@ -1,4 +1,7 @@
-"""Durable history end to end, against "History and resume" in docs/protocol.md.
+"""Durable history end to end, against "History and resume" in docs/protocol.md: what
+needs a server process (a restart, kill -9, a second server on the same file, an unusable
+file, the flags). History on join and paging over the wire are in-process, in
+tests/server/test_history_protocol.py.
 
 Real server subprocesses (``python -m trio_chat.server``), most of them on a SQLite file in
 the test's ``tmp_path`` so that a restart (SIGTERM) or a crash (SIGKILL) can be followed by
@@ -32,7 +35,6 @@ from support import (
     ServerProcess,
     ack,
     child_env,
-    error,
     open_json,
     open_plain,
     presence,
@@ -173,74 +175,16 @@ def test_history_survives_a_restart_and_is_replayed_on_connect(
             plain.expect("Someone says: four")  # live, and nothing before it
 
 
-def test_history_on_join_comes_after_the_ack_and_before_live_lines(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """/join replays the room's messages after the join ack; later ones arrive once, live."""
-    server = server_process(db=db, history_on_join=None)
-    with open_plain(server) as alice:
-        alice.ask("/nick alice", "* You are now known as alice")
-        alice.ask("in lobby", "You said: in lobby")
-        alice.ask("/join dev", "* You joined dev (1 here)")
-        alice.ask("d1", "You said: d1")
-        alice.ask("d2", "You said: d2")
-        with open_plain(server) as bob:
-            bob.expect("[history] alice says: in lobby")  # on connect: the lobby's only
-            bob.ask("/nick bob", "* You are now known as bob")
-            alice.expect("[lobby] * bob joined lobby")
-            bob.ask(
-                "/join dev",
-                "* You joined dev (2 here)",
-                "[history] alice says: d1",
-                "[history] alice says: d2",
-            )
-            alice.expect("* bob joined dev")
-            alice.ask("d3", "You said: d3")
-            bob.expect("alice says: d3")
-            bob.ask("after", "You said: after")  # d3 came once: this is next
-            alice.expect("bob says: after")
-
-
-def test_history_of_the_rooms_one_arrives_in_follows_the_room_prefix_rule(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """Arriving in dev and lobby replays both; lines of the non-current room say [dev]."""
-    server = server_process(db=db, history_on_join=None)
-    with open_plain(server) as alice:
-        alice.ask("/nick alice", "* You are now known as alice")
-        alice.ask("in lobby", "You said: in lobby")
-        alice.ask("/join dev", "* You joined dev (1 here)")
-        alice.ask("/me codes", "* alice codes")
-        with open_plain(server, "/?room=dev&room=lobby") as bob:
-            # lobby is current (named last); the document fixes no order between rooms.
-            assert sorted([bob.line(), bob.line()]) == [
-                "[dev] [history] * alice codes",
-                "[history] alice says: in lobby",
-            ]
-            bob.ask("hi", "You said: hi")
-
-
-@pytest.mark.parametrize("on_join", [2, 0])
-def test_history_on_join_flag_sets_how_many(
-    server_process: type[ServerProcess], db: str, on_join: int
-) -> None:
-    """--history-on-join N replays the last N messages on connect and on /join; 0 none."""
-    server = server_process(db=db, history_on_join=on_join)
+def test_history_on_join_flag_reaches_the_server(server_process: type[ServerProcess]) -> None:
+    """--history-on-join 2 replays the last 2 messages on connect. (What the setting does on
+    connect and on /join, 0 included, is in tests/server/test_history_protocol.py.)"""
+    server = server_process(history_on_join=2)
     with open_plain(server) as alice:
         alice.ask("/nick alice", "* You are now known as alice")
         for n in range(1, 6):
             alice.ask(f"m{n}", f"You said: m{n}")
-        alice.ask("/join dev", "* You joined dev (1 here)")
-        for n in range(1, 4):
-            alice.ask(f"d{n}", f"You said: d{n}")
         with open_plain(server) as newcomer:
-            if on_join:
-                newcomer.expect("[history] alice says: m4", "[history] alice says: m5")
-            newcomer.ask(
-                "/join dev",
-                "* You joined dev (2 here)",
-                *(["[history] alice says: d2", "[history] alice says: d3"] if on_join else []),
-            )
+            newcomer.expect("[history] alice says: m4", "[history] alice says: m5")
             newcomer.ask("hi", "You said: hi")  # nothing else came before it
             alice.expect("Someone says: hi")
 
@@ -292,63 +236,6 @@ def test_history_limit_keeps_the_last_messages_of_each_room(
         assert alice.call({"type": "history", "room": "dev", "limit": 500, "cid": 4}) == ack(
             "history", 4, room="dev", messages=[history(e) for e in dev]
         )
-
-
-# --- paging back ---------------------------------------------------------------------------
-
-
-def test_history_command_pages_back_through_one_room(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """history returns the last N of a room below an id, oldest first; wrong limits and
-    rooms one is not in are errors."""
-    server = server_process(db=db)
-    with (
-        open_json(server, "/?nick=bob", nick="bob") as bob,
-        open_json(server, "/?nick=alice", nick="alice") as alice,
-    ):
-        assert stamped(bob.event()) == presence("join", "alice", room="lobby")
-        assert bob.call({"type": "join", "room": "dev"}) == ack(
-            "join", room="dev", topic=None, members=["bob"], anonymous=0
-        )
-        lobby = [say(alice, "alice", "l1"), say(alice, "alice", "l2")]
-        for event in lobby:
-            assert bob.event() == event
-        in_dev = say(bob, "bob", "d1", "dev")
-        psst = whisper(bob, "bob", "alice", "psst")
-        assert alice.event() == psst
-        lobby += [say(alice, "alice", text) for text in ("l3", "l4", "l5")]
-        for event in lobby[2:]:
-            assert bob.event() == event
-        ids = [event["id"] for event in lobby]
-
-        def page(cid: str, **request: Any) -> Event:
-            return alice.call({"type": "history", "cid": cid, **request})
-
-        def messages(*events: Event) -> list[Event]:
-            return [history(event) for event in events]
-
-        assert page("h1", limit=2) == ack(
-            "history", "h1", room="lobby", messages=messages(*lobby[3:])
-        )
-        assert page("h2", limit=2, before=ids[3]) == ack(
-            "history", "h2", room="lobby", messages=messages(*lobby[1:3])
-        )
-        assert page("h3", before=ids[1]) == ack(
-            "history", "h3", room="lobby", messages=messages(lobby[0])
-        )
-        assert page("h4", before=ids[0]) == ack("history", "h4", room="lobby", messages=[])
-        assert page("h5", room="lobby", limit=500) == ack(
-            "history", "h5", room="lobby", messages=messages(*lobby)
-        )
-        assert bob.call({"type": "history", "room": "dev", "cid": "b"}) == ack(
-            "history", "b", room="dev", messages=messages(in_dev)
-        )
-        for limit in (0, 501):
-            assert page("bad", limit=limit) == error(
-                "bad_request", "'limit' must be 1 to 500", "bad"
-            )
-        assert page("away", room="dev") == error("not_in_room", "you are not in dev", "away")
 
 
 # --- resume --------------------------------------------------------------------------------
