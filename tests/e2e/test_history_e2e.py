@@ -1,6 +1,6 @@
 """Durable history end to end, against "History and resume" in docs/protocol.md: what
 needs a server process (a restart, kill -9, a second server on the same file, an unusable
-file, the flags). History on join and paging over the wire are in-process, in
+file, the flags). History on join, paging and resume over the wire are in-process, in
 tests/server/test_history_protocol.py.
 
 Real server subprocesses (``python -m trio_chat.server``), most of them on a SQLite file in
@@ -17,15 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from support import (
     EVENT_TIMEOUT,
@@ -133,12 +131,6 @@ def wait_until(
 # --- history on connect and on join ----------------------------------------------------------
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    """A SQLite file for the test's server (the durable store, not the in-memory one)."""
-    return str(tmp_path / "history.db")
-
-
 def test_history_survives_a_restart_and_is_replayed_on_connect(
     server_process: type[ServerProcess], tmp_path: Path
 ) -> None:
@@ -236,175 +228,6 @@ def test_history_limit_keeps_the_last_messages_of_each_room(
         assert alice.call({"type": "history", "room": "dev", "limit": 500, "cid": 4}) == ack(
             "history", 4, room="dev", messages=[history(e) for e in dev]
         )
-
-
-# --- resume --------------------------------------------------------------------------------
-
-
-@contextmanager
-def missed_while_away(server: ServerProcess) -> Iterator[tuple[JsonClient, int, list[Event]]]:
-    """alice (JSON) sees message K, then bob and carol send K+1..K+5 and alice leaves
-    without reading them. Yields carol (still connected, in the lobby), K, and what alice
-    must be replayed: the lobby messages and the private one to her, in id order."""
-    with (
-        open_json(server, "/?nick=bob", nick="bob") as bob,
-        open_json(server, "/?nick=carol", nick="carol") as carol,
-    ):
-        assert stamped(bob.event()) == presence("join", "carol", room="lobby")
-        with open_json(server, "/?nick=alice", nick="alice") as alice:
-            for other in (bob, carol):
-                assert stamped(other.event()) == presence("join", "alice", room="lobby")
-            seen = say(alice, "alice", "seen")
-            for other in (bob, carol):
-                assert other.event() == seen
-            assert bob.call({"type": "join", "room": "dev"}) == ack(
-                "join", room="dev", topic=None, members=["bob"], anonymous=0
-            )
-            one = say(bob, "bob", "one")
-            assert carol.event() == one
-            to_alice = whisper(bob, "bob", "alice", "psst")
-            say(bob, "bob", "in dev", "dev")
-            to_carol = whisper(bob, "bob", "carol", "not for alice")
-            assert carol.event() == to_carol
-            two = say(carol, "carol", "two")
-            assert bob.event() == two
-            # alice leaves without reading any of it.
-        for other in (bob, carol):
-            assert stamped(other.event()) == presence("quit", "alice", reason=None)
-        missed = [one, to_alice, two]
-        ids = [seen["id"]] + [event["id"] for event in missed]
-        assert ids == sorted(set(ids))
-        yield carol, seen["id"], missed
-
-
-def expect_missed_then_live(
-    alice: JsonClient, carol: JsonClient, since: int, missed: list[Event], cid: str | None = None
-) -> None:
-    """alice, back, is told that nothing after ``since`` was lost (the ``resume`` ack,
-    answering ``cid``) and replayed exactly ``missed`` as history; carol sees her join, and
-    carol's next line is alice's next event: nothing else was replayed."""
-    assert alice.event() == ack("resume", cid, since=since, recovered=True)
-    for event in missed:
-        assert alice.event() == history(event)
-    assert stamped(carol.event()) == presence("join", "alice", room="lobby")
-    live = say(carol, "carol", "live")
-    assert alice.event() == live
-
-
-def test_resume_by_url_replays_exactly_what_was_missed(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """?nick=alice&room=lobby&since=K replays the lobby's and alice's private messages
-    after K, in id order, instead of the recent history; then the live stream."""
-    server = server_process(db=db, history_on_join=None)
-    with missed_while_away(server) as (carol, since, missed):
-        query = f"/?nick=alice&room=lobby&since={since}"
-        with open_json(server, query, nick="alice") as alice:
-            expect_missed_then_live(alice, carol, since, missed)
-
-
-def test_resume_command_replays_exactly_what_was_missed(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """resume as the first command (no history on join) replays the same, after its ack."""
-    server = server_process(db=db, history_on_join=0)
-    with (
-        missed_while_away(server) as (carol, since, missed),
-        open_json(server, "/?nick=alice", nick="alice") as alice,
-    ):
-        alice.send({"type": "resume", "since": since, "cid": "r"})
-        expect_missed_then_live(alice, carol, since, missed, "r")
-
-
-def test_resume_command_after_history_on_join_misses_nothing(
-    server_process: type[ServerProcess], db: str
-) -> None:
-    """resume after the on-join history still sends every message after K exactly once."""
-    server = server_process(db=db, history_on_join=1)
-    with (
-        missed_while_away(server) as (_carol, since, missed),
-        open_json(server, "/?nick=alice", nick="alice") as alice,
-    ):
-        on_join = alice.event()
-        assert on_join == history(missed[-1])  # the lobby's last message
-        assert alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
-            "resume", "r", since=since, recovered=True
-        )
-        replayed, _ = alice.events_until_ack("end")
-        received = sorted([on_join, *replayed], key=lambda event: event["id"])
-        assert received == [history(event) for event in missed]
-
-
-def test_resume_url_with_an_invalid_since_is_refused(
-    server_process: type[ServerProcess],
-) -> None:
-    """A since that is not one whole number gets HTTP 400 with a one-line reason."""
-    server = server_process()
-    reason = b"since must be one whole number: the id of the last message seen\n"
-    for query in ("/?since=abc", "/?since=-1", "/?since=", "/?nick=alice&since=1&since=2"):
-        with pytest.raises(InvalidStatus) as info:
-            connect(server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None)
-        assert info.value.response.status_code == 400, query
-        assert bytes(info.value.response.body or b"") == reason, query
-    with open_json(server, "/?nick=alice&since=0", nick="alice") as alice:
-        assert alice.event() == ack("resume", since=0, recovered=True)
-        assert say(alice, "alice", "still serving")["text"] == "still serving"
-
-
-@pytest.mark.timeout(SCENARIO_TIMEOUT)
-def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
-    server_process: type[ServerProcess], tmp_path: Path
-) -> None:
-    """Clients resuming from several ids while 300 messages flow get every later id exactly
-    once, in increasing order: history first, then live."""
-    server = server_process(db=str(tmp_path / "race.db"))
-    total = 300
-    changed = threading.Condition()
-    published: list[int] = []
-
-    def publish() -> None:
-        with open_json(server) as publisher:
-            for n in range(total):
-                publisher.send({"type": "message", "text": f"m{n}", "cid": n})
-                answer = publisher.event()
-                while answer.get("type") == "message":  # own copy of the previous one
-                    answer = publisher.event()
-                assert answer == ack("message", n, id=answer.get("id"), room="lobby")
-                with changed:
-                    published.append(answer["id"])
-                    changed.notify_all()
-
-    def read_to_the_end(client: JsonClient, since: int) -> list[Event]:
-        assert client.event() == ack("resume", since=since, recovered=True)
-        received: list[Event] = []
-        while not received or received[-1]["text"] != f"m{total - 1}":
-            received.append(client.event())
-        extra, _ = client.events_until_ack("end")
-        return received + extra
-
-    with ThreadPoolExecutor(8) as pool, ExitStack() as stack:
-        publisher = pool.submit(publish)
-        resumes: list[tuple[int, Future[list[Event]]]] = []
-        for count in range(40, total, 40):
-            wait_until(changed, lambda count=count: len(published) >= count, [publisher])
-            with changed:
-                since = published[count // 2]
-            client = stack.enter_context(open_json(server, f"/?since={since}"))
-            resumes.append((since, pool.submit(read_to_the_end, client, since)))
-        publisher.result(timeout=SCENARIO_TIMEOUT)
-        assert published == sorted(set(published))
-        text = {message_id: f"m{n}" for n, message_id in enumerate(published)}
-        for since, reader in resumes:
-            received = reader.result(timeout=SCENARIO_TIMEOUT)
-            assert [event["id"] for event in received] == [i for i in published if i > since]
-            replayed = ["history" in event for event in received]
-            assert replayed == sorted(replayed, reverse=True)  # history, then live
-            assert replayed[0], "the resume point was before the stream's end"
-            for event, was_replayed in zip(received, replayed, strict=True):
-                expected = message(event["id"], "lobby", None, text[event["id"]])
-                if was_replayed:
-                    expected["history"] = True
-                assert stamped(event) == expected
 
 
 # --- resends -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""History on join and paging back over the wire, against "History and resume" in
+"""History on join, paging back and resume over the wire, against "History and resume" in
 docs/protocol.md.
 
 The server runs in the test's nursery on a real socket (``inproc``), its messages in memory
@@ -12,10 +12,15 @@ tests/e2e/test_history_e2e.py.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import JsonClient, LiveServer, StartLiveServer, open_json, open_plain
+import trio
+from inproc import JsonClient, LiveServer, StartLiveServer, connect_to, open_json, open_plain
+from websockets.exceptions import InvalidStatus
 
 from trio_chat.server.config import ServerConfig
 
@@ -25,6 +30,8 @@ pytest_plugins = ["inproc"]
 
 #: How many stored messages a member gets on joining when nothing else is configured.
 DEFAULT_HISTORY_ON_JOIN = ServerConfig().history_on_join
+#: How long a whole scenario of several concurrent clients may take before the test fails.
+SCENARIO_TIMEOUT = 60.0
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -189,3 +196,189 @@ async def test_history_command_pages_back_through_one_room(live_server: LiveServ
                 "bad_request", "'limit' must be 1 to 500", "bad"
             )
         assert await page("away", room="dev") == error("not_in_room", "you are not in dev", "away")
+
+
+# --- resume --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def missed_while_away(live: LiveServer) -> AsyncIterator[tuple[JsonClient, int, list[Event]]]:
+    """alice (JSON) sees message K, then bob and carol send K+1..K+5 and alice leaves
+    without reading them. Yields carol (still connected, in the lobby), K, and what alice
+    must be replayed: the lobby messages and the private one to her, in id order."""
+    async with (
+        open_json(live, "/?nick=bob", nick="bob") as bob,
+        open_json(live, "/?nick=carol", nick="carol") as carol,
+    ):
+        assert stamped(await bob.event()) == presence("join", "carol", room="lobby")
+        async with open_json(live, "/?nick=alice", nick="alice") as alice:
+            for other in (bob, carol):
+                assert stamped(await other.event()) == presence("join", "alice", room="lobby")
+            seen = await say(alice, "alice", "seen")
+            for other in (bob, carol):
+                assert await other.event() == seen
+            assert await bob.call({"type": "join", "room": "dev"}) == ack(
+                "join", room="dev", topic=None, members=["bob"], anonymous=0
+            )
+            one = await say(bob, "bob", "one")
+            assert await carol.event() == one
+            to_alice = await whisper(bob, "bob", "alice", "psst")
+            await say(bob, "bob", "in dev", "dev")
+            to_carol = await whisper(bob, "bob", "carol", "not for alice")
+            assert await carol.event() == to_carol
+            two = await say(carol, "carol", "two")
+            assert await bob.event() == two
+            # alice leaves without reading any of it.
+        for other in (bob, carol):
+            assert stamped(await other.event()) == presence("quit", "alice", reason=None)
+        missed = [one, to_alice, two]
+        ids = [seen["id"]] + [event["id"] for event in missed]
+        assert ids == sorted(set(ids))
+        yield carol, seen["id"], missed
+
+
+async def expect_missed_then_live(
+    alice: JsonClient, carol: JsonClient, since: int, missed: list[Event], cid: str | None = None
+) -> None:
+    """alice, back, is told that nothing after ``since`` was lost (the ``resume`` ack,
+    answering ``cid``) and replayed exactly ``missed`` as history; carol sees her join, and
+    carol's next line is alice's next event: nothing else was replayed."""
+    assert await alice.event() == ack("resume", cid, since=since, recovered=True)
+    for event in missed:
+        assert await alice.event() == history(event)
+    assert stamped(await carol.event()) == presence("join", "alice", room="lobby")
+    live = await say(carol, "carol", "live")
+    assert await alice.event() == live
+
+
+async def test_resume_by_url_replays_exactly_what_was_missed(
+    start_live_server: StartLiveServer,
+) -> None:
+    """?nick=alice&room=lobby&since=K replays the lobby's and alice's private messages
+    after K, in id order, instead of the recent history; then the live stream."""
+    live = await start_live_server(history_on_join=DEFAULT_HISTORY_ON_JOIN)
+    async with missed_while_away(live) as (carol, since, missed):
+        query = f"/?nick=alice&room=lobby&since={since}"
+        async with open_json(live, query, nick="alice") as alice:
+            await expect_missed_then_live(alice, carol, since, missed)
+
+
+async def test_resume_command_replays_exactly_what_was_missed(live_server: LiveServer) -> None:
+    """resume as the first command (no history on join) replays the same, after its ack."""
+    async with (
+        missed_while_away(live_server) as (carol, since, missed),
+        open_json(live_server, "/?nick=alice", nick="alice") as alice,
+    ):
+        await alice.send({"type": "resume", "since": since, "cid": "r"})
+        await expect_missed_then_live(alice, carol, since, missed, "r")
+
+
+async def test_resume_command_after_history_on_join_misses_nothing(
+    start_live_server: StartLiveServer,
+) -> None:
+    """resume after the on-join history still sends every message after K exactly once."""
+    live = await start_live_server(history_on_join=1)
+    async with (
+        missed_while_away(live) as (_carol, since, missed),
+        open_json(live, "/?nick=alice", nick="alice") as alice,
+    ):
+        on_join = await alice.event()
+        assert on_join == history(missed[-1])  # the lobby's last message
+        assert await alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
+            "resume", "r", since=since, recovered=True
+        )
+        replayed, _ = await alice.events_until_ack("end")
+        received = sorted([on_join, *replayed], key=lambda event: event["id"])
+        assert received == [history(event) for event in missed]
+
+
+async def test_resume_url_with_an_invalid_since_is_refused(live_server: LiveServer) -> None:
+    """A since that is not one whole number gets HTTP 400 with a one-line reason."""
+    reason = b"since must be one whole number: the id of the last message seen\n"
+    for query in ("/?since=abc", "/?since=-1", "/?since=", "/?nick=alice&since=1&since=2"):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect_to(live_server.url + query):
+                pass
+        assert info.value.response.status_code == 400, query
+        assert bytes(info.value.response.body or b"") == reason, query
+    async with open_json(live_server, "/?nick=alice&since=0", nick="alice") as alice:
+        assert await alice.event() == ack("resume", since=0, recovered=True)
+        assert (await say(alice, "alice", "still serving"))["text"] == "still serving"
+
+
+class Published:
+    """The ids acked to the publisher so far, in order, and a way to wait for more."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self._changed = trio.Event()
+
+    def add(self, message_id: int) -> None:
+        """Record one more acked id and wake whoever waits for a count."""
+        self.ids.append(message_id)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def reach(self, count: int) -> None:
+        """Return once at least ``count`` ids are acked (the caller bounds the wait)."""
+        while len(self.ids) < count:
+            await self._changed.wait()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_resume_while_messages_flow_misses_nothing_and_repeats_nothing(
+    start_live_server: StartLiveServer, tmp_path: Path, store: str
+) -> None:
+    """Clients resuming from several ids while 300 messages flow get every later id exactly
+    once, in increasing order: history first, then live. With either store: SQLite commits
+    in a worker thread, so its writes finish while replays are being read."""
+    db = str(tmp_path / "race.db") if store == "sqlite" else ":memory:"
+    live = await start_live_server(db=db)
+    total = 300
+    published = Published()
+
+    async def publish() -> None:
+        async with open_json(live) as publisher:
+            for n in range(total):
+                await publisher.send({"type": "message", "text": f"m{n}", "cid": n})
+                answer = await publisher.event()
+                while answer.get("type") == "message":  # own copy of the previous one
+                    answer = await publisher.event()
+                assert answer == ack("message", n, id=answer.get("id"), room="lobby")
+                published.add(answer["id"])
+
+    async def resume_and_read(
+        since: int, received: list[Event], *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Arrive with ``since`` (started once welcomed), then read to the last message."""
+        async with open_json(live, f"/?since={since}") as client:
+            task_status.started()
+            assert await client.event() == ack("resume", since=since, recovered=True)
+            while not received or received[-1]["text"] != f"m{total - 1}":
+                received.append(await client.event())
+            extra, _ = await client.events_until_ack("end")
+            received.extend(extra)
+
+    resumes: list[tuple[int, list[Event]]] = []
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            for count in range(40, total, 40):
+                await published.reach(count)
+                since = published.ids[count // 2]
+                received: list[Event] = []
+                resumes.append((since, received))
+                await nursery.start(resume_and_read, since, received)
+    assert len(published.ids) == total
+    assert published.ids == sorted(set(published.ids))
+    text = {message_id: f"m{n}" for n, message_id in enumerate(published.ids)}
+    for since, received in resumes:
+        assert [event["id"] for event in received] == [i for i in published.ids if i > since]
+        replayed = ["history" in event for event in received]
+        assert replayed == sorted(replayed, reverse=True)  # history, then live
+        assert replayed[0], "the resume point was before the stream's end"
+        for event, was_replayed in zip(received, replayed, strict=True):
+            expected = message(event["id"], "lobby", None, text[event["id"]])
+            if was_replayed:
+                expected["history"] = True
+            assert stamped(event) == expected
