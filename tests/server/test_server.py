@@ -142,12 +142,13 @@ async def test_binary_frames_get_an_error_line_and_the_connection_stays(
 
 
 async def test_a_message_over_the_limit_closes_with_1009(start_server: StartServer) -> None:
-    """A message longer than --max-message-size closes its sender with 1009."""
+    """A message longer than --max-message-size, counted in UTF-8 bytes, closes its sender
+    with 1009; another client chats on."""
     server = await start_server(max_message_size=10)
     async with open_client(server.urls[0]) as ws:
-        await say(ws, "0123456789")
+        await say(ws, "é" * 5)  # 5 characters, 10 bytes: fits exactly
         async with open_client(server.urls[0]) as other:
-            await ws.send_message("01234567890")
+            await ws.send_message("é" * 5 + "x")  # 6 characters, 11 bytes
             await expect_close(ws, 1009, "Exceeded maximum message size: 10 bytes")
             await say(other, "unaffected")
 
