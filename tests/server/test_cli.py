@@ -1,19 +1,24 @@
-"""The server's command line without a process: every flag to the setting it names.
+"""The server's command line without a process: flags and environment to settings, start-up
+errors to one line, the settings table to the README's flag table.
 
-``parse_args`` and ``config_from_args`` are called directly; what needs the process (exit
-statuses, the lines on stderr, a flag seen in a running server's behaviour) is in
-tests/e2e/test_server_cli.py.
+``parse_args``, ``config_from_args`` and ``startup_failure`` are called directly; what
+needs the process (exit statuses, the lines on stderr, a flag seen in a running server's
+behaviour) is in tests/e2e/test_server_cli.py.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from trio_chat.server.cli import config_from_args, parse_args
-from trio_chat.server.config import SETTINGS, ServerConfig, Setting
+from trio_chat.server.cli import config_from_args, parse_args, startup_failure
+from trio_chat.server.config import SETTINGS, ServerConfig, Setting, flag_table
+from trio_chat.server.store import StoreError
+
+from support import ROOT
 
 #: For every setting of the table: a text to give its flag (None for a switch) and the value
 #: it must parse to, never the default (a flag that is dropped on the way must show).
@@ -62,3 +67,50 @@ def test_each_flag_sets_its_field_and_nothing_else(setting: Setting) -> None:
             assert config_from_args(args) == replace(ServerConfig(), **changed)
         else:
             assert config_from_args(args) == ServerConfig()
+
+
+def test_only_a_start_up_error_is_one_line() -> None:
+    """An OSError is a port problem only before the server listens; a StoreError is one
+    line at any time; anything else mixed in is a bug, whose traceback must show."""
+    config = ServerConfig(host="example.test", port=1)
+    in_use = ExceptionGroup("", [OSError(errno.EADDRINUSE, "Address already in use")])
+    assert startup_failure(in_use, config, listening=False) == (
+        "Could not listen on example.test:1: Address already in use"
+    )
+    assert startup_failure(in_use, config, listening=True) is None
+    stored = ExceptionGroup("", [ExceptionGroup("", [StoreError("cannot use it")])])
+    assert startup_failure(stored, config, listening=True) == "cannot use it"
+    mixed = ExceptionGroup("", [StoreError("cannot use it"), ValueError("a bug")])
+    assert startup_failure(mixed, config, listening=False) is None
+
+
+def readme_flag_table() -> list[str]:
+    """The flag table of README.md's "The server" section, line by line."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| flag | default | what it does |")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_readme_flag_table_is_the_settings_table() -> None:
+    """README.md's flag table says what the settings table says: flags, defaults,
+    variables and help (regenerate it from ``trio_chat.server.config.flag_table()``)."""
+    assert readme_flag_table() == flag_table()
+
+
+def test_parse_args_reads_only_the_environment_it_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """parse_args reads no environment of its own: the mapping it is given decides, and a
+    flag wins over it."""
+    monkeypatch.setenv("TRIO_CHAT_PORT", "1")
+    monkeypatch.setenv("TRIO_CHAT_HOST", "example.invalid")
+    defaults = parse_args([])
+    assert (defaults.host, defaults.port) == ("localhost", 8765)
+    given = parse_args([], {"TRIO_CHAT_PORT": "9001", "TRIO_CHAT_HOST": "::1"})
+    assert (given.host, given.port) == ("::1", 9001)
+    flagged = parse_args(["--port", "9002"], {"TRIO_CHAT_PORT": "nope"})
+    assert flagged.port == 9002
+    assert config_from_args(defaults) == ServerConfig()
