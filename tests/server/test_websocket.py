@@ -79,9 +79,56 @@ async def expect_eof(stream: trio.SocketStream) -> None:
         assert await stream.receive_some() == b""
 
 
-def get_request(*headers: str) -> bytes:
-    """The bytes of a ``GET /`` request with exactly ``headers`` (``Name: value``)."""
-    return "".join(f"{line}\r\n" for line in ("GET / HTTP/1.1", *headers, "")).encode()
+def get_request(*headers: str, request_line: str = "GET / HTTP/1.1") -> bytes:
+    """The bytes of a ``GET /`` request (or ``request_line``) with exactly ``headers``
+    (``Name: value``)."""
+    return "".join(f"{line}\r\n" for line in (request_line, *headers, "")).encode()
+
+
+#: The headers of a valid upgrade request, but for the key.
+UPGRADE_HEADERS = ("Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade")
+
+
+def upgrade_request(
+    *,
+    request_line: str = "GET / HTTP/1.1",
+    key: str | None = WEBSOCKET_KEY,
+    version: str | None = "13",
+    extra: tuple[str, ...] = (),
+) -> bytes:
+    """An upgrade request, valid unless told otherwise: ``key`` and ``version`` are the
+    Sec-WebSocket-Key and Sec-WebSocket-Version sent (None: none)."""
+    headers = list(UPGRADE_HEADERS)
+    if key is not None:
+        headers.append(f"Sec-WebSocket-Key: {key}")
+    if version is not None:
+        headers.append(f"Sec-WebSocket-Version: {version}")
+    return get_request(*headers, *extra, request_line=request_line)
+
+
+async def answer_to(port: int, request: bytes) -> bytes:
+    """Every byte the server on ``port`` sends in answer to ``request``, up to its close."""
+    received = b""
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(request)
+        with trio.fail_after(EVENT_TIMEOUT):
+            while data := await stream.receive_some():
+                received += data
+    return received
+
+
+def plain_answer(status: str, body: bytes, *headers: bytes) -> bytes:
+    """The bytes of the server's plain-text answer: ``status`` (``405 Method Not
+    Allowed``), its usual headers, ``headers``, then ``body``."""
+    return (
+        f"HTTP/1.1 {status}\r\n".encode()
+        + b"content-type: text/plain; charset=utf-8\r\n"
+        + f"content-length: {len(body)}\r\n".encode()
+        + b"connection: close\r\n"
+        + b"".join(header + b"\r\n" for header in headers)
+        + b"\r\n"
+        + body
+    )
 
 
 def h11_error(data: bytes) -> str:
@@ -346,6 +393,119 @@ async def test_a_request_head_over_h11s_limit_gets_431(chat_server: ChatServer) 
         response, body = await read_response(stream)
     assert (response.status_code, response.reason) == (431, b"Request Header Fields Too Large")
     assert body.startswith(b"bad HTTP request: ")
+
+
+# --- RFC 6455, section 4.2: what an upgrade must be -------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+async def test_a_method_other_than_get_gets_405(chat_server: ChatServer, method: str) -> None:
+    """An upgrade request with another method than GET is answered 405 with
+    ``allow: GET``, byte for byte."""
+    request = upgrade_request(request_line=f"{method} / HTTP/1.1", extra=("Content-Length: 0",))
+    assert await answer_to(chat_server.port, request) == plain_answer(
+        "405 Method Not Allowed",
+        b"only GET is allowed: this port speaks WebSocket\n",
+        b"allow: GET",
+    )
+
+
+async def test_a_head_request_gets_the_head_of_405_only(chat_server: ChatServer) -> None:
+    """HEAD gets the 405's head and no body (HTTP forbids one)."""
+    request = get_request("Host: 127.0.0.1", request_line="HEAD / HTTP/1.1")
+    body = b"only GET is allowed: this port speaks WebSocket\n"
+    assert await answer_to(chat_server.port, request) == plain_answer(
+        "405 Method Not Allowed", body, b"allow: GET"
+    ).removesuffix(body)
+
+
+async def test_an_http_1_0_upgrade_gets_400(chat_server: ChatServer) -> None:
+    """An upgrade over HTTP/1.0 is answered 400: WebSocket needs HTTP/1.1 or later."""
+    request = upgrade_request(request_line="GET / HTTP/1.0")
+    # h11 writes its own Connection header to an HTTP/1.0 client.
+    assert await answer_to(chat_server.port, request) == (
+        plain_answer(
+            "400 Bad Request", b"bad WebSocket handshake: HTTP/1.1 or later is required\n"
+        ).replace(b"connection: close", b"Connection: close")
+    )
+
+
+@pytest.mark.parametrize("version", ["8", "14", "13, 8"])
+async def test_an_unsupported_websocket_version_gets_426_naming_13(
+    chat_server: ChatServer, version: str
+) -> None:
+    """A Sec-WebSocket-Version other than 13 is answered 426 with
+    ``sec-websocket-version: 13``, byte for byte."""
+    assert await answer_to(chat_server.port, upgrade_request(version=version)) == plain_answer(
+        "426 Upgrade Required",
+        b"bad WebSocket handshake: unsupported Sec-WebSocket-Version (this server speaks 13)\n",
+        b"sec-websocket-version: 13",
+    )
+
+
+async def test_a_missing_websocket_version_gets_400(chat_server: ChatServer) -> None:
+    """An upgrade without Sec-WebSocket-Version is malformed: 400, as wsproto says."""
+    assert await answer_to(chat_server.port, upgrade_request(version=None)) == plain_answer(
+        "400 Bad Request", b"bad WebSocket handshake: Missing header, 'Sec-WebSocket-Version'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "hello",  # not base64
+        "dGhlIHNhbXBsZSBub25jZQ",  # 16 bytes, but unpadded
+        "dGhlIHNhbXBsZSBub25jZSE=",  # 17 bytes
+        "dGhlIHNhbXBsZSBub25j",  # 15 bytes
+        "dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==",  # two keys in one header
+        "",
+    ],
+)
+async def test_a_key_that_is_not_16_bytes_of_base64_gets_400(
+    chat_server: ChatServer, key: str
+) -> None:
+    """A Sec-WebSocket-Key that is not 16 bytes, base64-encoded, is answered 400."""
+    assert await answer_to(chat_server.port, upgrade_request(key=key)) == plain_answer(
+        "400 Bad Request",
+        b"bad WebSocket handshake: Sec-WebSocket-Key must be 16 bytes, base64-encoded\n",
+    )
+
+
+async def test_two_key_headers_get_400(chat_server: ChatServer) -> None:
+    """Two Sec-WebSocket-Key headers, each valid, are one too many: 400."""
+    request = upgrade_request(extra=(f"Sec-WebSocket-Key: {WEBSOCKET_KEY}",))
+    assert await answer_to(chat_server.port, request) == plain_answer(
+        "400 Bad Request",
+        b"bad WebSocket handshake: Sec-WebSocket-Key must be 16 bytes, base64-encoded\n",
+    )
+
+
+async def test_a_host_that_is_not_a_host_name_gets_400(
+    chat_server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Host header with bytes that are no host name (HTTP allows them in a value) is
+    answered 400, with no traceback in the log."""
+    request = upgrade_request().replace(b"Host: 127.0.0.1", b"Host: caf\xe9.example")
+    assert await answer_to(chat_server.port, request) == plain_answer(
+        "400 Bad Request", b"bad WebSocket handshake: the Host header is not a host name\n"
+    )
+    assert_no_errors(caplog)
+
+
+async def test_a_refused_upgrade_is_refused_before_the_server_is_full(
+    start_server: StartServer,
+) -> None:
+    """What is wrong with the request is said even when the server is full (4xx before
+    503), and a valid request is then refused with 503."""
+    server = await start_server(max_connections=1)
+    async with open_client(server.urls[0]) as ws:
+        await say(ws, "the one connection")
+        assert (await answer_to(server.port, upgrade_request(version="8"))).startswith(
+            b"HTTP/1.1 426 Upgrade Required\r\n"
+        )
+        assert (await answer_to(server.port, upgrade_request())).startswith(
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+        )
 
 
 # --- frames ------------------------------------------------------------------------------------

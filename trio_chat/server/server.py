@@ -35,13 +35,7 @@ from .connection import ChatConnection
 from .console import CONSOLE_HELP, run_console
 from .history import MessageLog
 from .net.stream import ConnectionStream
-from .net.websocket import (
-    NOT_A_WEBSOCKET,
-    Handshake,
-    WebSocket,
-    is_websocket_upgrade,
-    offered_subprotocols,
-)
+from .net.websocket import Handshake, WebSocket, offered_subprotocols
 from .store import describe_db, open_store
 
 __all__ = ["ChatServer", "serve"]
@@ -224,12 +218,14 @@ class ChatServer:
         self, handshake: Handshake, peer: str
     ) -> tuple[WebSocket, Arrival, bool] | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
-        status saying why not (None then)."""
+        status saying why not (None then). A request that is not a valid upgrade is
+        refused first (4xx); then the server's state (503); then the URL (400)."""
         request = await handshake.read_request()
         if request is None:
             return None
-        if not is_websocket_upgrade(request):
-            await handshake.respond(426, NOT_A_WEBSOCKET, [("upgrade", "websocket")])
+        refusal = handshake.check(request)
+        if refusal is not None:
+            await handshake.respond(*refusal)
             return None
         if not self._accepting:
             await handshake.respond(503, SERVER_SHUTTING_DOWN)

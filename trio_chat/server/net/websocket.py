@@ -12,17 +12,23 @@ the request) for the life of the connection. Here the task that accepted the
 connection reads its frames itself, a message is returned straight from
 :meth:`WebSocket.receive`, and after the handshake only wsproto's frame parser stays.
 
-:class:`Handshake` is also where plain HTTP is told apart from an upgrade: a request
-without ``Upgrade: websocket`` is answered with 426 and a line saying what this port
-speaks.
+:class:`Handshake` is also where plain HTTP is told apart from an upgrade, and where an
+upgrade is held to RFC 6455, section 4.2 (:func:`upgrade_refusal`): a method other than
+GET gets 405, a request without ``Upgrade: websocket`` 426 and a line saying what this
+port speaks, HTTP/1.0 400, a ``Sec-WebSocket-Version`` other than 13 gets 426 naming 13,
+and a ``Sec-WebSocket-Key`` that is not 16 bytes in base64 400. wsproto checks the rest
+(``Connection: Upgrade``, ``Host``, a missing key or version).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import struct
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import NamedTuple
 
 import h11
 import trio
@@ -43,11 +49,14 @@ from .stream import ConnectionStream
 
 __all__ = [
     "NOT_A_WEBSOCKET",
+    "WEBSOCKET_VERSION",
     "Handshake",
+    "Refusal",
     "WebSocket",
     "encode_text_frame",
     "is_websocket_upgrade",
     "offered_subprotocols",
+    "upgrade_refusal",
 ]
 
 _SHORT = struct.Struct("!BB")
@@ -77,6 +86,18 @@ MAX_UNSENT_BYTES = 64 * 1024
 
 #: The answer to a plain HTTP request on the WebSocket port.
 NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
+#: The one WebSocket version there is (RFC 6455); a client asking for another is told so.
+WEBSOCKET_VERSION = "13"
+#: Bytes of nonce a client's Sec-WebSocket-Key carries, base64-encoded (RFC 6455, 4.1).
+KEY_NONCE_BYTES = 16
+
+
+class Refusal(NamedTuple):
+    """An HTTP answer that refuses a request: status, one line of text, extra headers."""
+
+    status: int
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def is_websocket_upgrade(request: h11.Request) -> bool:
@@ -85,6 +106,46 @@ def is_websocket_upgrade(request: h11.Request) -> bool:
         name == b"upgrade" and value.strip().lower() == b"websocket"
         for name, value in request.headers
     )
+
+
+def _header_values(request: h11.Request, name: bytes) -> list[bytes]:
+    return [value for key, value in request.headers if key == name]
+
+
+def _is_websocket_key(key: bytes) -> bool:
+    """True when ``key`` is 16 bytes in base64, as RFC 6455 (section 4.1) has it."""
+    try:
+        nonce = base64.b64decode(key, validate=True)
+    except binascii.Error:
+        return False
+    return len(nonce) == KEY_NONCE_BYTES and len(key) == len(base64.b64encode(nonce))
+
+
+def upgrade_refusal(request: h11.Request) -> Refusal | None:
+    """Why ``request`` cannot open a WebSocket, as the answer to send (RFC 6455, section
+    4.2.1), or None when it passes these checks. Sans-I/O; wsproto checks the rest."""
+    if request.method != b"GET":
+        return Refusal(405, "only GET is allowed: this port speaks WebSocket", (("allow", "GET"),))
+    if not is_websocket_upgrade(request):
+        return Refusal(426, NOT_A_WEBSOCKET, (("upgrade", "websocket"),))
+    if request.http_version < b"1.1":
+        return Refusal(400, "bad WebSocket handshake: HTTP/1.1 or later is required")
+    versions = _header_values(request, b"sec-websocket-version")
+    if any(version != WEBSOCKET_VERSION.encode() for version in versions):
+        return Refusal(
+            426,
+            f"bad WebSocket handshake: unsupported Sec-WebSocket-Version"
+            f" (this server speaks {WEBSOCKET_VERSION})",
+            (("sec-websocket-version", WEBSOCKET_VERSION),),
+        )
+    keys = _header_values(request, b"sec-websocket-key")
+    if keys and (len(keys) > 1 or not _is_websocket_key(keys[0])):
+        return Refusal(
+            400,
+            f"bad WebSocket handshake: Sec-WebSocket-Key must be {KEY_NONCE_BYTES} bytes,"
+            " base64-encoded",
+        )
+    return None
 
 
 def offered_subprotocols(request: h11.Request) -> list[str]:
@@ -104,12 +165,16 @@ class Handshake:
     caller then drops the connection.
     """
 
-    __slots__ = ("_http", "_stream")
+    __slots__ = ("_head", "_http", "_stream", "_upgrade")
 
     def __init__(self, stream: ConnectionStream) -> None:
         self._stream = stream
         # h11 bounds the request head (16 KiB) and answers 431 beyond it.
         self._http = h11.Connection(h11.SERVER)
+        # wsproto's half of the handshake, once check() found the request valid.
+        self._upgrade: H11Handshake | None = None
+        # A HEAD request's answer has no body.
+        self._head = False
 
     async def read_request(self) -> h11.Request | None:
         """The request head; None when the peer left first, or sent something that is
@@ -125,25 +190,42 @@ class Handshake:
                 http.receive_data(await self._stream.receive_some())
                 continue
             if isinstance(event, h11.Request):
+                self._head = event.method == b"HEAD"
                 return event
             return None  # the peer closed before sending a whole request
 
-    async def accept(
-        self, request: h11.Request, *, subprotocol: str | None, max_message_size: int
-    ) -> WebSocket | None:
-        """Switch to the WebSocket protocol (answer 101) and return the WebSocket; or,
-        for a request that is not a valid upgrade, answer 400 saying why and return
-        None (None too when the peer left meanwhile). ``subprotocol`` must be one the
-        client offered, or None."""
-        handshake = H11Handshake(ConnectionType.SERVER)
+    def check(self, request: h11.Request) -> Refusal | None:
+        """Why ``request`` cannot open a WebSocket (:func:`upgrade_refusal`, then
+        wsproto's checks of the upgrade headers), or None when :meth:`accept` may
+        answer it. Never waits."""
+        refusal = upgrade_refusal(request)
+        if refusal is not None:
+            return refusal
+        upgrade = H11Handshake(ConnectionType.SERVER)
         try:
-            # wsproto checks the upgrade headers (version, key, host) itself.
-            handshake.initiate_upgrade_connection(request.headers, request.target)
+            upgrade.initiate_upgrade_connection(list(request.headers), request.target)
         except RemoteProtocolError as exc:
-            await self.respond(400, f"bad WebSocket handshake: {exc}")
-            return None
-        answer = handshake.send(AcceptConnection(subprotocol=subprotocol))
-        protocol = handshake.connection
+            return Refusal(400, f"bad WebSocket handshake: {exc}")
+        except UnicodeError:  # wsproto decodes the Host header as IDNA
+            return Refusal(400, "bad WebSocket handshake: the Host header is not a host name")
+        self._upgrade = upgrade
+        return None
+
+    async def accept(
+        self,
+        request: h11.Request,
+        *,
+        subprotocol: str | None,
+        max_message_size: int,
+    ) -> WebSocket | None:
+        """Switch to the WebSocket protocol (answer 101) and return the WebSocket (None
+        when the peer left meanwhile). :meth:`check` must have passed ``request``;
+        ``subprotocol`` must be one the client offered, or None."""
+        upgrade = self._upgrade
+        if upgrade is None:
+            raise RuntimeError("accept() needs a request that check() passed")
+        answer = upgrade.send(AcceptConnection(subprotocol=subprotocol))
+        protocol = upgrade.connection
         assert protocol is not None
         # Bytes the client sent after its request (frames, already) are the
         # WebSocket's first input.
@@ -160,8 +242,9 @@ class Handshake:
     async def respond(
         self, status: int, text: str, headers: Sequence[tuple[str, str]] = ()
     ) -> None:
-        """Answer the request with ``status`` and ``text`` as a plain-text body, and
-        wait until the socket took it. The connection is closed after this."""
+        """Answer the request with ``status`` and ``text`` as a plain-text body (only
+        the head for a HEAD request), and wait until the socket took it. The connection
+        is closed after this."""
         body = f"{text}\n".encode()
         http = self._http
         try:
@@ -177,7 +260,9 @@ class Handshake:
                     ],
                 )
             )
-            data = (data or b"") + (http.send(h11.Data(data=body)) or b"")
+            data = data or b""
+            if not self._head:
+                data += http.send(h11.Data(data=body)) or b""
             data += http.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return  # too late to answer (the peer left mid-request): just close
