@@ -25,7 +25,9 @@ from websockets.frames import Close
 from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from trio_chat.server.net.websocket import encode_text_frame
+from trio_chat.server.net.seam import Address, ChatSocket
+from trio_chat.server.net.stream import describe_transport, open_connection_stream
+from trio_chat.server.net.websocket import Handshake, WebSocket, encode_text_frame
 from trio_chat.server.server import ChatServer
 
 from support import EVENT_TIMEOUT, local_port, open_client, receive, say
@@ -44,7 +46,7 @@ TLS_HELLO = b"\x16\x03\x01 hello\r\n\r\n"
 # --- raw HTTP ----------------------------------------------------------------------------------
 
 
-async def read_response(stream: trio.SocketStream) -> tuple[h11.Response, bytes]:
+async def read_response(stream: trio.abc.Stream) -> tuple[h11.Response, bytes]:
     """The server's whole HTTP response on ``stream``: its head and its body. Nothing
     may follow the body in what was read."""
     http = h11.Connection(h11.CLIENT)
@@ -54,7 +56,7 @@ async def read_response(stream: trio.SocketStream) -> tuple[h11.Response, bytes]
         while True:
             event = http.next_event()
             if event is h11.NEED_DATA:
-                http.receive_data(await stream.receive_some())
+                http.receive_data(bytes(await stream.receive_some()))
             elif isinstance(event, h11.Response):
                 response = event
             elif isinstance(event, h11.Data):
@@ -68,12 +70,12 @@ async def read_response(stream: trio.SocketStream) -> tuple[h11.Response, bytes]
     return response, body
 
 
-def headers_of(response: h11.Response) -> dict[bytes, bytes]:
+def headers_of(response: h11.Response | h11.InformationalResponse) -> dict[bytes, bytes]:
     """The response's headers by (lower-case) name."""
     return dict(response.headers)
 
 
-async def expect_eof(stream: trio.SocketStream) -> None:
+async def expect_eof(stream: trio.abc.Stream) -> None:
     """The server closes ``stream`` and sends nothing more first."""
     with trio.fail_after(EVENT_TIMEOUT):
         assert await stream.receive_some() == b""
@@ -172,7 +174,7 @@ class RawWebSocket:
     frames it builds, and reads the server's frames through wsproto's parser (which
     also insists that they are unmasked)."""
 
-    def __init__(self, stream: trio.SocketStream, received: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, received: bytes) -> None:
         self.stream = stream
         self._parser = FrameProtocol(client=True, extensions=[])
         self._parser.receive_bytes(received)
@@ -180,6 +182,7 @@ class RawWebSocket:
     @property
     def peer(self) -> str:
         """This client as the server's log names it: ``127.0.0.1:port``."""
+        assert isinstance(self.stream, trio.SocketStream)
         return f"127.0.0.1:{self.stream.socket.getsockname()[1]}"
 
     async def send(self, *frames: bytes) -> None:
@@ -197,7 +200,7 @@ class RawWebSocket:
                 if frame is None:
                     data = await self.stream.receive_some()
                     assert data, "the server closed the connection without a frame"
-                    self._parser.receive_bytes(data)
+                    self._parser.receive_bytes(bytes(data))
                     continue
                 if isinstance(frame.payload, tuple):
                     return frame.opcode, frame.payload
@@ -618,26 +621,6 @@ async def test_a_message_in_thousands_of_fragments_arrives_whole(
         assert await raw.expect_close() == (1009, "Exceeded maximum message size: 2000 bytes")
 
 
-async def test_pings_from_a_client_that_never_reads_do_not_pile_up(
-    chat_server: ChatServer, nursery: trio.Nursery
-) -> None:
-    """A client that sends pings but never reads the pongs makes the server stop
-    reading it once 64 KiB wait unsent, instead of queueing pongs without end."""
-    ping = client_frame(Opcode.PING, b"p" * 125)
-    async with open_raw(chat_server.port, stuck=True) as raw:
-        sender = trio.CancelScope()
-
-        async def send_pings() -> None:
-            with sender:
-                await raw.send(ping * 20_000)  # 2.6 MB of pings: 2.5 MB of pongs
-
-        nursery.start_soon(send_pings)
-        await trio.testing.wait_all_tasks_blocked()
-        (connection,) = chat_server.connections.values()
-        assert 0 < connection.backlog_bytes <= 64 * 1024 + 127
-        sender.cancel()
-
-
 @pytest.mark.parametrize("ending", ["fin", "reset"])
 async def test_a_dropped_connection_is_logged_as_1006(
     chat_server: ChatServer, server_log: ServerLog, ending: str
@@ -649,6 +632,7 @@ async def test_a_dropped_connection_is_logged_as_1006(
         async with open_raw(chat_server.port) as raw:
             await raw.say("hi")
             peer = raw.peer
+            assert isinstance(raw.stream, trio.SocketStream)
             if ending == "reset":  # closing with a zero linger time sends RST
                 raw.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await raw.stream.aclose()
@@ -693,6 +677,198 @@ async def test_no_handshake_within_the_timeout_closes_the_socket(
         await expect_eof(stream)
         peer = f"127.0.0.1:{stream.socket.getsockname()[1]}"
     assert f"{peer}: no WebSocket handshake within 0.2 s" in server_log.messages
+
+
+# --- the seam (ChatSocket), without a server ---------------------------------------------------
+
+#: The two kinds of stream the server serves: a plain TCP socket (the direct write path)
+#: and any other trio stream (a sender task), here a lockstep memory stream pair, whose
+#: sends wait until the other end reads.
+TRANSPORTS = ["tcp", "memory"]
+
+
+async def transport_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """A connected (client end, server end). Over TCP, the client's receive buffer is as
+    small as the kernel allows, so the server soon cannot send to a client that does not
+    read."""
+    if transport == "memory":
+        return trio.testing.lockstep_stream_pair()
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        client_end = trio.SocketStream(sock)  # owns sock from here on
+        await sock.connect(listener.socket.getsockname())
+        return client_end, await listener.accept()
+
+
+@asynccontextmanager
+async def open_seam(
+    transport: str, target: str = "/"
+) -> AsyncIterator[tuple[ChatSocket, RawWebSocket]]:
+    """The server's end of an accepted WebSocket (what the chat sees of it) and a raw
+    client at the other end, over ``transport``; the request asked for ``target``. Both
+    ends are closed on the way out."""
+    client_end, server_end = await transport_pair(transport)
+    async with client_end, open_connection_stream(server_end) as stream:
+        answer: list[bytes] = []
+
+        async def handshake_client() -> None:
+            await client_end.send_all(upgrade_request(request_line=f"GET {target} HTTP/1.1"))
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await client_end.receive_some()
+            answer.append(received)
+
+        handshake = Handshake(stream)
+        with trio.fail_after(EVENT_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handshake_client)
+                request = await handshake.read_request()
+                assert request is not None
+                assert handshake.check(request) is None
+                address, tls = describe_transport(server_end)
+                ws = await handshake.accept(
+                    request,
+                    subprotocol=None,
+                    max_message_size=64 * 1024,
+                    peer_address=address,
+                    tls=tls,
+                )
+        assert isinstance(ws, WebSocket)
+        head, _, rest = answer[0].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        yield ws, RawWebSocket(client_end, rest)
+
+
+async def read_until_closing(ws: ChatSocket) -> None:
+    """Receive (and so answer pings, note pongs) until the WebSocket is closing."""
+    while await ws.receive() is not None:
+        pass
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_pings_from_a_client_that_never_reads_do_not_pile_up(transport: str) -> None:
+    """A client that sends pings but never reads the pongs is read no further once
+    64 KiB of pongs wait unsent, instead of having pongs queued without end."""
+    ping = client_frame(Opcode.PING, b"p" * 125)
+    async with open_seam(transport) as (ws, raw), trio.open_nursery() as nursery:
+        nursery.start_soon(read_until_closing, ws)
+        nursery.start_soon(raw.send, ping * 20_000)  # 2.6 MB of pings: 2.5 MB of pongs
+        await trio.testing.wait_all_tasks_blocked()
+        assert 64 * 1024 < ws.buffered <= 64 * 1024 + 127
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_ping_returns_once_its_pong_arrives(transport: str) -> None:
+    """ping() sends a ping with its payload and returns when the pong comes back."""
+    async with open_seam(transport) as (ws, raw), trio.open_nursery() as nursery:
+        nursery.start_soon(read_until_closing, ws)
+        answered = trio.Event()
+
+        async def ping() -> None:
+            await ws.ping(b"are you there?")
+            answered.set()
+
+        nursery.start_soon(ping)
+        assert await raw.frame() == (Opcode.PING, b"are you there?")
+        await raw.send(client_frame(Opcode.PONG, b"something else"))  # unsolicited
+        await trio.testing.wait_all_tasks_blocked()
+        assert not answered.is_set()
+        await raw.send(client_frame(Opcode.PONG, b"are you there?"))
+        with trio.fail_after(EVENT_TIMEOUT):
+            await answered.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pong_answers_the_pings_before_it_too() -> None:
+    """A pong for the latest ping answers the earlier ones (RFC 6455 lets a peer answer
+    only the latest); a later ping still waits for its own."""
+    async with open_seam("memory") as (ws, raw), trio.open_nursery() as nursery:
+        nursery.start_soon(read_until_closing, ws)
+        answered: list[bytes] = []
+
+        async def ping(payload: bytes) -> None:
+            await ws.ping(payload)
+            answered.append(payload)
+
+        for payload in (b"1", b"2", b"3"):
+            nursery.start_soon(ping, payload)
+            assert await raw.frame() == (Opcode.PING, payload)
+        await raw.send(client_frame(Opcode.PONG, b"2"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(answered) == [b"1", b"2"]
+        await raw.send(client_frame(Opcode.PONG, b"3"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(answered) == [b"1", b"2", b"3"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_ping_is_refused_or_ended_by_closing() -> None:
+    """A ping waiting when the peer closes raises ClosedResourceError, and so does a ping
+    once closing; a payload over 125 bytes, or one already waiting, is a ValueError."""
+    async with open_seam("memory") as (ws, raw), trio.open_nursery() as nursery:
+        nursery.start_soon(read_until_closing, ws)
+        with pytest.raises(ValueError, match="at most 125 bytes"):
+            await ws.ping(b"x" * 126)
+        outcome: list[type[BaseException]] = []
+
+        async def ping() -> None:
+            try:
+                await ws.ping(b"last")
+            except trio.ClosedResourceError as exc:
+                outcome.append(type(exc))
+
+        nursery.start_soon(ping)
+        assert await raw.frame() == (Opcode.PING, b"last")
+        with pytest.raises(ValueError, match="already waiting"):
+            await ws.ping(b"last")
+        await raw.send(client_frame(Opcode.CLOSE, struct.pack("!H", 1000)))
+        assert await raw.frame() == (Opcode.CLOSE, (1000, ""))
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcome == [trio.ClosedResourceError]
+        with pytest.raises(trio.ClosedResourceError):
+            await ws.ping(b"after")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_seam_tells_the_request_the_peer_and_no_tls(transport: str) -> None:
+    """A ChatSocket knows its request's path, query and headers, the peer's address
+    (none over a memory stream) and that it is not encrypted."""
+    async with open_seam(transport, "/chat?nick=ada&room=dev") as (ws, raw):
+        assert ws.request.path == "/chat"
+        assert ws.request.query == "nick=ada&room=dev"
+        assert ws.request.header("Host") == "127.0.0.1"
+        assert ws.request.header("sec-websocket-version") == "13"
+        assert ws.request.header("cookie") is None
+        assert ws.request.headers[:2] == ((b"host", b"127.0.0.1"), (b"upgrade", b"websocket"))
+        assert ws.tls is False
+        if transport == "memory":
+            assert ws.peer_address is None
+        else:
+            assert isinstance(raw.stream, trio.SocketStream)
+            host, port = raw.stream.socket.getsockname()
+            assert ws.peer_address == Address(host, port)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_text_message_each_way_and_a_clean_close(transport: str) -> None:
+    """Over either stream a text message goes each way, and aclose() completes the close
+    handshake, then closes the stream."""
+    async with open_seam(transport) as (ws, raw):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raw.send, text("hello server"))  # a lockstep send waits
+            with trio.fail_after(EVENT_TIMEOUT):
+                assert await ws.receive() == "hello server"
+        ws.send_text(b"hello client")
+        assert await raw.receive() == "hello client"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.aclose, 1000, "bye")
+            assert await raw.expect_close() == (1000, "bye")
+        assert (ws.close_code, ws.close_reason) == (1000, "bye")
+        with pytest.raises(trio.ClosedResourceError):
+            ws.send_text(b"too late")
 
 
 # --- an independent client ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ from trio_chat.core.events import ErrorEvent
 from .bus import Subscription
 from .chat import Chat, Member
 from .config import ServerConfig
-from .net.websocket import WebSocket
+from .net.seam import ChatSocket
 from .replay import Replayer
 
 __all__ = ["ChatConnection"]
@@ -63,7 +63,7 @@ class ChatConnection:
 
     def __init__(
         self,
-        ws: WebSocket,
+        ws: ChatSocket,
         key: int,
         peer: str,
         chat: Chat,
@@ -138,11 +138,6 @@ class ChatConnection:
             await self._send_close_frame()
             self.closed.set()
 
-    @property
-    def backlog_bytes(self) -> int:
-        """Bytes written to this client that its socket has not taken yet."""
-        return self._ws.stream.buffered
-
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""
         logger.warning(
@@ -199,10 +194,9 @@ class ChatConnection:
         """
         try:
             self._ws.send_text("\n".join(lines).encode())
-            stream = self._ws.stream
-            if stream.buffered:
+            if self._ws.buffered:
                 with trio.move_on_after(self._config.send_timeout) as drain_scope:
-                    await stream.flush()
+                    await self._ws.flush()
                 if drain_scope.cancelled_caught:
                     self._stream_broken = True
                     logger.warning(
@@ -223,7 +217,7 @@ class ChatConnection:
         deadline even when the connection is being cancelled."""
         if self._stream_broken:
             # The client stopped reading: a close frame could not reach it.
-            await trio.aclose_forcefully(self._ws.stream)
+            await self._ws.abort()
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._config.shutdown_grace

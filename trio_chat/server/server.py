@@ -3,7 +3,8 @@
 ``python -m trio_chat.server`` runs :func:`main`. The pieces, outside in:
 
 * :class:`ChatServer` listens, accepts, and owns every connection's task. Its
-  :meth:`~ChatServer.handle_stream` is the single place a new TCP connection enters.
+  :meth:`~ChatServer.handle_stream` is the single place a new connection enters: any
+  ``trio.abc.Stream`` (TCP, TLS, a memory stream in tests).
 * :class:`~trio_chat.connection.ChatConnection` serves one client (reader + writer).
 * :class:`~trio_chat.chat.Chat` turns lines into events; :class:`~trio_chat.bus.Bus`
   fans them out.
@@ -34,7 +35,8 @@ from .config import ServerConfig
 from .connection import ChatConnection
 from .console import CONSOLE_HELP, run_console
 from .history import MessageLog
-from .net.stream import ConnectionStream
+from .net.seam import Address
+from .net.stream import ConnectionStream, describe_transport, open_connection_stream
 from .net.websocket import Handshake, WebSocket, offered_subprotocols
 from .store import describe_db, open_store
 
@@ -56,12 +58,8 @@ def format_address(address: object) -> str:
     return str(address)
 
 
-def describe_peer(stream: trio.SocketStream) -> str:
-    """The remote address of a socket stream, for the log."""
-    try:
-        return format_address(stream.socket.getpeername())
-    except OSError:  # the peer already left
-        return "unknown"
+#: How a peer whose address is not known (not a socket, or already gone) is logged.
+UNKNOWN_PEER = "unknown"
 
 
 class ChatServer:
@@ -159,63 +157,62 @@ class ChatServer:
                     continue
                 handlers.start_soon(self.handle_stream, stream)
 
-    async def handle_stream(self, stream: trio.SocketStream) -> None:
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """The one place a new connection enters: its HTTP request, the limits, then
-        the WebSocket until it closes.
+        the WebSocket until it closes. ``stream`` may be any ``trio.abc.Stream``: a
+        plain ``trio.SocketStream`` gets the direct write path, any other a sender task
+        (:func:`~trio_chat.server.net.stream.open_connection_stream`).
 
         Owns ``stream`` and closes it on the way out, whatever happens. An error in
         this connection (ours or a protocol library's) is logged here, closes this
-        connection alone, and never reaches the server.
+        connection alone, and never reaches the server. Cancelled, it drops the
+        connection without a close frame.
         """
         key = next(self._keys)
-        peer = describe_peer(stream)
-        # Only the socket is kept: trio's SocketStream set it up (TCP_NODELAY), and
-        # ConnectionStream reads and writes it from here on.
-        connection_stream = ConnectionStream(stream.socket)
-        del stream
+        address, tls = describe_transport(stream)
+        peer = UNKNOWN_PEER if address is None else str(address)
         try:
-            accepted = await self._handshake(connection_stream, peer)
-            if accepted is None:
-                return
-            ws, arrival, json = accepted
-            connection = ChatConnection(
-                ws, key, peer, self.chat, config=self.config, json=json, arrival=arrival
-            )
-            self.connections[key] = connection
-            logger.info(
-                "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
-                key,
-                peer,
-                f" ({PROTOCOL})" if json else "",
-            )
-            try:
-                await connection.run()
-            finally:
-                del self.connections[key]
+            async with open_connection_stream(stream) as connection_stream:
+                accepted = await self._handshake(connection_stream, peer, address, tls)
+                if accepted is None:
+                    return
+                ws, arrival, json = accepted
+                connection = ChatConnection(
+                    ws, key, peer, self.chat, config=self.config, json=json, arrival=arrival
+                )
+                self.connections[key] = connection
                 logger.info(
-                    "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                    "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
                     key,
                     peer,
-                    connection.describe_close(),
+                    f" ({PROTOCOL})" if json else "",
                 )
+                try:
+                    await connection.run()
+                finally:
+                    del self.connections[key]
+                    logger.info(
+                        "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                        key,
+                        peer,
+                        connection.describe_close(),
+                    )
         except Exception:
             logger.exception("connection #%d (%s) failed", key, peer)
-        finally:
-            await trio.aclose_forcefully(connection_stream)
 
     async def _handshake(
-        self, stream: ConnectionStream, peer: str
+        self, stream: ConnectionStream, peer: str, address: Address | None, tls: bool
     ) -> tuple[WebSocket, Arrival, bool] | None:
         """The accepted WebSocket, the arrival its URL asks for and whether it speaks
         JSON; or None when the request was refused, or did not come within
         ``handshake_timeout`` (logged)."""
         with trio.move_on_after(self.config.handshake_timeout):
-            return await self._answer_request(Handshake(stream), peer)
+            return await self._answer_request(Handshake(stream), peer, address, tls)
         logger.info("%s: no WebSocket handshake within %g s", peer, self.config.handshake_timeout)
         return None
 
     async def _answer_request(
-        self, handshake: Handshake, peer: str
+        self, handshake: Handshake, peer: str, address: Address | None, tls: bool
     ) -> tuple[WebSocket, Arrival, bool] | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
         status saying why not (None then). A request that is not a valid upgrade is
@@ -245,6 +242,8 @@ class ChatServer:
             request,
             subprotocol=PROTOCOL if json else None,
             max_message_size=self.config.max_message_size,
+            peer_address=address,
+            tls=tls,
         )
         return None if ws is None else (ws, arrival, json)
 

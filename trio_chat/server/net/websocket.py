@@ -3,7 +3,8 @@
 The protocol work is sans-I/O and belongs to two libraries: h11 reads the HTTP
 request head and writes the responses, and wsproto checks the upgrade, parses frames
 and runs the close handshake. This module is the thin shell that feeds them the bytes
-of one :class:`~trio_chat.transport.ConnectionStream` and writes what they produce.
+of one :class:`~trio_chat.server.net.stream.ConnectionStream` and writes what they
+produce.
 
 trio-websocket (which the client uses) was the server's shell until idle connections
 had to get cheap: it runs its own reader task per connection, hands each message over
@@ -18,6 +19,8 @@ GET gets 405, a request without ``Upgrade: websocket`` 426 and a line saying wha
 port speaks, HTTP/1.0 400, a ``Sec-WebSocket-Version`` other than 13 gets 426 naming 13,
 and a ``Sec-WebSocket-Key`` that is not 16 bytes in base64 400. wsproto checks the rest
 (``Connection: Upgrade``, ``Host``, a missing key or version).
+
+:class:`WebSocket` is the :class:`~trio_chat.server.net.seam.ChatSocket` the chat uses.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     TextMessage,
 )
 from wsproto.handshake import H11Handshake
@@ -45,6 +49,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from trio_chat.core.close import CloseCode
 
+from .seam import Address, Request
 from .stream import ConnectionStream
 
 __all__ = [
@@ -90,6 +95,8 @@ NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
 WEBSOCKET_VERSION = "13"
 #: Bytes of nonce a client's Sec-WebSocket-Key carries, base64-encoded (RFC 6455, 4.1).
 KEY_NONCE_BYTES = 16
+#: The largest payload a control frame (a ping) may carry (RFC 6455, section 5.5).
+MAX_CONTROL_PAYLOAD = 125
 
 
 class Refusal(NamedTuple):
@@ -217,10 +224,13 @@ class Handshake:
         *,
         subprotocol: str | None,
         max_message_size: int,
+        peer_address: Address | None = None,
+        tls: bool = False,
     ) -> WebSocket | None:
         """Switch to the WebSocket protocol (answer 101) and return the WebSocket (None
         when the peer left meanwhile). :meth:`check` must have passed ``request``;
-        ``subprotocol`` must be one the client offered, or None."""
+        ``subprotocol`` must be one the client offered, or None. ``peer_address`` and
+        ``tls`` are what the WebSocket tells of its connection."""
         upgrade = self._upgrade
         if upgrade is None:
             raise RuntimeError("accept() needs a request that check() passed")
@@ -237,13 +247,20 @@ class Handshake:
             await self._stream.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return None  # the peer left before the answer: nothing to serve
-        return WebSocket(protocol, self._stream, max_message_size)
+        return WebSocket(
+            protocol,
+            self._stream,
+            max_message_size,
+            request=Request.of(request.target.decode("ascii"), request.headers),
+            peer_address=peer_address,
+            tls=tls,
+        )
 
     async def respond(
         self, status: int, text: str, headers: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Answer the request with ``status`` and ``text`` as a plain-text body (only
-        the head for a HEAD request), and wait until the socket took it. The connection
+        the head for a HEAD request), and wait until the stream took it. The connection
         is closed after this."""
         body = f"{text}\n".encode()
         http = self._http
@@ -266,46 +283,72 @@ class Handshake:
             data += http.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return  # too late to answer (the peer left mid-request): just close
-        # A peer that already left gets no answer; the caller closes the socket.
+        # A peer that already left gets no answer; the caller closes the stream.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             self._stream.write(data)
             await self._stream.flush()
 
 
 class WebSocket:
-    """An accepted WebSocket: wsproto's frame parser over a :class:`ConnectionStream`.
+    """An accepted WebSocket: wsproto's frame parser over a :class:`ConnectionStream`;
+    the :class:`~trio_chat.server.net.seam.ChatSocket` of one client.
 
-    Borrows the stream; :meth:`aclose` closes it. One task reads (:meth:`receive`,
-    then :meth:`aclose`); any task may write frames, since every write goes whole
-    through the stream's ordered buffer.
+    Borrows the stream; :meth:`aclose` and :meth:`abort` close it. One task reads
+    (:meth:`receive`, then :meth:`aclose`); any task may write frames, since every write
+    goes whole through the stream's ordered buffer.
     """
 
     __slots__ = (
         "_failed",
         "_max_message_size",
         "_parts",
+        "_pings",
         "_protocol",
         "_size",
+        "_stream",
         "close_code",
         "close_reason",
-        "stream",
+        "peer_address",
+        "request",
+        "tls",
     )
 
     def __init__(
-        self, protocol: Connection, stream: ConnectionStream, max_message_size: int
+        self,
+        protocol: Connection,
+        stream: ConnectionStream,
+        max_message_size: int,
+        *,
+        request: Request,
+        peer_address: Address | None = None,
+        tls: bool = False,
     ) -> None:
         self._protocol = protocol
-        self.stream = stream
+        self._stream = stream
         self._max_message_size = max_message_size
+        #: The HTTP request that opened this WebSocket.
+        self.request = request
+        #: The peer's address; None when the stream is not over a socket.
+        self.peer_address = peer_address
+        #: True when the connection is encrypted.
+        self.tls = tls
         # The message being received, in parts, and its size in bytes so far.
         self._parts: list[str | bytes] = []
         self._size = 0
         # Set when the peer broke the protocol: its frames can no longer be parsed.
         self._failed = False
+        # Pings waiting for their pong, by payload, oldest first (made on first use:
+        # most connections never ping).
+        self._pings: dict[bytes, trio.Event] | None = None
         #: How the WebSocket closed (or is closing): the code and reason of whichever
         #: side sent the first close frame, 1006 when the TCP connection just ended.
         self.close_code: int | None = None
         self.close_reason = ""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written to the peer that its stream has not taken yet."""
+        return self._stream.buffered
 
     def send_text(self, payload: bytes) -> None:
         """Queue one text message holding ``payload`` (UTF-8); never waits. Raises
@@ -314,15 +357,66 @@ class WebSocket:
         may follow it)."""
         if self._protocol.state is not ConnectionState.OPEN:
             raise trio.ClosedResourceError("the WebSocket is closing")
-        self.stream.write(encode_text_frame(payload))
+        self._stream.write(encode_text_frame(payload))
+
+    async def flush(self) -> None:
+        """Wait until the stream took everything sent so far. Raises
+        ``trio.BrokenResourceError`` when the peer is gone. Cancel-safe: the rest stays
+        queued, whole and in order."""
+        await self._stream.flush()
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping carrying ``payload`` and wait until :meth:`receive` meets its pong
+        (or the pong of a later ping). The caller bounds the wait; cancelled, the ping
+        stays sent and its pong is ignored. Raises ``ValueError`` for a payload over 125
+        bytes or one already waiting, ``trio.ClosedResourceError`` when the WebSocket is
+        closing or closes first, ``trio.BrokenResourceError`` when the peer is gone."""
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"a ping carries at most {MAX_CONTROL_PAYLOAD} bytes")
+        if self._protocol.state is not ConnectionState.OPEN:
+            raise trio.ClosedResourceError("the WebSocket is closing")
+        if self._pings is None:
+            self._pings = {}
+        pings = self._pings
+        if payload in pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        pings[payload] = answered = trio.Event()
+        try:
+            self._stream.write(self._protocol.send(Ping(payload)))
+            await answered.wait()
+        finally:
+            # A pong removes its ping before waking it; a close wakes it and leaves it.
+            unanswered = pings.get(payload) is answered
+            if unanswered:
+                del pings[payload]
+        if unanswered:
+            raise trio.ClosedResourceError("the WebSocket closed before the pong")
+
+    def _pong_received(self, payload: bytes) -> None:
+        """A pong answers the ping with its payload and every ping sent before it."""
+        pings = self._pings
+        if not pings or payload not in pings:
+            return  # unsolicited (a heartbeat of the peer's own), or too late
+        while pings:
+            sent, answered = next(iter(pings.items()))
+            del pings[sent]
+            answered.set()
+            if sent == payload:
+                return
+
+    def _closing(self) -> None:
+        """Wake every ping still waiting: no pong will come."""
+        if self._pings:
+            for answered in self._pings.values():
+                answered.set()
 
     async def receive(self) -> str | bytes | None:
         """The next whole message from the peer, or None once the WebSocket is closing.
 
-        Answers pings on the way. A message over ``max_message_size`` bytes closes the
-        WebSocket with 1009, a protocol error with wsproto's code (1002, 1007);
-        :attr:`close_code` then says why. Cancel-safe: a message half received stays
-        in progress for the next call.
+        Answers pings and notes pongs on the way. A message over ``max_message_size``
+        bytes closes the WebSocket with 1009, a protocol error with wsproto's code
+        (1002, 1007); :attr:`close_code` then says why. Cancel-safe: a message half
+        received stays in progress for the next call.
         """
         protocol = self._protocol
         while True:
@@ -337,24 +431,26 @@ class WebSocket:
                     # Once closing, a ping gets no pong (wsproto refuses to send one).
                     if protocol.state is ConnectionState.OPEN:
                         self._write(protocol.send(event.response()))
-                        if self.stream.buffered > MAX_UNSENT_BYTES:
+                        if self._stream.buffered > MAX_UNSENT_BYTES:
                             await self._wait_for_reader()
+                elif isinstance(event, Pong):
+                    self._pong_received(event.payload)
                 elif isinstance(event, CloseConnection):
                     self._closed_by_peer(event)
                     return None
-                # Pongs need no answer.
-            data = await self.stream.receive_some()
+            data = await self._stream.receive_some()
             protocol.receive_data(data or None)  # None: the TCP connection ended
 
     async def _wait_for_reader(self) -> None:
         """Stop reading until the peer took what was sent to it: a peer that pings
         without reading the pongs must not grow our buffer."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.stream.flush()
+            await self._stream.flush()
 
     def _add_part(self, event: TextMessage | BytesMessage) -> str | bytes | None:
         """Add a received fragment; the whole message once it is complete."""
-        data = event.data
+        raw = event.data
+        data: str | bytes = bytes(raw) if isinstance(raw, bytearray) else raw
         if self.close_code is not None:
             return None  # we are closing: what the peer sends meanwhile is dropped
         # Bytes, not characters: a limit on what the peer may make us hold.
@@ -388,6 +484,7 @@ class WebSocket:
     def _closed_by_peer(self, event: CloseConnection) -> None:
         """The peer sent a close frame, the TCP connection ended, or a frame did not
         parse: answer as the protocol requires and note the code."""
+        self._closing()
         state = self._protocol.state
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the close handshake: echo its code, and we are done.
@@ -405,6 +502,7 @@ class WebSocket:
         started closing; never waits. :meth:`aclose` waits for the answer."""
         if self._protocol.state is not ConnectionState.OPEN:
             return
+        self._closing()
         self.close_code, self.close_reason = code, reason or ""
         self._write(self._protocol.send(CloseConnection(code, reason)))
 
@@ -412,7 +510,7 @@ class WebSocket:
         """Queue a control frame (pong, close). A peer that is gone cannot take it; the
         next read then finds the connection's end, so this need not say so."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            self.stream.write(frame)
+            self._stream.write(frame)
 
     async def aclose(self, code: int, reason: str | None) -> None:
         """Close with ``code`` and ``reason`` (unless a close already started), wait
@@ -420,11 +518,18 @@ class WebSocket:
         stream. The caller bounds the wait; cancelled, the stream is still closed."""
         try:
             self.start_close(code, reason)
-            await self.stream.flush()
+            await self._stream.flush()
             if not self._failed:
                 while self._protocol.state is not ConnectionState.CLOSED:
                     await self.receive()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            await trio.aclose_forcefully(self.stream)
+            self._closing()
+            await trio.aclose_forcefully(self._stream)
+
+    async def abort(self) -> None:
+        """Close the stream at once, without a close frame (for a peer that cannot take
+        one). Idempotent."""
+        self._closing()
+        await trio.aclose_forcefully(self._stream)
