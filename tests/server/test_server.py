@@ -2,16 +2,21 @@
 
 trio-websocket clients and the independent ``websockets`` library (its asyncio client,
 in a worker thread) talk to the same server. A stuck client is a real socket with the
-smallest receive buffer the kernel allows, whose reader stops after one message.
+smallest receive buffer the kernel allows, whose reader stops after one message. The
+server also runs with no socket at all, on a listener of ``trio.testing`` memory streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -20,9 +25,19 @@ import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from trio_chat.server.chat import Chat, Member
+from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT, open_client, read_until_closed, receive, say
+from support import (
+    EVENT_TIMEOUT,
+    PROTOCOL,
+    open_client,
+    read_until_closed,
+    receive,
+    say,
+    stamped,
+    welcome,
+)
 
 StartServer = Callable[..., Awaitable[ChatServer]]
 
@@ -40,7 +55,7 @@ async def test_tutorial_wording_across_two_client_libraries(chat_server: ChatSer
     ready = trio.Event()
     token = trio.lowlevel.current_trio_token()
 
-    async def websockets_side() -> list[str]:
+    async def websockets_side() -> list[str | bytes]:
         async with websockets.connect(url) as ws:
             await ws.send("sync")
             received = [await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT)]
@@ -54,7 +69,7 @@ async def test_tutorial_wording_across_two_client_libraries(chat_server: ChatSer
         await say(alice, "hello")
         assert await receive(bob) == "Someone says: hello"
         async with trio.open_nursery() as nursery:
-            results: list[list[str]] = []
+            results: list[list[str | bytes]] = []
 
             async def run_websockets_side() -> None:
                 results.append(await trio.to_thread.run_sync(asyncio.run, websockets_side()))
@@ -233,6 +248,7 @@ async def test_a_handshake_during_shutdown_gets_503(
     async with stuck_client(server, nursery) as stuck:
         await trio.testing.wait_all_tasks_blocked()
         flood(server)
+        await trio.testing.wait_all_tasks_blocked()
         late = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with late:
             await trio.testing.wait_all_tasks_blocked()  # the server has accepted it
@@ -256,3 +272,109 @@ def flood(server: ChatServer) -> None:
     """Publish 800 KB at once: far more than a stuck client's socket buffers hold."""
     for n in range(100):
         server.chat.operator_says(f"{n:03} " + "x" * 8000)
+
+
+# --- no sockets: memory streams ---------------------------------------------------------
+
+
+class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener of ``trio.testing`` memory streams: :meth:`connect` makes a stream pair,
+    hands the server its end through :meth:`accept` and returns the client's end.
+    ``failures`` are raised by the first calls to :meth:`accept`, one each."""
+
+    def __init__(self, *failures: OSError) -> None:
+        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](0)
+        self._failures = list(failures)
+
+    async def connect(self) -> trio.abc.Stream:
+        client_end, server_end = trio.testing.memory_stream_pair()
+        with trio.fail_after(EVENT_TIMEOUT):
+            await self._send.send(server_end)
+        return client_end
+
+    async def open_client(
+        self, nursery: trio.Nursery, resource: str = "/", **options: Any
+    ) -> WebSocketConnection:
+        """A trio-websocket client over a new connection, its tasks in ``nursery``."""
+        return await wrap_client_stream(
+            nursery,
+            await self.connect(),  # type: ignore[arg-type]  # it takes any trio stream
+            "localhost",
+            resource,
+            **options,
+        )
+
+    async def accept(self) -> trio.abc.Stream:
+        if self._failures:
+            raise self._failures.pop(0)
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise trio.ClosedResourceError from None
+
+    async def aclose(self) -> None:
+        self._receive.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def start_memory_server(nursery: trio.Nursery, listener: MemoryListener) -> ChatServer:
+    """A server in ``nursery`` that listens on ``listener`` only (messages in memory, no
+    history on join)."""
+    server = ChatServer(ServerConfig(history_on_join=0))
+    run = functools.partial(server.run, listeners=[listener])
+    started: ChatServer = await nursery.start(run)
+    return started
+
+
+async def test_a_whole_chat_over_memory_streams_without_sockets(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """handle_stream serves any trio stream: over memory streams a plain client and a
+    JSON client chat both ways and close cleanly with 1000, and no socket is opened."""
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    listener = MemoryListener()
+    server = await start_memory_server(nursery, listener)
+    assert server.addresses == []
+    plain = await listener.open_client(nursery)
+    structured = await listener.open_client(nursery, "/?nick=ada", subprotocols=[PROTOCOL])
+    assert structured.subprotocol == PROTOCOL
+    assert json.loads(await receive(structured)) == welcome("ada")
+
+    assert await receive(plain) == "* ada joined lobby"
+    await say(plain, "hello over memory")
+    assert stamped(json.loads(await receive(structured))) == {
+        "type": "message",
+        "id": 1,
+        "room": "lobby",
+        "from": None,
+        "text": "hello over memory",
+    }
+    await structured.send_message(json.dumps({"type": "message", "text": "and back"}))
+    assert await receive(plain) == "ada says: and back"
+
+    for ws in (plain, structured):
+        with trio.fail_after(EVENT_TIMEOUT):
+            await ws.aclose()
+        assert ws.closed is not None
+        assert (ws.closed.code, ws.closed.reason) == (1000, None)
+    with trio.fail_after(EVENT_TIMEOUT):
+        while server.connections:
+            await trio.testing.wait_all_tasks_blocked()
+    assert caplog.text.count("(unknown) disconnected: 1000 (normal closure)") == 2
+    assert "Traceback" not in caplog.text
+    server.shutdown()
+
+
+async def test_out_of_file_descriptors_pauses_accepting_and_carries_on(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """accept() failing with EMFILE is logged, and the server accepts the next
+    connection (trio.serve_listeners' pause and retry) instead of stopping."""
+    listener = MemoryListener(OSError(errno.EMFILE, "Too many open files"))
+    server = await start_memory_server(nursery, listener)
+    ws = await listener.open_client(nursery)
+    await say(ws, "served after EMFILE")
+    assert "accept returned EMFILE (Too many open files)" in caplog.text
+    with trio.fail_after(EVENT_TIMEOUT):
+        await ws.aclose()
+    server.shutdown()

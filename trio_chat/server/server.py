@@ -2,9 +2,9 @@
 
 ``python -m trio_chat.server`` runs :func:`main`. The pieces, outside in:
 
-* :class:`ChatServer` listens, accepts, and owns every connection's task. Its
-  :meth:`~ChatServer.handle_stream` is the single place a new connection enters: any
-  ``trio.abc.Stream`` (TCP, TLS, a memory stream in tests).
+* :class:`ChatServer` listens (``trio.serve_listeners``), accepts, and owns every
+  connection's task. Its :meth:`~ChatServer.handle_stream` is the single place a new
+  connection enters: any ``trio.abc.Stream`` (TCP, TLS, a memory stream in tests).
 * :class:`~trio_chat.connection.ChatConnection` serves one client (reader + writer).
 * :class:`~trio_chat.chat.Chat` turns lines into events; :class:`~trio_chat.bus.Bus`
   fans them out.
@@ -18,10 +18,11 @@ only then cancels what is left.
 from __future__ import annotations
 
 import dataclasses
-import errno
+import functools
 import itertools
 import logging
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -44,38 +45,31 @@ __all__ = ["ChatServer", "serve"]
 
 logger = logging.getLogger("trio_chat.server")
 
-#: accept() errors that mean "out of file descriptors or memory": wait and retry
-#: instead of crashing (the same list and pause as trio.serve_listeners).
-ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-ACCEPT_CAPACITY_PAUSE = 0.100
-
-
-def format_address(address: object) -> str:
-    """``host:port`` for an IPv4 or IPv6 socket address, ``[::1]:port`` for v6."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
-
-
 #: How a peer whose address is not known (not a socket, or already gone) is logged.
 UNKNOWN_PEER = "unknown"
 
+Listeners = Sequence[trio.abc.Listener[trio.abc.Stream]]
+
 
 class ChatServer:
-    """A chat server bound to its listeners; :meth:`run` serves until :meth:`shutdown`."""
+    """A chat server: :meth:`run` listens and serves until :meth:`shutdown`.
 
-    def __init__(self, config: ServerConfig, chat: Chat | None = None) -> None:
+    Everything it does comes from ``config``: where it listens, the limits, and the
+    chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
+    ``history_on_join``).
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        if chat is None:
-            chat = Chat(
-                MessageLog(open_store(config.db, config.history_limit)),
-                presence_limit=config.presence_limit,
-                history_on_join=config.history_on_join,
-            )
-        self.chat = chat
+        self.chat = Chat(
+            MessageLog(open_store(config.db, config.history_limit)),
+            presence_limit=config.presence_limit,
+            history_on_join=config.history_on_join,
+        )
         self.connections: dict[int, ChatConnection] = {}
-        self.urls: list[str] = []
+        #: Where the server listens: the address of each socket listener, read from its
+        #: socket once it is bound (the port chosen, when asked for port 0).
+        self.addresses: list[Address] = []
         self._keys = itertools.count(1)
         self._shutdown_requested = trio.Event()
         self._accepting = True
@@ -85,31 +79,46 @@ class ChatServer:
     @property
     def port(self) -> int:
         """The port of the first listener (the one chosen, when asked for port 0)."""
-        return int(self.urls[0].rsplit(":", 1)[1])
+        if not self.addresses:
+            raise RuntimeError("the server is not listening on a socket")
+        return self.addresses[0].port
+
+    @property
+    def urls(self) -> list[str]:
+        """The ``ws://`` URL of each socket listener."""
+        return [f"ws://{address}" for address in self.addresses]
 
     def shutdown(self) -> None:
         """Ask :meth:`run` to stop: it closes every connection and returns. Idempotent."""
         self._shutdown_requested.set()
 
     async def run(
-        self, *, task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        listeners: Listeners | None = None,
+        task_status: trio.TaskStatus[ChatServer] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen, serve until :meth:`shutdown`, close every connection, and return.
 
-        Calls ``task_status.started(self)`` once it is listening (``self.urls`` is
-        filled in). Owns the listeners and every connection's task: none outlives this
-        call. Cancelling it is a hard stop that drops connections without close frames;
-        :meth:`shutdown` is the clean way.
+        Listens on ``config.host`` and ``config.port``, or, when ``listeners`` are
+        given, on those instead (any ``trio.abc.Listener`` of streams; ``config.host``
+        and ``config.port`` are then not used). Calls ``task_status.started(self)`` once
+        it is listening (:attr:`addresses` is filled in). Owns the listeners and every
+        connection's task: none outlives this call. Cancelling it is a hard stop that
+        drops connections without close frames; :meth:`shutdown` is the clean way.
         """
         try:
-            await self._run(task_status)
+            await self._run(listeners, task_status)
         finally:
             self.stopped.set()
 
-    async def _run(self, task_status: trio.TaskStatus[ChatServer]) -> None:
+    async def _run(
+        self, listeners: Listeners | None, task_status: trio.TaskStatus[ChatServer]
+    ) -> None:
         # Bind first: a port clash is then reported as one even when the history file
         # is in use too (by the server that holds the port, usually).
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        if listeners is None:
+            listeners = await self.open_listeners()
         try:
             await self.chat.log.open()
         except BaseException:
@@ -125,37 +134,49 @@ class ChatServer:
             with trio.CancelScope(shield=True):
                 await self.chat.log.store.aclose()
 
-    async def _serve(
-        self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[ChatServer]
-    ) -> None:
-        self.urls = [f"ws://{format_address(ln.socket.getsockname())}" for ln in listeners]
-        async with trio.open_nursery() as handlers:
-            async with trio.open_nursery() as acceptors:
-                for listener in listeners:
-                    acceptors.start_soon(self._accept_loop, listener, handlers)
-                for url in self.urls:
-                    logger.info("\N{WHITE HEAVY CHECK MARK} Server is running on %s", url)
-                task_status.started(self)
-                await self._shutdown_requested.wait()
-                acceptors.cancel_scope.cancel()
-            await self._close_all()
-            handlers.cancel_scope.cancel()
-        logger.info("server stopped")
+    async def open_listeners(self) -> list[trio.SocketListener]:
+        """Bind ``config.host`` and ``config.port`` (every address the host resolves
+        to); the caller owns the listeners (:meth:`run` closes those it is given)."""
+        return await trio.open_tcp_listeners(self.config.port, host=self.config.host)
 
-    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
-        """Accept connections until cancelled, starting each in ``handlers``; closes
-        ``listener`` on the way out so that new connections are refused at once."""
-        async with listener:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    logger.error("accept failed (%s); pausing", errno.errorcode[exc.errno])
-                    await trio.sleep(ACCEPT_CAPACITY_PAUSE)
-                    continue
-                handlers.start_soon(self.handle_stream, stream)
+    async def _serve(self, listeners: Listeners, task_status: trio.TaskStatus[ChatServer]) -> None:
+        """Accept on ``listeners`` until :meth:`shutdown`, then stop accepting (which
+        closes them), close every connection with 1001 and return.
+
+        Owns ``listeners`` (closed on the way out, whatever happens) and the handler
+        nursery, where every connection's task runs: none outlives this call.
+        """
+        try:
+            self.addresses = [
+                Address(*listener.socket.getsockname()[:2])
+                for listener in listeners
+                if isinstance(listener, trio.SocketListener)
+            ]
+            async with trio.open_nursery() as handlers:
+                async with trio.open_nursery() as accepting:
+                    # serve_listeners starts each connection's task in `handlers`, and
+                    # pauses and retries when accept() runs out of file descriptors.
+                    await accepting.start(
+                        functools.partial(
+                            trio.serve_listeners,
+                            self.handle_stream,
+                            list(listeners),
+                            handler_nursery=handlers,
+                        )
+                    )
+                    for url in self.urls:
+                        logger.info("\N{WHITE HEAVY CHECK MARK} Server is running on %s", url)
+                    task_status.started(self)
+                    await self._shutdown_requested.wait()
+                    # Stop accepting: serve_listeners closes the listeners, so new
+                    # connections are refused at once.
+                    accepting.cancel_scope.cancel()
+                await self._close_all()
+                handlers.cancel_scope.cancel()
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+        logger.info("server stopped")
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """The one place a new connection enters: its HTTP request, the limits, then
