@@ -142,7 +142,9 @@ class DirectSocketStream(ConnectionStream):
 
     def __init__(self, socket: trio.socket.SocketType) -> None:
         self.socket = socket
-        self._pending = bytearray()
+        # What the socket did not take yet; None while nothing waits (most connections
+        # most of the time: an empty buffer each would cost every open connection).
+        self._pending: bytearray | None = None
         # Set while one task drains the buffer; others wait for it instead of
         # waiting on the socket themselves (trio allows one waiter per direction).
         self._draining: trio.Event | None = None
@@ -151,7 +153,7 @@ class DirectSocketStream(ConnectionStream):
     @property
     def buffered(self) -> int:
         """Bytes written but not yet taken by the socket."""
-        return len(self._pending)
+        return 0 if self._pending is None else len(self._pending)
 
     def write(self, data: bytes | bytearray) -> None:
         """Queue ``data`` after everything written before, and give the socket what it
@@ -159,12 +161,13 @@ class DirectSocketStream(ConnectionStream):
         after :meth:`aclose` and ``trio.BrokenResourceError`` when the peer is gone."""
         if self._closed:
             raise trio.ClosedResourceError("the connection is closed")
-        if self._pending:
-            self._pending += data
+        pending = self._pending
+        if pending:
+            pending += data
             return
         sent = self._send(data)
         if sent < len(data):
-            self._pending += memoryview(data)[sent:]
+            self._pending = bytearray(memoryview(data)[sent:])
 
     async def flush(self) -> None:
         """Wait until the socket has taken everything written so far.
@@ -180,10 +183,11 @@ class DirectSocketStream(ConnectionStream):
                 continue
             self._draining = draining = trio.Event()
             try:
-                while self._pending:
+                # While bytes wait, writes append to this same buffer.
+                while pending := self._pending:
                     await trio.lowlevel.wait_writable(self.socket)
-                    sent = self._send(self._pending)
-                    del self._pending[:sent]
+                    del pending[: self._send(pending)]
+                self._pending = None  # drained: let go of its memory
             finally:
                 self._draining = None
                 draining.set()
@@ -209,7 +213,7 @@ class DirectSocketStream(ConnectionStream):
     async def aclose(self) -> None:
         """Close the socket; anything still queued is dropped. Idempotent."""
         self._closed = True
-        self._pending.clear()
+        self._pending = None
         self.socket.close()
         await trio.lowlevel.checkpoint()
 

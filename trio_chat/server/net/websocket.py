@@ -332,8 +332,10 @@ class WebSocket:
         self.peer_address = peer_address
         #: True when the connection is encrypted.
         self.tls = tls
-        # The message being received, in parts, and its size in bytes so far.
-        self._parts: list[str | bytes] = []
+        # The message being received, in parts (None until a message comes in more than
+        # one: most never do, and every open connection would keep an empty list), and
+        # its size in bytes so far.
+        self._parts: list[str | bytes] | None = None
         self._size = 0
         # Set when the peer broke the protocol: its frames can no longer be parsed.
         self._failed = False
@@ -459,7 +461,7 @@ class WebSocket:
         else:
             self._size += len(data)
         if self._size > self._max_message_size:
-            self._parts.clear()
+            self._parts = None
             self.start_close(
                 CloseCode.MESSAGE_TOO_BIG,
                 f"Exceeded maximum message size: {self._max_message_size} bytes",
@@ -467,6 +469,8 @@ class WebSocket:
             return None
         if not event.message_finished:
             parts = self._parts
+            if parts is None:
+                parts = self._parts = []
             if data:
                 parts.append(data)
             if len(parts) >= MAX_PARTS:
@@ -474,12 +478,12 @@ class WebSocket:
                 parts[:] = [data[:0].join(parts)]  # type: ignore[arg-type]  # one type
             return None
         self._size = 0
-        if not self._parts:
+        parts = self._parts
+        if not parts:
             return data
-        self._parts.append(data)
-        message = data[:0].join(self._parts)  # type: ignore[arg-type]  # one type
-        self._parts.clear()
-        return message
+        self._parts = None
+        parts.append(data)
+        return data[:0].join(parts)  # type: ignore[arg-type]  # one type
 
     def _closed_by_peer(self, event: CloseConnection) -> None:
         """The peer sent a close frame, the TCP connection ended, or a frame did not
