@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import trio_chat
 from trio_chat.client.connection import parse_url
+from trio_chat.core.wire import JSON, PLAIN, WireFormat
 
 from ready_process import ReadyProcess
 
@@ -393,8 +394,17 @@ def presence(event: str, nick: str, **fields: Any) -> Event:
 
 @dataclass
 class FakeViewer:
-    """A recipient for rendering events without a connection."""
+    """A recipient for rendering events without a connection (``json``: it speaks
+    ``trio-chat.v1``)."""
 
     key: int
     json: bool = False
     current_room: str = "lobby"
+
+    @property
+    def wire(self) -> WireFormat:
+        return JSON if self.json else PLAIN
+
+    def render(self, event: Any) -> str | None:
+        """What this viewer receives for ``event``."""
+        return self.wire.render(event, self)

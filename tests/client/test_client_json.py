@@ -248,9 +248,33 @@ def test_text_from_others_is_made_safe_in_every_field() -> None:
     ]
     for style in (OFF, ON):
         for event in events:
-            (line,) = render(event, style)
-            assert safe in line, (event, line)
-            assert not set(SGR.sub("", line)) & {"\x1b", "\x07", "\n", "\x9b"}, (event, line)
+            lines = render(event, style)
+            # A message's text splits at its line breaks, each line with its sender.
+            assert len(lines) == (2 if event["type"] in ("message", "private") else 1), event
+            for line in lines:
+                assert safe in line, (event, line)
+                assert not set(SGR.sub("", line)) & {"\x1b", "\x07", "\n", "\x9b"}, (event, line)
+
+
+def test_every_line_of_a_message_shows_its_sender() -> None:
+    """A message of several lines is that many lines, each with time, room and sender;
+    for actions, private and replayed messages too."""
+    text = "first\n\x1b[2Jsecond\nthird"
+    assert render({**MESSAGE, "text": text}) == [
+        "05:46 [dev] alice: first",
+        "05:46 [dev] alice: \\x1b[2Jsecond",
+        "05:46 [dev] alice: third",
+    ]
+    assert render({**MESSAGE, "text": "a\nb", "action": True}) == [
+        "05:46 [dev] * alice a",
+        "05:46 [dev] * alice b",
+    ]
+    private = {"type": "private", "id": 8, "from": "bob", "to": "alice", "text": "a\nb", "ts": TS}
+    assert render(private) == ["05:46 [private] bob → alice: a", "05:46 [private] bob → alice: b"]
+    assert render({**MESSAGE, "text": "a\nb", "history": True}) == [
+        "[history] 05:46 [dev] alice: a",
+        "[history] 05:46 [dev] alice: b",
+    ]
 
 
 def test_times_are_shown_in_the_given_zone() -> None:

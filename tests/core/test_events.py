@@ -1,4 +1,4 @@
-"""How each event reads on the wire, for plain and JSON viewers."""
+"""How each event reads on the wire, in the plain and JSON formats (and any other)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import trio_chat
 from trio_chat.core.events import (
     Ack,
     ErrorEvent,
+    Event,
+    HistoryLine,
     Message,
     Notice,
     Presence,
@@ -17,7 +19,8 @@ from trio_chat.core.events import (
     help_ack,
     timestamp,
 )
-from trio_chat.server.store import Record
+from trio_chat.core.record import Record
+from trio_chat.core.wire import JSON, PLAIN, Parsed, Viewer, WireFormat, negotiate
 
 from support import FakeViewer
 
@@ -31,29 +34,29 @@ def message(room: str = "lobby", nick: str | None = "alice", *, action: bool = F
 
 def test_plain_messages_read_as_the_tutorial_with_nicknames() -> None:
     """Sender: 'You said'; others: 'NICK says', or 'Someone says' when anonymous."""
-    assert message().render(FakeViewer(ALICE)) == "You said: hi"
-    assert message().render(FakeViewer(BOB)) == "alice says: hi"
-    assert message(nick=None).render(FakeViewer(BOB)) == "Someone says: hi"
+    assert FakeViewer(ALICE).render(message()) == "You said: hi"
+    assert FakeViewer(BOB).render(message()) == "alice says: hi"
+    assert FakeViewer(BOB).render(message(nick=None)) == "Someone says: hi"
 
 
 def test_plain_lines_from_another_room_name_it() -> None:
     """A line from a room that is not the viewer's current one is prefixed with it."""
-    assert message("dev").render(FakeViewer(BOB, current_room="dev")) == "alice says: hi"
-    assert message("dev").render(FakeViewer(BOB)) == "[dev] alice says: hi"
-    assert message("dev").render(FakeViewer(ALICE)) == "[dev] You said: hi"
+    assert FakeViewer(BOB, current_room="dev").render(message("dev")) == "alice says: hi"
+    assert FakeViewer(BOB).render(message("dev")) == "[dev] alice says: hi"
+    assert FakeViewer(ALICE).render(message("dev")) == "[dev] You said: hi"
 
 
 def test_actions() -> None:
     """/me reads the same for everyone, in plain; JSON marks it as an action."""
-    assert message(action=True).render(FakeViewer(ALICE)) == "* alice hi"
-    assert message(action=True).render(FakeViewer(BOB)) == "* alice hi"
-    assert json.loads(message(action=True).render(FakeViewer(BOB, json=True)))["action"] is True
+    assert FakeViewer(ALICE).render(message(action=True)) == "* alice hi"
+    assert FakeViewer(BOB).render(message(action=True)) == "* alice hi"
+    assert json.loads(FakeViewer(BOB, json=True).render(message(action=True)))["action"] is True
 
 
 def test_json_message_is_the_same_for_everyone() -> None:
     """JSON viewers get one document with id, room, from, text and ts."""
-    line = message().render(FakeViewer(ALICE, json=True))
-    assert line == message().render(FakeViewer(BOB, json=True))
+    line = FakeViewer(ALICE, json=True).render(message())
+    assert line == FakeViewer(BOB, json=True).render(message())
     assert json.loads(line) == {
         "type": "message",
         "id": 7,
@@ -67,9 +70,9 @@ def test_json_message_is_the_same_for_everyone() -> None:
 def test_private_messages() -> None:
     """Sender and recipient each read a private message their own way."""
     event = PrivateMessage(Record(8, TS, None, "alice", "bob", "psst"), ALICE)
-    assert event.render(FakeViewer(ALICE)) == "[private] You said to bob: psst"
-    assert event.render(FakeViewer(BOB)) == "[private] alice says: psst"
-    assert json.loads(event.render(FakeViewer(BOB, json=True))) == {
+    assert FakeViewer(ALICE).render(event) == "[private] You said to bob: psst"
+    assert FakeViewer(BOB).render(event) == "[private] alice says: psst"
+    assert json.loads(FakeViewer(BOB, json=True).render(event)) == {
         "type": "private",
         "id": 8,
         "from": "alice",
@@ -95,8 +98,8 @@ def test_presence_in_both_modes() -> None:
         (Presence("kick", "al", TS, reason="spam"), "* al was kicked (spam)", {"reason": "spam"}),
     ]
     for event, line, fields in cases:
-        assert event.render(plain) == line
-        kind = json.loads(event.render(json_viewer))
+        assert plain.render(event) == line
+        kind = json.loads(json_viewer.render(event))
         assert kind == {
             "type": "presence",
             "event": kind["event"],
@@ -111,25 +114,25 @@ def test_topic_notice_welcome_ack_error() -> None:
     plain, json_viewer = FakeViewer(BOB), FakeViewer(BOB, json=True)
     topic = TopicChanged("dev", "release", "alice")
     in_dev = FakeViewer(BOB, current_room="dev")
-    assert topic.render(in_dev) == "* alice set the topic of dev: release"
-    assert topic.render(plain) == "[dev] * alice set the topic of dev: release"
-    assert TopicChanged("dev", None, "alice").render(in_dev) == "* alice cleared the topic of dev"
-    assert json.loads(topic.render(json_viewer)) == {
+    assert in_dev.render(topic) == "* alice set the topic of dev: release"
+    assert plain.render(topic) == "[dev] * alice set the topic of dev: release"
+    assert in_dev.render(TopicChanged("dev", None, "alice")) == "* alice cleared the topic of dev"
+    assert json.loads(json_viewer.render(topic)) == {
         "type": "topic",
         "room": "dev",
         "topic": "release",
         "by": "alice",
     }
-    assert Notice("noon").render(plain) == "🟢 Server: noon"
-    assert Notice("noon", "dev").render(plain) == "[dev] 🟢 Server: noon"
-    assert json.loads(Notice("noon", "dev").render(json_viewer)) == {
+    assert plain.render(Notice("noon")) == "🟢 Server: noon"
+    assert plain.render(Notice("noon", "dev")) == "[dev] 🟢 Server: noon"
+    assert json.loads(json_viewer.render(Notice("noon", "dev"))) == {
         "type": "notice",
         "from": "server",
         "text": "noon",
         "room": "dev",
     }
-    assert Welcome(None, "lobby", ["lobby"]).render(plain) is None
-    assert json.loads(Welcome(None, "lobby", ["lobby"]).render(json_viewer)) == {
+    assert plain.render(Welcome(None, "lobby", ["lobby"])) is None
+    assert json.loads(json_viewer.render(Welcome(None, "lobby", ["lobby"]))) == {
         "type": "welcome",
         "protocol": "trio-chat.v1",
         "server": f"trio_chat/{trio_chat.__version__}",
@@ -137,18 +140,18 @@ def test_topic_notice_welcome_ack_error() -> None:
         "room": "lobby",
         "rooms": ["lobby"],
     }
-    ack = Ack("nick", "c1", "* You are now known as al", nick="al")
-    assert ack.render(plain) == "* You are now known as al"
-    assert json.loads(ack.render(json_viewer)) == {
+    ack = Ack("nick", "c1", nick="al")
+    assert plain.render(ack) == "* You are now known as al"
+    assert json.loads(json_viewer.render(ack)) == {
         "type": "ack",
         "cid": "c1",
         "command": "nick",
         "nick": "al",
     }
-    assert Ack("message", None, id=3, room="lobby").render(plain) is None
+    assert plain.render(Ack("message", None, id=3, room="lobby")) is None
     error = ErrorEvent("nick_taken", "nick al is taken", 5)
-    assert error.render(plain) == "Error: nick al is taken"
-    assert json.loads(error.render(json_viewer)) == {
+    assert plain.render(error) == "Error: nick al is taken"
+    assert json.loads(json_viewer.render(error)) == {
         "type": "error",
         "cid": 5,
         "code": "nick_taken",
@@ -158,12 +161,12 @@ def test_topic_notice_welcome_ack_error() -> None:
 
 def test_help_lists_every_command_in_both_modes() -> None:
     """/help: aligned '* ' lines in plain, a list of usages in JSON."""
-    plain_lines = help_ack(None).render(FakeViewer(BOB)).split("\n")
+    plain_lines = FakeViewer(BOB).render(help_ack(None)).split("\n")
     assert (
         plain_lines[0] == "* /nick NAME      set your nickname (letters, digits, _ - ., up to 32)"
     )
     assert plain_lines[-1] == "* /quit [REASON]  leave the chat"
-    commands = json.loads(help_ack(1).render(FakeViewer(BOB, json=True)))["commands"]
+    commands = json.loads(FakeViewer(BOB, json=True).render(help_ack(1)))["commands"]
     assert len(commands) == len(plain_lines) == 10
     assert commands[0] == {
         "usage": "/nick NAME",
@@ -177,3 +180,88 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
 
     moment = datetime(2026, 11, 26, 7, 46, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
     assert timestamp(moment) == "2026-11-26T05:46:09.123Z"
+
+
+def test_a_multi_line_message_reads_attributed_on_every_plain_line() -> None:
+    """Every line of a message with \\n gets the sender's prefix, and its room's mark when
+    read from another room; JSON keeps one event with the \\n in its text."""
+    event = Message(Record(9, TS, "dev", "alice", None, "one\ntwo"), ALICE)
+    assert FakeViewer(ALICE, current_room="dev").render(event) == "You said: one\nYou said: two"
+    assert FakeViewer(BOB, current_room="dev").render(event) == "alice says: one\nalice says: two"
+    assert FakeViewer(BOB).render(event) == "[dev] alice says: one\n[dev] alice says: two"
+    assert json.loads(FakeViewer(BOB, json=True).render(event))["text"] == "one\ntwo"
+    replayed = HistoryLine(Record(9, TS, "dev", "alice", None, "one\ntwo"))
+    assert FakeViewer(ALICE).render(replayed) == (
+        "[dev] [history] alice says: one\n[dev] [history] alice says: two"
+    )
+    private = HistoryLine(Record(10, TS, None, "alice", "bob", "a\nb"))
+    assert FakeViewer(BOB).render(private) == (
+        "[history] [private] alice to bob: a\n[history] [private] alice to bob: b"
+    )
+
+
+def test_the_format_is_chosen_from_the_subprotocols() -> None:
+    """trio-chat.v1 offered: JSON (and that subprotocol accepted); otherwise plain."""
+    assert negotiate(["chat", "trio-chat.v1"]) is JSON
+    assert JSON.subprotocol == "trio-chat.v1"
+    assert negotiate([]) is PLAIN
+    assert PLAIN.subprotocol is None
+
+
+def test_a_third_format_is_one_object() -> None:
+    """A format written here renders every kind of event from its data alone."""
+
+    class Kinds:
+        name = "kinds"
+        subprotocol = "kinds.v0"
+
+        def parse(self, frame: str) -> list[Parsed]:
+            return []
+
+        def render(self, event: Event, viewer: Viewer) -> str:
+            return str(event.data()["type"])
+
+    kinds: WireFormat = Kinds()
+    seen = [
+        kinds.render(event, FakeViewer(BOB))
+        for event in (
+            message(),
+            PrivateMessage(Record(8, TS, None, "alice", "bob", "psst"), ALICE),
+            HistoryLine(Record(7, TS, "lobby", "alice", None, "hi")),
+            Presence("join", "al", TS, room="lobby"),
+            TopicChanged("dev", None, "al"),
+            Notice("noon"),
+            Welcome(None, "lobby", ["lobby"]),
+            Ack("nick", None, nick="al"),
+            ErrorEvent("x", "y"),
+        )
+    ]
+    assert seen == [
+        "message",
+        "private",
+        "message",
+        "presence",
+        "topic",
+        "notice",
+        "welcome",
+        "ack",
+        "error",
+    ]
+
+
+def test_a_viewer_in_no_room_still_reads_what_was_not_said_in_a_room() -> None:
+    """A member that just quit is in no room: its /quit ack, errors and notices to
+    everyone render without asking for its current room."""
+
+    class Departed:
+        key = BOB
+        wire = PLAIN
+
+        @property
+        def current_room(self) -> str:
+            raise IndexError("in no room")
+
+    viewer = Departed()
+    assert PLAIN.render(Ack("quit", None), viewer) is None
+    assert PLAIN.render(ErrorEvent("x", "no"), viewer) == "Error: no"
+    assert PLAIN.render(Notice("bye all"), viewer) == "🟢 Server: bye all"

@@ -16,10 +16,13 @@ import pytest
 import trio
 import trio.testing
 
+from trio_chat.core.close import close_for
 from trio_chat.core.events import Notice
+from trio_chat.core.wire import JSON, PLAIN
 from trio_chat.server.bus import Subscription
-from trio_chat.server.chat import LOBBY, MAX_UNCONFIRMED, Chat, Member
+from trio_chat.server.chat import LOBBY, Chat, Member
 from trio_chat.server.history import MessageLog
+from trio_chat.server.messaging import MAX_UNCONFIRMED
 from trio_chat.server.store import MemoryStore, Record, StoreError
 
 END = "🟢 Server: (end)"
@@ -48,7 +51,12 @@ class Client:
 class Harness:
     """A chat (its message log in memory, running) and the clients connected to it."""
 
-    def __init__(self, stack: ExitStack, log: MessageLog, presence_limit: int = 100) -> None:
+    def __init__(
+        self,
+        stack: ExitStack,
+        log: MessageLog,
+        presence_limit: int = 100,
+    ) -> None:
         self.chat = Chat(
             log,
             presence_limit=presence_limit,
@@ -66,8 +74,8 @@ class Harness:
 
         member, subscription = self.chat.arrive(
             next(self._keys),
-            json=json,
-            disconnect=lambda code, reason, flush: closes.append((code, reason, flush)),
+            wire=JSON if json else PLAIN,
+            disconnect=lambda departure: closes.append(close_for(departure)),
             queue_depth=1000,
             on_overflow=overflow,
         )

@@ -34,6 +34,7 @@ from trio_chat.core.commands import (
     command_to_json,
     parse_plain,
 )
+from trio_chat.core.render import error_line, now_known_as
 
 from .terminal import make_safe
 from .view import UNREADABLE, Style, help_lines, render_event
@@ -327,7 +328,7 @@ class JsonSession:
         if event.get("type") == "ack" and self._attempt > 1:
             got = make_safe(str(event.get("nick")))
             wanted = make_safe(self._wanted)
-            shown = [self.style.dim(f"* You are now known as {got} ({wanted} is taken)")]
+            shown = [self.style.dim(f"{now_known_as(got)} ({wanted} is taken)")]
         else:
             shown = self._render(event, request)
         return self._after_nick(Output(show=shown))
@@ -371,7 +372,7 @@ class JsonSession:
         try:
             command = parse_plain(line)
         except CommandError as error:
-            return Output(show=[self.style.error(f"Error: {make_safe(error.text)}")])
+            return Output(show=[self.style.error(error_line(make_safe(error.text)))])
         if isinstance(command, Help):
             return Output(show=help_lines(self.style))
         if isinstance(command, Quit):

@@ -1,17 +1,21 @@
 """How the interactive client shows ``trio-chat.v1`` events: one event in, lines of text out.
 
 Sans-I/O and pure: :func:`render_event` turns one decoded JSON event into the lines to
-print (none, for an event whose effect shows elsewhere), given a :class:`Style`. Every
-string that came from the server or from another user goes through
-:func:`~trio_chat.terminal.make_safe` before it is put in a line, so control characters
-and escape sequences are shown, never obeyed; the only escape codes in a rendered line
-are the style's own SGR sequences, and only when colour is on.
+print (none, for an event whose effect shows elsewhere), given a :class:`Style`. What
+the lines say is :mod:`trio_chat.core.render`'s, the same wording the server gives
+its plain clients; this module owns only the terminal's layout (times, the
+``[room] alice: text`` look of chat lines, colours). Every string that came from the
+server or from another user goes through :func:`~trio_chat.terminal.make_safe` (the
+:class:`~trio_chat.core.render.Hooks` this module passes) before it is put in a line, so
+control characters and escape sequences are shown, never obeyed; the only escape codes
+in a rendered line are the style's own SGR sequences, and only when colour is on.
 
 The look:
 
 * ``12:34 [lobby] alice: hello`` (``Someone`` for an anonymous sender),
   ``12:34 [lobby] * alice waves`` for an action,
-  ``12:34 [private] alice → bob: psst``; the time is local, from the event's ``ts``;
+  ``12:34 [private] alice → bob: psst``; the time is local, from the event's ``ts``; a
+  message of several lines is that many lines, each with its time, room and sender;
 * presence, topic changes and the answers to commands are ``* `` lines, dimmed;
 * the operator: ``🟢 Server: text`` (``[room] 🟢 Server: text`` when said to one room);
 * ``Error: text`` for an error;
@@ -33,8 +37,9 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from trio_chat.core.commands import HELP, Command, Topic
-from trio_chat.core.events import describe_missed, describe_roster
+from trio_chat.core import render
+from trio_chat.core.commands import HELP, Command
+from trio_chat.core.render import HISTORY_MARK, PRIVATE_MARK, describe_roster
 
 from .terminal import make_safe
 
@@ -55,12 +60,10 @@ __all__ = [
 #: left for errors and magenta for private messages.
 NICK_PALETTE = ("32", "33", "34", "36", "92", "93", "94", "96")
 DIM = "2"
-PRIVATE_MARK = "1;35"
+PRIVATE_COLOUR = "1;35"
 ERROR = "31"
 RESET = "\x1b[0m"
 
-#: The mark before a message replayed from the server's store (``"history": true``).
-HISTORY_MARK = "[history]"
 #: The line shown for an event the client cannot make sense of.
 UNREADABLE = "(unreadable event from server)"
 
@@ -78,11 +81,21 @@ def nick_colour(nick: str) -> str:
     return NICK_PALETTE[zlib.crc32(nick.casefold().encode()) % len(NICK_PALETTE)]
 
 
+def _safe(value: Any) -> str:
+    return make_safe(str(value))
+
+
+#: For lines shown whole in one style (dimmed): every outside string made safe.
+SAFE = render.Hooks(text=_safe, nick=_safe)
+
+
 class Style:
     """Wraps text in SGR sequences when ``colour`` is on; returns it unchanged otherwise."""
 
     def __init__(self, colour: bool) -> None:
         self.colour = colour
+        #: For chat lines: outside strings made safe, nicknames in their colours.
+        self.chat = render.Hooks(text=_safe, nick=self._nick)
 
     def sgr(self, codes: str, text: str) -> str:
         """``text`` in the SGR rendition ``codes``, reset afterwards."""
@@ -96,9 +109,10 @@ class Style:
 
     def nick(self, nick: Any) -> str:
         """A sender's name, made safe and in its own colour; ``Someone`` for ``None``."""
-        if nick is None:
-            return "Someone"
-        safe = make_safe(str(nick))
+        return render.who(nick, self.chat)
+
+    def _nick(self, nick: Any) -> str:
+        safe = _safe(nick)
         return self.sgr(nick_colour(safe), safe)
 
 
@@ -116,12 +130,7 @@ def clock(ts: Any, tz: tzinfo | None = None) -> str:
 
 def help_lines(style: Style, commands: Collection[tuple[str, str]] = HELP) -> list[str]:
     """The answer to ``/help``: one dimmed ``* usage  description`` line per command."""
-    width = max((len(usage) for usage, _ in commands), default=0)
-    return [style.dim(f"* {usage:<{width}}  {text}") for usage, text in commands]
-
-
-def _safe(value: Any) -> str:
-    return make_safe(str(value))
+    return [style.dim(line) for line in render.help_lines(commands)]
 
 
 def render_event(
@@ -162,99 +171,35 @@ def _render(
     match kind:
         case "message":
             time = style.dim(clock(event.get("ts"), tz))
-            room, text = _safe(event["room"]), _safe(event["text"])
+            room = _safe(event["room"])
             sender = style.nick(event["from"])
+            lines = render.text_lines(event["text"], SAFE)
             if event.get("action"):
-                return [f"{time} [{room}] * {sender} {text}"]
-            return [f"{time} [{room}] {sender}: {text}"]
+                return [
+                    f"{time} {render.in_room(room, render.action_line(sender, line))}"
+                    for line in lines
+                ]
+            return [f"{time} {render.in_room(room, f'{sender}: {line}')}" for line in lines]
         case "private":
             time = style.dim(clock(event.get("ts"), tz))
-            mark = style.sgr(PRIVATE_MARK, "[private]")
+            mark = style.sgr(PRIVATE_COLOUR, PRIVATE_MARK)
             sender, to = style.nick(event["from"]), style.nick(event["to"])
-            return [f"{time} {mark} {sender} → {to}: {_safe(event['text'])}"]
+            lines = render.text_lines(event["text"], SAFE)
+            return [f"{time} {mark} {sender} → {to}: {line}" for line in lines]
         case "presence":
-            return [style.dim(_presence(event))]
+            return [style.dim(render.presence(event, SAFE))]
         case "topic":
-            by = "Someone" if event["by"] is None else _safe(event["by"])
-            room = _safe(event["room"])
-            if event["topic"]:
-                return [style.dim(f"* {by} set the topic of {room}: {_safe(event['topic'])}")]
-            return [style.dim(f"* {by} cleared the topic of {room}")]
+            return [style.dim(render.topic_changed(event, SAFE))]
         case "notice":
-            where = f"[{_safe(event['room'])}] " if event.get("room") is not None else ""
-            return [f"{where}\N{LARGE GREEN CIRCLE} Server: {_safe(event['text'])}"]
+            line = render.notice(event, SAFE)
+            if event.get("room") is not None:
+                line = render.in_room(_safe(event["room"]), line)
+            return [line]
         case "ack":
-            return _ack(event, style, request, rooms)
+            lines = render.ack_lines(event, SAFE, request=request, rooms=rooms)
+            return [style.dim(line) for line in lines]
         case "error":
-            return [style.error(f"Error: {_safe(event['text'])}")]
+            return [style.error(render.error_line(_safe(event["text"])))]
         case "welcome":
             return []
     return [style.dim(f"(unknown event: {_safe(kind)})")]
-
-
-def _presence(event: dict[str, Any]) -> str:
-    nick = _safe(event["nick"])
-    reason = event.get("reason")
-    because = f" ({_safe(reason)})" if reason else ""
-    match event["event"]:
-        case "join":
-            return f"* {nick} joined {_safe(event['room'])}"
-        case "leave":
-            return f"* {nick} left {_safe(event['room'])}"
-        case "nick":
-            return f"* {nick} is now known as {_safe(event['new_nick'])}"
-        case "quit":
-            return f"* {nick} quit{because}"
-        case "kick":
-            return f"* {nick} was kicked{because}"
-    return f"(unknown presence event: {_safe(event['event'])})"
-
-
-def _ack(
-    event: dict[str, Any], style: Style, request: Command | None, rooms: Collection[str]
-) -> list[str]:
-    match event["command"]:
-        case "message" | "me" | "private" | "quit":
-            return []  # the message itself (or the close) is the answer
-        case "nick":
-            return [style.dim(f"* You are now known as {_safe(event['nick'])}")]
-        case "join":
-            room = event["room"]
-            verb = "are now talking in" if room in rooms else "joined"
-            count = len(event["members"]) + int(event["anonymous"])
-            line = f"* You {verb} {_safe(room)} ({count} here)"
-            if event.get("topic"):
-                line += f". Topic: {_safe(event['topic'])}"
-            return [style.dim(line)]
-        case "leave":
-            return [
-                style.dim(
-                    f"* You left {_safe(event['room'])}; now talking in {_safe(event['current'])}"
-                )
-            ]
-        case "rooms":
-            listing = ", ".join(
-                f"{_safe(room['name'])} ({int(room['members'])})" for room in event["rooms"]
-            )
-            return [style.dim(f"* Rooms: {listing}")]
-        case "who":
-            roster = describe_roster([_safe(n) for n in event["members"]], int(event["anonymous"]))
-            return [style.dim(f"* In {_safe(event['room'])}: {roster}")]
-        case "topic":
-            if isinstance(request, Topic) and request.text is not None:
-                return []  # a topic set: the topic event every member gets shows it
-            room = _safe(event["room"])
-            if event.get("topic"):
-                return [style.dim(f"* Topic of {room}: {_safe(event['topic'])}")]
-            return [style.dim(f"* {room} has no topic")]
-        case "resume":
-            # Honoured whoever asked (the URL's since= is answered without a cid): when
-            # the server no longer keeps everything after `since`, the user must know.
-            if event.get("recovered") is False:
-                return [style.dim(describe_missed(int(event["since"]), int(event["oldest"])))]
-            return []
-        case "help":
-            return help_lines(
-                style, [(_safe(c["usage"]), _safe(c["description"])) for c in event["commands"]]
-            )
-    return [style.dim(f"* Done: {_safe(event['command'])}")]

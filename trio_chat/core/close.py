@@ -1,12 +1,14 @@
 """Close codes and reasons: how a connection ends, in the words both ends print.
 
-Commands are parsed in :mod:`trio_chat.commands` and events rendered in
-:mod:`trio_chat.events`; together the three modules are the sans-I/O core.
+Owns the codes (:class:`CloseCode`), the reasons that are part of the wire behaviour,
+the mapping from why the chat lets a member go (:data:`Departure`) to a close frame,
+and which closes a client should reconnect after.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 __all__ = [
     "BINARY_NOT_SUPPORTED",
@@ -15,6 +17,10 @@ __all__ = [
     "SERVER_SHUTTING_DOWN",
     "SLOW_CONSUMER",
     "CloseCode",
+    "Departure",
+    "Kicked",
+    "Quitting",
+    "close_for",
     "describe_close",
     "should_reconnect",
 ]
@@ -75,3 +81,32 @@ def should_reconnect(code: int | None, reason: str | None) -> bool:
     if code is None or code in RECONNECT_CODES:
         return True
     return code == CloseCode.POLICY_VIOLATION and reason == SLOW_CONSUMER
+
+
+@dataclass(frozen=True, slots=True)
+class Quitting:
+    """The member said ``/quit``: a normal closure, once what is queued for it was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """The operator kicked the member: closed at once, with ``reason`` as sent."""
+
+    reason: str
+
+
+#: Why the chat asks a connection to close (it never names a close code itself).
+Departure = Quitting | Kicked
+#: The close reason of a member that quit.
+QUIT_REASON = "bye"
+
+
+def close_for(departure: Departure) -> tuple[CloseCode, str, bool]:
+    """The close code and reason for ``departure``, and whether what is queued for the
+    client is sent first: 1000 ``bye`` after the queue for a quit, 1008 with the
+    operator's reason at once for a kick."""
+    match departure:
+        case Quitting():
+            return CloseCode.NORMAL_CLOSURE, QUIT_REASON, True
+        case Kicked(reason=reason):
+            return CloseCode.POLICY_VIOLATION, reason, False

@@ -262,8 +262,8 @@ def _parse_object(data: dict[str, Any]) -> Command:
         case "who":
             return Who(room)
         case "topic":
-            text = _field(data, "text", required=False)
-            return Topic(room, _one_line(text) if text is not None else None)
+            topic = _field(data, "text", required=False)
+            return Topic(room, _one_line(topic) if topic is not None else None)
         case "help":
             return Help()
         case "history":

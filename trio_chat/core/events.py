@@ -1,21 +1,25 @@
-"""Server events and how each reads on the wire, in plain text and in JSON.
+"""Server events: typed data, and the JSON form each takes on the wire.
 
-Sans-I/O: an event is built once, when it happens, with every rendering that does not
-depend on who receives it already made (the JSON line above all), so the fan-out does
-as little as possible per recipient. :meth:`Event.render` picks the form for one
-:class:`Viewer`, or ``None`` when that viewer should get nothing.
+Sans-I/O and pure. An event holds what happened (a stored :class:`Record`, a presence
+change, the answer to a command...) and knows its JSON-shaped fields (:meth:`Event.data`)
+and its JSON line (:attr:`Event.json`, built once, when a JSON viewer first needs it, and
+shared by every recipient). How an event reads in plain text is not here: the wire
+formats of :mod:`.wire` render events for one viewer, with the wording of :mod:`.render`.
+
+Besides its data an event says how it is routed: ``room`` (a plain line from a room that
+is not the viewer's current one names it), ``sender`` (the connection that reads it in
+the first person), and ``log_position`` (a stored message's place in the log).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from trio_chat._version import server_name
 
-from .commands import HELP, PROTOCOL
+from .commands import HELP, PROTOCOL, Command
 from .record import Record
 
 __all__ = [
@@ -28,35 +32,12 @@ __all__ = [
     "Presence",
     "PrivateMessage",
     "TopicChanged",
-    "Viewer",
     "Welcome",
-    "describe_missed",
-    "describe_roster",
+    "help_ack",
+    "message_data",
     "timestamp",
+    "to_json_line",
 ]
-
-
-class Viewer(Protocol):
-    """Who an event is rendered for: a connection's mode and its current room."""
-
-    @property
-    def key(self) -> int: ...
-    @property
-    def json(self) -> bool: ...
-    @property
-    def current_room(self) -> str: ...
-
-
-class Event(Protocol):
-    """Something the bus delivers; rendered once per recipient."""
-
-    #: (room, id) for stored messages (room None for private ones), else None: how a
-    #: connection recognises a live message it already got from a replay.
-    log_position: tuple[str | None, int] | None
-
-    def render(self, viewer: Viewer) -> str | None:
-        """The line ``viewer`` receives, or ``None`` for nothing."""
-        ...
 
 
 def timestamp(moment: datetime) -> str:
@@ -67,15 +48,6 @@ def timestamp(moment: datetime) -> str:
 def to_json_line(data: dict[str, Any]) -> str:
     """One compact JSON document; non-ASCII text stays as it is (the frame is UTF-8)."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-def _in_room(viewer: Viewer, room: str, line: str) -> str:
-    """Plain lines from a room other than the viewer's current one name their room."""
-    return line if room == viewer.current_room else f"[{room}] {line}"
-
-
-def _who(nick: str | None) -> str:
-    return nick if nick is not None else "Someone"
 
 
 def message_data(record: Record) -> dict[str, Any]:
@@ -102,79 +74,96 @@ def message_data(record: Record) -> dict[str, Any]:
     return data
 
 
-class Message:
+class Event:
+    """Something the bus delivers: data, rendered once per wire format and shared by
+    every recipient that reads it the same way."""
+
+    __slots__ = ("json_line", "rendered")
+
+    #: (room, id) for stored messages (room None for private ones), else None: how a
+    #: connection recognises a live message it already got from a replay.
+    log_position: tuple[str | None, int] | None = None
+    #: The room it happened in, or None when it belongs to no one room.
+    room: str | None = None
+    #: The connection that caused it and reads it in the first person ("You said").
+    sender: int | None = None
+
+    def __init__(self) -> None:
+        #: The JSON line once made (read it as :attr:`json`).
+        self.json_line: str | None = None
+        #: A wire format's rendering of this event, kept by that format (keyed by it)
+        #: so that it is made once, not once per recipient.
+        self.rendered: dict[object, Any] = {}
+
+    def data(self) -> dict[str, Any]:
+        """The event's JSON fields, ``type`` first."""
+        raise NotImplementedError
+
+    @property
+    def json(self) -> str:
+        """The event's JSON line, made on first use and then shared."""
+        line = self.json_line
+        if line is None:
+            line = self.json_line = to_json_line(self.data())
+        return line
+
+
+class Message(Event):
     """A chat line (or a ``/me`` action) in a room, live."""
 
-    __slots__ = ("_json", "_others", "_own", "log_position", "room", "sender")
+    __slots__ = ("log_position", "record", "room", "sender")
 
     def __init__(self, record: Record, sender: int) -> None:
+        super().__init__()
         assert record.room is not None
+        self.record = record
         self.room = record.room
-        #: The connection that sent it: it reads its own line as "You said".
         self.sender = sender
         self.log_position = (record.room, record.id)
-        if record.action:
-            self._own = self._others = f"* {_who(record.sender)} {record.text}"
-        else:
-            self._own = f"You said: {record.text}"
-            self._others = f"{_who(record.sender)} says: {record.text}"
-        self._json = to_json_line(message_data(record))
 
-    def render(self, viewer: Viewer) -> str:
-        if viewer.json:
-            return self._json
-        return _in_room(viewer, self.room, self._own if viewer.key == self.sender else self._others)
+    def data(self) -> dict[str, Any]:
+        return message_data(self.record)
 
 
-class PrivateMessage:
+class PrivateMessage(Event):
     """A message only its sender and its recipient see, live."""
 
-    __slots__ = ("_json", "_received", "_sent", "log_position", "sender")
+    __slots__ = ("log_position", "record", "sender")
 
     def __init__(self, record: Record, sender: int) -> None:
+        super().__init__()
+        self.record = record
         self.sender = sender
         self.log_position = (None, record.id)
-        self._json = to_json_line(message_data(record))
-        self._sent = f"[private] You said to {record.recipient}: {record.text}"
-        self._received = f"[private] {record.sender} says: {record.text}"
 
-    def render(self, viewer: Viewer) -> str:
-        if viewer.json:
-            return self._json
-        return self._sent if viewer.key == self.sender else self._received
+    def data(self) -> dict[str, Any]:
+        return message_data(self.record)
 
 
-class HistoryLine:
+class HistoryLine(Event):
     """A stored message replayed from history (on join or resume), marked as such:
-    ``[history] `` in plain text, ``"history": true`` in JSON."""
+    ``"history": true``."""
 
-    __slots__ = ("_json", "_plain", "room")
-
-    log_position = None
+    __slots__ = ("record", "room")
 
     def __init__(self, record: Record) -> None:
+        super().__init__()
+        self.record = record
         self.room = record.room
-        self._json = to_json_line({**message_data(record), "history": True})
-        if record.room is None:
-            body = f"[private] {record.sender} to {record.recipient}: {record.text}"
-        elif record.action:
-            body = f"* {_who(record.sender)} {record.text}"
-        else:
-            body = f"{_who(record.sender)} says: {record.text}"
-        self._plain = f"[history] {body}"
 
-    def render(self, viewer: Viewer) -> str:
-        if viewer.json:
-            return self._json
-        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+    def data(self) -> dict[str, Any]:
+        return {**message_data(self.record), "history": True}
 
 
-class Presence:
-    """Someone joined or left a room, changed nick, quit, or was kicked."""
+#: Presence events and the fields each carries besides ``nick`` and ``ts``.
+PRESENCE_EVENTS = frozenset({"join", "leave", "nick", "quit", "kick"})
 
-    __slots__ = ("_json", "_plain", "room")
 
-    log_position = None
+class Presence(Event):
+    """Someone joined or left a room (``room``), changed nick (``new_nick``), quit or
+    was kicked (``reason``)."""
+
+    __slots__ = ("event", "new_nick", "nick", "reason", "room", "ts")
 
     def __init__(
         self,
@@ -186,167 +175,139 @@ class Presence:
         new_nick: str | None = None,
         reason: str | None = None,
     ) -> None:
+        if event not in PRESENCE_EVENTS:
+            raise ValueError(f"unknown presence event {event!r}")
+        super().__init__()
+        self.event = event
+        self.nick = nick
+        self.ts = ts
         self.room = room
-        data: dict[str, Any] = {"type": "presence", "event": event, "nick": nick}
-        match event:
+        self.new_nick = new_nick
+        self.reason = reason
+
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": "presence", "event": self.event, "nick": self.nick}
+        match self.event:
             case "join" | "leave":
-                data["room"] = room
-                self._plain = f"* {nick} {'joined' if event == 'join' else 'left'} {room}"
+                data["room"] = self.room
             case "nick":
-                data["new_nick"] = new_nick
-                self._plain = f"* {nick} is now known as {new_nick}"
-            case "quit" | "kick":
-                data["reason"] = reason
-                verb = "quit" if event == "quit" else "was kicked"
-                self._plain = f"* {nick} {verb}" + (f" ({reason})" if reason else "")
+                data["new_nick"] = self.new_nick
             case _:
-                raise ValueError(f"unknown presence event {event!r}")
-        data["ts"] = ts
-        self._json = to_json_line(data)
-
-    def render(self, viewer: Viewer) -> str:
-        if viewer.json:
-            return self._json
-        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+                data["reason"] = self.reason
+        data["ts"] = self.ts
+        return data
 
 
-class TopicChanged:
-    """A room's topic was set or cleared."""
+class TopicChanged(Event):
+    """A room's topic was set or cleared (``topic`` None) by ``by``."""
 
-    __slots__ = ("_json", "_plain", "room")
-
-    log_position = None
+    __slots__ = ("by", "room", "topic")
 
     def __init__(self, room: str, topic: str | None, by: str | None) -> None:
+        super().__init__()
         self.room = room
-        self._json = to_json_line({"type": "topic", "room": room, "topic": topic, "by": by})
-        if topic:
-            self._plain = f"* {_who(by)} set the topic of {room}: {topic}"
-        else:
-            self._plain = f"* {_who(by)} cleared the topic of {room}"
+        self.topic = topic
+        self.by = by
 
-    def render(self, viewer: Viewer) -> str:
-        return self._json if viewer.json else _in_room(viewer, self.room, self._plain)
+    def data(self) -> dict[str, Any]:
+        return {"type": "topic", "room": self.room, "topic": self.topic, "by": self.by}
 
 
-class Notice:
+class Notice(Event):
     """The operator speaking: to everyone, or to one room."""
 
-    __slots__ = ("_json", "_plain", "room")
-
-    log_position = None
+    __slots__ = ("room", "text")
 
     def __init__(self, text: str, room: str | None = None) -> None:
+        super().__init__()
+        self.text = text
         self.room = room
-        data: dict[str, Any] = {"type": "notice", "from": "server", "text": text}
-        if room is not None:
-            data["room"] = room
-        self._json = to_json_line(data)
-        self._plain = f"\N{LARGE GREEN CIRCLE} Server: {text}"
 
-    def render(self, viewer: Viewer) -> str:
-        if viewer.json:
-            return self._json
-        return self._plain if self.room is None else _in_room(viewer, self.room, self._plain)
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": "notice", "from": "server", "text": self.text}
+        if self.room is not None:
+            data["room"] = self.room
+        return data
 
 
-class Welcome:
-    """The first event of a JSON connection (plain clients get nothing: the tutorial's
-    clients expect no greeting)."""
+class Welcome(Event):
+    """The first event of a connection: who and where it is (plain clients get nothing:
+    the tutorial's clients expect no greeting)."""
 
-    __slots__ = ("_json",)
-
-    log_position = None
+    __slots__ = ("nick", "rooms", "where")
 
     def __init__(self, nick: str | None, room: str, rooms: list[str]) -> None:
-        self._json = to_json_line(
-            {
-                "type": "welcome",
-                "protocol": PROTOCOL,
-                "server": server_name(),
-                "nick": nick,
-                "room": room,
-                "rooms": rooms,
-            }
-        )
+        super().__init__()
+        self.nick = nick
+        #: The current room (``room`` stays None: a welcome is not said in a room).
+        self.where = room
+        self.rooms = rooms
 
-    def render(self, viewer: Viewer) -> str | None:
-        return self._json if viewer.json else None
+    def data(self) -> dict[str, Any]:
+        return {
+            "type": "welcome",
+            "protocol": PROTOCOL,
+            "server": server_name(),
+            "nick": self.nick,
+            "room": self.where,
+            "rooms": self.rooms,
+        }
 
 
-class Ack:
-    """The answer to one command: JSON ``ack`` with the result; in plain mode a ``* `` line
-    (or several), or nothing when the command's own effect is the answer (a chat line)."""
+class Ack(Event):
+    """The answer to one command: ``command``, the client's ``cid`` and the ``result``
+    fields. ``request`` (the command answered) and ``rooms_before`` (its sender's rooms
+    before it) are context for wording it; they are not sent."""
 
-    __slots__ = ("_json", "_plain")
-
-    log_position = None
+    __slots__ = ("cid", "command", "request", "result", "rooms_before")
 
     def __init__(
         self,
         command: str,
         cid: str | int | None,
-        plain: str | None = None,
+        *,
+        request: Command | None = None,
+        rooms_before: tuple[str, ...] = (),
         **result: Any,
     ) -> None:
+        super().__init__()
+        self.command = command
+        self.cid = cid
+        self.request = request
+        self.rooms_before = rooms_before
+        self.result = result
+
+    def data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "ack"}
-        if cid is not None:
-            data["cid"] = cid
-        data["command"] = command
-        data.update(result)
-        self._json = to_json_line(data)
-        self._plain = plain
-
-    def render(self, viewer: Viewer) -> str | None:
-        return self._json if viewer.json else self._plain
+        if self.cid is not None:
+            data["cid"] = self.cid
+        data["command"] = self.command
+        data.update(self.result)
+        return data
 
 
-class ErrorEvent:
-    """A command that failed, for its sender only: ``Error: …`` or a JSON ``error``."""
+class ErrorEvent(Event):
+    """A command that failed, for its sender only: a machine-readable ``code`` and a
+    ``text`` for people."""
 
-    __slots__ = ("_json", "_plain", "code")
-
-    log_position = None
+    __slots__ = ("cid", "code", "text")
 
     def __init__(self, code: str, text: str, cid: str | int | None = None) -> None:
+        super().__init__()
         self.code = code
+        self.text = text
+        self.cid = cid
+
+    def data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "error"}
-        if cid is not None:
-            data["cid"] = cid
-        data["code"] = code
-        data["text"] = text
-        self._json = to_json_line(data)
-        self._plain = f"Error: {text}"
-
-    def render(self, viewer: Viewer) -> str:
-        return self._json if viewer.json else self._plain
-
-
-def describe_roster(nicks: Collection[str], anonymous: int) -> str:
-    """``alice, bob and 2 without a nickname``; ``nobody`` for an empty room. (The client
-    words its rosters the same way.)"""
-    parts = list(nicks)
-    if anonymous:
-        parts.append(f"{anonymous} without a nickname")
-    if not parts:
-        return "nobody"
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
-
-
-def describe_missed(since: int, oldest: int) -> str:
-    """The line saying that a resume after ``since`` could not recover everything: some
-    messages are no longer kept, and nothing is missing from ``oldest`` on. (The client
-    words it the same way.)"""
-    return (
-        f"* Some messages since {since} are no longer kept and were missed; replaying from {oldest}"
-    )
+        if self.cid is not None:
+            data["cid"] = self.cid
+        data["code"] = self.code
+        data["text"] = self.text
+        return data
 
 
 def help_ack(cid: str | int | None) -> Ack:
     """The answer to ``/help``: every command with its usage and description."""
-    width = max(len(usage) for usage, _ in HELP)
-    plain = "\n".join(f"* {usage:<{width}}  {description}" for usage, description in HELP)
     commands = [{"usage": usage, "description": description} for usage, description in HELP]
-    return Ack("help", cid, plain, commands=commands)
+    return Ack("help", cid, commands=commands)

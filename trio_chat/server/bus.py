@@ -24,7 +24,8 @@ from contextlib import contextmanager
 
 import trio
 
-from trio_chat.core.events import Event, Viewer
+from trio_chat.core.events import Event
+from trio_chat.core.wire import Viewer
 
 __all__ = ["Bus", "Instruction", "Subscription"]
 
@@ -91,7 +92,8 @@ class Subscription:
         self, max_chars: int, skip: Callable[[Event], bool] | None = None
     ) -> tuple[list[str], Instruction | None]:
         """Wait for at least one line (or an instruction), then take every event already
-        queued, up to about ``max_chars`` characters, rendered for this subscriber.
+        queued, up to about ``max_chars`` characters, rendered for this subscriber in
+        its viewer's wire format.
 
         Returns the lines and, when the batch stopped at one, the :class:`Instruction`
         that the caller must carry out before asking for the next batch. Events that
@@ -105,6 +107,7 @@ class Subscription:
         lines: list[str] = []
         size = 0
         viewer = self.viewer
+        render = viewer.wire.render
         while True:
             if self._queue:
                 await trio.lowlevel.checkpoint()
@@ -123,7 +126,7 @@ class Subscription:
                     return lines, event
                 if skip is not None and skip(event):
                     continue
-                line = event.render(viewer)
+                line = render(event, viewer)
                 if line is None:
                     continue
                 lines.append(line)

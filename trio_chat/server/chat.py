@@ -1,25 +1,26 @@
-"""The chat itself: members, nicknames, rooms, and what each command does.
+"""The chat itself: members, nicknames, rooms, and what each command does to them.
 
-A line enters through :meth:`Chat.receive_text`, becomes a
-:class:`~trio_chat.commands.Command`, and :meth:`Chat.execute` turns it into events
-published on the bus to exactly the members who should see them. Room and private
-messages go through the :class:`~trio_chat.history.MessageLog` first: stored, then
-delivered. This module owns the chat's state; it runs inside the reader task of the
-connection that sent the command, and every change of state it makes happens between
-two awaits, so it is atomic with respect to other clients.
+A frame enters through :meth:`Chat.receive_text`, is read into
+:class:`~trio_chat.core.commands.Command` values by the member's wire format, and
+:meth:`Chat.execute` carries each out: it checks the rules, changes the state, and
+publishes events (data, worded elsewhere: :mod:`trio_chat.core.render`) on the bus to
+exactly the members who should see them. Room and private messages are handed to
+:class:`~trio_chat.server.messaging.Messaging`. A member is let go for a typed reason
+(:data:`~trio_chat.core.close.Departure`); its connection picks the close code.
+
+This module owns the chat's state; it runs inside the reader task of the connection
+that sent the command, and every change of state it makes happens between two awaits,
+so it is atomic with respect to other clients.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import trio
-
 from trio_chat.core.arrival import Arrival
-from trio_chat.core.close import CloseCode
+from trio_chat.core.close import Departure, Kicked, Quitting
 from trio_chat.core.commands import (
     Command,
     CommandError,
@@ -35,40 +36,32 @@ from trio_chat.core.commands import (
     Say,
     Topic,
     Who,
-    parse_json,
-    parse_plain,
 )
 from trio_chat.core.events import (
     Ack,
     ErrorEvent,
     Event,
-    Message,
     Notice,
     Presence,
-    PrivateMessage,
     TopicChanged,
     Welcome,
-    describe_roster,
     help_ack,
     timestamp,
 )
+from trio_chat.core.wire import WireFormat
 
 from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
+from .messaging import Messaging, Window
 from .replay import history_page, missed_since, recent_history
-from .store import Record, StoreError
 
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
 
 LOBBY = "lobby"
 #: Nicknames nobody may take: the operator speaks as "Server".
 RESERVED_NICKS = frozenset({"server"})
-#: Messages one connection may have being committed at once. Its reader goes on to the
-#: next frame while earlier messages commit (so one busy sender fills a whole commit),
-#: and waits past this many.
-MAX_UNCONFIRMED = 64
-#: How a connection is asked to close: (code, reason, flush queued events first?).
-Disconnect = Callable[[int, str, bool], None]
+#: How the chat asks a member's connection to close, and why.
+Disconnect = Callable[[Departure], None]
 
 
 @dataclass(eq=False, slots=True)
@@ -77,16 +70,14 @@ class Member:
     is the current room, where plain lines go."""
 
     key: int
-    json: bool
+    wire: WireFormat
     disconnect: Disconnect
     nick: str | None = None
     rooms: list[str] = field(default_factory=list)
     #: Set once the member's departure was announced (kick), so it is not announced twice.
     departed: bool = False
-    #: Messages submitted to the log and not yet delivered (or failed).
-    unconfirmed: int = 0
-    #: Set when ``unconfirmed`` drops back to the limit, for a reader waiting on it.
-    confirmation: trio.Event | None = None
+    #: Its messages being committed.
+    window: Window = field(default_factory=Window)
 
     @property
     def current_room(self) -> str:
@@ -128,10 +119,7 @@ class Chat:
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY)}
         self._nicks: dict[str, Member] = {}
         self._clock = clock
-
-    @property
-    def member_count(self) -> int:
-        return len(self.members)
+        self.messaging = Messaging(log, self.bus, self._ts)
 
     # --- joining and leaving the chat --------------------------------------------------
 
@@ -139,14 +127,14 @@ class Chat:
         self,
         key: int,
         *,
-        json: bool,
+        wire: WireFormat,
         disconnect: Disconnect,
         queue_depth: int,
         on_overflow: Callable[[], None],
         arrival: Arrival | None = None,
     ) -> tuple[Member, Subscription]:
-        """A member for connection ``key``, subscribed; :meth:`leave` it when the
-        connection ends.
+        """A member for connection ``key``, speaking ``wire``, subscribed; :meth:`leave`
+        it when the connection ends.
 
         Without ``arrival`` the member arrives anonymous in the lobby and is sent the
         lobby's recent history. ``arrival`` (from the connection's URL) names the nick
@@ -154,7 +142,7 @@ class Chat:
         everything missed in those rooms instead of their recent history.
         """
         arrival = arrival or Arrival()
-        member = Member(key, json, disconnect)
+        member = Member(key, wire, disconnect)
         subscription = self.bus.add(member, queue_depth, on_overflow)
         self.members[key] = member
         for name in arrival.rooms or (LOBBY,):
@@ -204,26 +192,14 @@ class Chat:
     # --- what clients send ---------------------------------------------------------------
 
     async def receive_text(self, member: Member, text: str) -> None:
-        """Carry out one text frame from ``member``: a JSON command, or plain lines (a
-        frame of several lines is that many lines, so every line on the wire stays one
-        event). Errors go back to the member alone. Returns once every message in the
-        frame is stored and delivered."""
-        if member.json:
-            try:
-                command, cid = parse_json(text)
-            except CommandError as error:
-                self._reply(member, ErrorEvent(error.code, error.text, error.cid))
-                return
-            await self.execute(member, command, cid)
-            return
-        lines = text.splitlines() if ("\n" in text or "\r" in text) else [text]
-        for line in lines:
-            try:
-                command = parse_plain(line)
-            except CommandError as error:
-                self._reply(member, ErrorEvent(error.code, error.text))
-                continue
-            await self.execute(member, command, None)
+        """Carry out one text frame from ``member``: the commands its wire format reads
+        in it, in order. Errors go back to the member alone. Returns once every message
+        in the frame is submitted (and the member's window has room)."""
+        for parsed in member.wire.parse(text):
+            if isinstance(parsed, CommandError):
+                self._reply(member, ErrorEvent(parsed.code, parsed.text, parsed.cid))
+            else:
+                await self.execute(member, *parsed)
 
     async def execute(self, member: Member, command: Command, cid: str | int | None) -> None:
         """Carry out ``command`` for ``member``; answer with exactly one ack or error."""
@@ -241,9 +217,28 @@ class Chat:
     ) -> Event | None:
         match command:
             case Say():
-                return await self._say(member, command, cid)
+                room = command.room or member.current_room
+                if room not in member.rooms:
+                    raise CommandError("not_in_room", f"you are not in {room}; /join it first")
+                await self.messaging.to_room(
+                    member,
+                    cid,
+                    room,
+                    command.text,
+                    action=command.action,
+                    audience=lambda: self._members_of(room),
+                )
+                return None
             case Private():
-                return await self._private(member, command, cid)
+                if member.nick is None:
+                    raise CommandError("nick_required", "set a nickname with /nick before /msg")
+                recipient = self._nicks.get(command.to.casefold())
+                if recipient is None or recipient.nick is None:
+                    raise CommandError("no_such_nick", f"nobody is called {command.to}")
+                await self.messaging.to_nick(
+                    member, cid, recipient.nick, recipient.key, command.text
+                )
+                return None
             case History():
                 return await self._history(member, command, cid)
             case Resume():
@@ -255,29 +250,21 @@ class Chat:
             case Nick():
                 return self._change_nick(member, command.nick, cid)
             case Join():
-                return self._join(member, command.room, cid)
+                self._join(member, command.room, cid)
+                return None
             case Leave():
                 return self._leave(member, command.room or member.current_room, cid)
             case ListRooms():
                 rooms = self.room_list()
-                listing = ", ".join(f"{name} ({count})" for name, count, _ in rooms)
                 return Ack(
                     "rooms",
                     cid,
-                    f"* Rooms: {listing}",
                     rooms=[{"name": n, "members": c, "topic": t} for n, c, t in rooms],
                 )
             case Who():
                 name = command.room or member.current_room
                 nicks, anonymous = self._existing_room(name).roster()
-                return Ack(
-                    "who",
-                    cid,
-                    f"* In {name}: {describe_roster(nicks, anonymous)}",
-                    room=name,
-                    members=nicks,
-                    anonymous=anonymous,
-                )
+                return Ack("who", cid, room=name, members=nicks, anonymous=anonymous)
             case Topic():
                 return self._topic(member, command, cid)
             case Help():
@@ -285,89 +272,14 @@ class Chat:
             case Quit():
                 self._depart(member, self._quit_notice(member, command.reason))
                 self._reply(member, Ack("quit", cid))
-                member.disconnect(CloseCode.NORMAL_CLOSURE, "bye", True)
+                member.disconnect(Quitting())
                 return None
         raise AssertionError(f"unhandled command {command!r}")
 
-    async def _say(self, member: Member, command: Say, cid: str | int | None) -> None:
-        room = command.room or member.current_room
-        if room not in member.rooms:
-            raise CommandError("not_in_room", f"you are not in {room}; /join it first")
-        kind = "me" if command.action else "message"
-        nick = member.nick
-        ts = self._ts()
-        dedupe = resend_key(member, cid, kind, room)
-        if dedupe is not None:
-            found = await self.log.find_resend(dedupe)
-            if found is not None:
-                self._reply(member, Ack(kind, cid, id=found, room=room, duplicate=True))
-                return
-
-        def record(message_id: int) -> Record:
-            return Record(message_id, ts, room, nick, None, command.text, command.action, dedupe)
-
-        def deliver(stored: Record) -> None:
-            self._confirmed(member)
-            # The ack comes first, so a client knows the id before it sees the message.
-            self._reply(member, Ack(kind, cid, id=stored.id, room=room))
-            audience = self.rooms.get(room)
-            if audience is not None:
-                self.bus.publish(Message(stored, member.key), audience.members)
-
-        self.log.submit(record, deliver, self._store_failed(member, cid), dedupe)
-        await self._limit_unconfirmed(member)
-
-    async def _private(self, member: Member, command: Private, cid: str | int | None) -> None:
-        nick = member.nick
-        if nick is None:
-            raise CommandError("nick_required", "set a nickname with /nick before /msg")
-        recipient = self._nicks.get(command.to.casefold())
-        if recipient is None or recipient.nick is None:
-            raise CommandError("no_such_nick", f"nobody is called {command.to}")
-        to, ts = recipient.nick, self._ts()
-        dedupe = resend_key(member, cid, "private", to)
-        if dedupe is not None:
-            found = await self.log.find_resend(dedupe)
-            if found is not None:
-                self._reply(member, Ack("private", cid, id=found, to=to, duplicate=True))
-                return
-
-        def record(message_id: int) -> Record:
-            return Record(message_id, ts, None, nick, to, command.text, False, dedupe)
-
-        def deliver(stored: Record) -> None:
-            self._confirmed(member)
-            self._reply(member, Ack("private", cid, id=stored.id, to=to))
-            self.bus.publish(PrivateMessage(stored, member.key), {member.key, recipient.key})
-
-        self.log.submit(record, deliver, self._store_failed(member, cid), dedupe)
-        await self._limit_unconfirmed(member)
-
-    def _store_failed(self, member: Member, cid: str | int | None) -> Callable[[StoreError], None]:
-        def fail(error: StoreError) -> None:
-            self._confirmed(member)
-            self._reply(
-                member,
-                ErrorEvent("store_failed", "the message could not be stored; try again", cid),
-            )
-
-        return fail
-
-    async def _limit_unconfirmed(self, member: Member) -> None:
-        """Count a message just submitted, and wait while the member has too many being
-        committed: messages from one connection are pipelined (its reader goes on to the
-        next frame while earlier ones commit), but only so far."""
-        member.unconfirmed += 1
-        while member.unconfirmed > MAX_UNCONFIRMED:
-            if member.confirmation is None:
-                member.confirmation = trio.Event()
-            await member.confirmation.wait()
-
-    def _confirmed(self, member: Member) -> None:
-        member.unconfirmed -= 1
-        if member.confirmation is not None and member.unconfirmed <= MAX_UNCONFIRMED:
-            member.confirmation.set()
-            member.confirmation = None
+    def _members_of(self, name: str) -> Iterable[int]:
+        """The keys of the members of room ``name`` now (none once it is gone)."""
+        room = self.rooms.get(name)
+        return () if room is None else room.members
 
     async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
         name = command.room or member.current_room
@@ -391,28 +303,30 @@ class Chat:
                 self._announce(Presence("join", nick, self._ts(), room=name), member, [name])
         elif old != nick:
             self._announce(Presence("nick", old, self._ts(), new_nick=nick), member, member.rooms)
-        return Ack("nick", cid, f"* You are now known as {nick}", nick=nick)
+        return Ack("nick", cid, nick=nick)
 
     def _join(self, member: Member, name: str, cid: str | int | None) -> None:
+        before = tuple(member.rooms)
         joined = name not in member.rooms
         if joined:
             self._enter_room(member, name)
             if member.nick:
                 self._announce(Presence("join", member.nick, self._ts(), room=name), member, [name])
-            plain = f"* You joined {name}"
         else:
             member.rooms.remove(name)
             member.rooms.append(name)
-            plain = f"* You are now talking in {name}"
         room = self.rooms[name]
         nicks, anonymous = room.roster()
-        plain += f" ({len(room.members)} here)"
-        if room.topic:
-            plain += f". Topic: {room.topic}"
         self._reply(
             member,
             Ack(
-                "join", cid, plain, room=name, topic=room.topic, members=nicks, anonymous=anonymous
+                "join",
+                cid,
+                rooms_before=before,
+                room=name,
+                topic=room.topic,
+                members=nicks,
+                anonymous=anonymous,
             ),
         )
         if joined and self.history_on_join:
@@ -428,21 +342,17 @@ class Chat:
         if member.nick:
             self._announce(Presence("leave", member.nick, self._ts(), room=name), member, [name])
         self._exit_room(member, name)
-        current = member.current_room
-        return Ack(
-            "leave", cid, f"* You left {name}; now talking in {current}", room=name, current=current
-        )
+        return Ack("leave", cid, room=name, current=member.current_room)
 
     def _topic(self, member: Member, command: Topic, cid: str | int | None) -> Event | None:
         name = command.room or member.current_room
         room = self._existing_room(name)
         if command.text is None:
-            plain = f"* Topic of {name}: {room.topic}" if room.topic else f"* {name} has no topic"
-            return Ack("topic", cid, plain, room=name, topic=room.topic)
+            return Ack("topic", cid, request=command, room=name, topic=room.topic)
         if name not in member.rooms:
             raise CommandError("not_in_room", f"you are not in {name}")
         room.topic = command.text or None
-        self._reply(member, Ack("topic", cid, None, room=name, topic=room.topic))
+        self._reply(member, Ack("topic", cid, request=command, room=name, topic=room.topic))
         self.bus.publish(TopicChanged(name, room.topic, member.nick), room.members)
         return None
 
@@ -455,13 +365,13 @@ class Chat:
         return self.bus.publish(Notice(text, room), self._existing_room(room).members)
 
     def kick(self, nick: str, reason: str) -> bool:
-        """Announce ``nick`` as kicked and close its connection with 1008 ``reason``.
+        """Announce ``nick`` as kicked and ask its connection to close, for ``reason``.
         Returns False when nobody has that nickname."""
         member = self._nicks.get(nick.casefold())
         if member is None:
             return False
         self._depart(member, Presence("kick", member.nick or nick, self._ts(), reason=reason))
-        member.disconnect(CloseCode.POLICY_VIOLATION, reason, False)
+        member.disconnect(Kicked(reason))
         return True
 
     def room_list(self) -> list[tuple[str, int, str | None]]:
@@ -511,13 +421,3 @@ class Chat:
         audience.discard(subject.key)
         if audience:
             self.bus.publish(event, audience)
-
-
-def resend_key(member: Member, cid: str | int | None, kind: str, target: str) -> str | None:
-    """The key that identifies a resent message: the sender's nickname, the kind of
-    message and where it went (room or recipient), and its ``cid`` as sent (so ``1`` and
-    ``"1"`` differ). Only JSON members with a nickname have one (a cid alone is not
-    unique across clients)."""
-    if cid is None or member.nick is None or not member.json:
-        return None
-    return f"{member.nick.casefold()}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"

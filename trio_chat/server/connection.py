@@ -21,9 +21,12 @@ from trio_chat.core.close import (
     INTERNAL_ERROR,
     SLOW_CONSUMER,
     CloseCode,
+    Departure,
+    close_for,
     describe_close,
 )
 from trio_chat.core.events import ErrorEvent
+from trio_chat.core.wire import PLAIN, WireFormat
 
 from .bus import Subscription
 from .chat import Chat, Member
@@ -56,9 +59,9 @@ class ChatConnection:
         "_subscription",
         "_ws",
         "closed",
-        "json",
         "key",
         "peer",
+        "wire",
     )
 
     def __init__(
@@ -69,14 +72,14 @@ class ChatConnection:
         chat: Chat,
         *,
         config: ServerConfig,
-        json: bool = False,
+        wire: WireFormat = PLAIN,
         arrival: Arrival | None = None,
     ) -> None:
         self.key = key
         self.peer = peer
         self._arrival = arrival
-        #: True when the client chose the ``trio-chat.v1`` JSON subprotocol.
-        self.json = json
+        #: How this client's frames read and its events are written (plain or JSON).
+        self.wire = wire
         self._ws = ws
         self._chat = chat
         self._config = config
@@ -107,6 +110,10 @@ class ChatConnection:
         else:
             self._io_scope.cancel()
 
+    def _depart(self, departure: Departure) -> None:
+        """The chat lets this member go (a quit, a kick): close as that calls for."""
+        self.close_soon(*close_for(departure))
+
     async def run(self) -> None:
         """Serve the connection until it closes, then send the close frame.
 
@@ -117,8 +124,8 @@ class ChatConnection:
         """
         member, subscription = self._chat.arrive(
             self.key,
-            json=self.json,
-            disconnect=self.close_soon,
+            wire=self.wire,
+            disconnect=self._depart,
             queue_depth=self._config.queue_depth,
             on_overflow=self._overflowed,
             arrival=self._arrival,

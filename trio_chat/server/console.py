@@ -1,7 +1,9 @@
 """The operator console: lines typed at the server's terminal.
 
 A plain line goes to every client as ``🟢 Server: <text>``; ``/who``, ``/rooms``,
-``/kick`` and ``/say`` inspect and steer the chat; ``/quit`` shuts the server down. At
+``/kick`` and ``/say`` inspect and steer the chat; ``/quit`` shuts the server down. The
+answers that say what clients are also told (rosters, room lists, errors) use the
+clients' wording, :mod:`trio_chat.core.render`; the rest is the operator's own. At
 end of file (a service manager, ``< /dev/null``) the console stops quietly and the server
 keeps serving; no task is left polling stdin.
 """
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from trio_chat.core.commands import CommandError
-from trio_chat.core.events import describe_roster
+from trio_chat.core.render import error_line, rooms_line, roster_line
 from trio_chat.lines import read_lines
 
 from .chat import Chat
@@ -50,15 +52,13 @@ def handle_console_line(line: str, chat: Chat, shutdown: Callable[[], None]) -> 
             case "/help":
                 return CONSOLE_HELP
             case "/rooms" if not args:
-                rooms = chat.room_list()
-                return "Rooms: " + ", ".join(f"{name} ({count})" for name, count, _ in rooms)
+                return rooms_line((name, count) for name, count, _ in chat.room_list())
             case "/who" if len(args) == 1:
-                nicks, anonymous = chat.roster(args[0].lower())
-                return f"In {args[0].lower()}: {describe_roster(nicks, anonymous)}"
+                room = args[0].lower()
+                return roster_line(room, *chat.roster(room))
             case "/who" if not args:
                 return "\n".join(
-                    f"In {name}: {describe_roster(*chat.roster(name))}"
-                    for name, _, _ in chat.room_list()
+                    roster_line(name, *chat.roster(name)) for name, _, _ in chat.room_list()
                 )
             case "/kick" if args:
                 nick = args[0]
@@ -75,7 +75,7 @@ def handle_console_line(line: str, chat: Chat, shutdown: Callable[[], None]) -> 
             case "/who" | "/rooms" | "/kick" | "/say":
                 return f"Wrong arguments for {command}. {CONSOLE_HELP}"
     except CommandError as error:
-        return f"Error: {error.text}"
+        return error_line(error.text)
     return f"Unknown console command {command}. {CONSOLE_HELP}"
 
 

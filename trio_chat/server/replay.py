@@ -28,15 +28,8 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-from trio_chat.core.events import (
-    Ack,
-    ErrorEvent,
-    Event,
-    HistoryLine,
-    Viewer,
-    describe_missed,
-    message_data,
-)
+from trio_chat.core.events import Ack, ErrorEvent, Event, HistoryLine, message_data
+from trio_chat.core.wire import Viewer
 
 from .bus import Instruction
 from .history import MessageLog, StoreFailed
@@ -180,7 +173,8 @@ class Replayer:
     async def _unavailable(self, error: StoreError, cid: str | int | None, send: SendFrame) -> bool:
         logger.error("history unavailable: %s", error)
         failure = ErrorEvent("store_failed", "history is unavailable right now", cid)
-        return await send([failure.render(self._viewer)])
+        line = self._viewer.wire.render(failure, self._viewer)
+        return line is None or await send([line])
 
     async def _recent(self, request: ReplayRecent, send: SendFrame) -> bool:
         """History on join: one query, the records not sent yet, a new run for the room."""
@@ -239,15 +233,8 @@ class Replayer:
             ack = Ack("resume", request.cid, since=since, recovered=True)
         else:
             oldest = trimmed + 1
-            ack = Ack(
-                "resume",
-                request.cid,
-                describe_missed(since, oldest),
-                since=since,
-                recovered=False,
-                oldest=oldest,
-            )
-        return ack.render(self._viewer)
+            ack = Ack("resume", request.cid, since=since, recovered=False, oldest=oldest)
+        return self._viewer.wire.render(ack, self._viewer)
 
     def _remember(self, scope: str | None, first: int, last: int) -> None:
         """Record the run ``first..last`` of ``scope`` as sent, and drop live copies of
@@ -265,7 +252,9 @@ class Replayer:
             run = runs.get(record.room)
             if run is not None and run[0] <= record.id <= run[1]:
                 continue
-            line = HistoryLine(record).render(viewer)
+            line = viewer.wire.render(HistoryLine(record), viewer)
+            if line is None:
+                continue
             lines.append(line)
             size += len(line) + 1
             if size >= self._max_chars:

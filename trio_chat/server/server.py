@@ -29,7 +29,7 @@ import trio
 
 from trio_chat.core.arrival import Arrival, parse_arrival
 from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
-from trio_chat.core.commands import PROTOCOL
+from trio_chat.core.wire import WireFormat, negotiate
 
 from .chat import Chat
 from .config import ServerConfig
@@ -197,16 +197,16 @@ class ChatServer:
                 accepted = await self._handshake(connection_stream, peer, address, tls)
                 if accepted is None:
                     return
-                ws, arrival, json = accepted
+                ws, arrival, wire = accepted
                 connection = ChatConnection(
-                    ws, key, peer, self.chat, config=self.config, json=json, arrival=arrival
+                    ws, key, peer, self.chat, config=self.config, wire=wire, arrival=arrival
                 )
                 self.connections[key] = connection
                 logger.info(
                     "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
                     key,
                     peer,
-                    f" ({PROTOCOL})" if json else "",
+                    f" ({wire.subprotocol})" if wire.subprotocol else "",
                 )
                 try:
                     await connection.run()
@@ -223,9 +223,9 @@ class ChatServer:
 
     async def _handshake(
         self, stream: ConnectionStream, peer: str, address: Address | None, tls: bool
-    ) -> tuple[WebSocket, Arrival, bool] | None:
-        """The accepted WebSocket, the arrival its URL asks for and whether it speaks
-        JSON; or None when the request was refused, or did not come within
+    ) -> tuple[WebSocket, Arrival, WireFormat] | None:
+        """The accepted WebSocket, the arrival its URL asks for and its wire format;
+        or None when the request was refused, or did not come within
         ``handshake_timeout`` (logged)."""
         with trio.move_on_after(self.config.handshake_timeout):
             return await self._answer_request(Handshake(stream), peer, address, tls)
@@ -234,7 +234,7 @@ class ChatServer:
 
     async def _answer_request(
         self, handshake: Handshake, peer: str, address: Address | None, tls: bool
-    ) -> tuple[WebSocket, Arrival, bool] | None:
+    ) -> tuple[WebSocket, Arrival, WireFormat] | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
         status saying why not (None then). A request that is not a valid upgrade is
         refused first (4xx); then the server's state (503); then the URL (400)."""
@@ -258,15 +258,15 @@ class ChatServer:
             await handshake.respond(400, str(exc))
             return None
         # The JSON subprotocol when the client offers it; plain text otherwise.
-        json = PROTOCOL in offered_subprotocols(request)
+        wire = negotiate(offered_subprotocols(request))
         ws = await handshake.accept(
             request,
-            subprotocol=PROTOCOL if json else None,
+            subprotocol=wire.subprotocol,
             max_message_size=self.config.max_message_size,
             peer_address=address,
             tls=tls,
         )
-        return None if ws is None else (ws, arrival, json)
+        return None if ws is None else (ws, arrival, wire)
 
     async def _close_all(self) -> None:
         """Close every connection with 1001, concurrently, within ``shutdown_grace``.

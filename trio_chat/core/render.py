@@ -1,0 +1,253 @@
+"""THE plain-text wording of the chat: every phrase a person reads, written once.
+
+Pure functions over an event's data (the JSON-shaped fields of :mod:`.events`, the very
+dictionaries a ``trio-chat.v1`` client decodes), so the server's plain mode and the
+terminal client word an event the same way: the server renders its own events with
+them, the client renders the JSON events it receives with them.
+
+Strings from outside (message text, nicknames, room names, topics, reasons) enter a line
+only through :class:`Hooks`: the server sends them as they came (:data:`AS_SENT`), the
+terminal client makes them safe to print and colours nicknames. Where a line goes
+(``[room] `` before a line from another room, a time, dimming) is the caller's layout;
+what it says is here.
+
+A message's ``text`` may hold several lines (``\\n``): each line is worded on its own,
+with its sender, so no line ever stands unattributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .commands import HELP, Command, Topic
+
+__all__ = [
+    "AS_SENT",
+    "HISTORY_MARK",
+    "PRIVATE_MARK",
+    "SOMEONE",
+    "Hooks",
+    "ack_lines",
+    "action_line",
+    "chat_lines",
+    "describe_missed",
+    "describe_roster",
+    "error_line",
+    "help_lines",
+    "in_room",
+    "notice",
+    "now_known_as",
+    "presence",
+    "rooms_line",
+    "roster_line",
+    "says",
+    "text_lines",
+    "topic_changed",
+    "who",
+]
+
+#: How an anonymous sender is named.
+SOMEONE = "Someone"
+#: The mark before a message replayed from the store (``"history": true``).
+HISTORY_MARK = "[history]"
+#: The mark of a private message.
+PRIVATE_MARK = "[private]"
+#: How the operator speaks.
+SERVER_SAYS = "\N{LARGE GREEN CIRCLE} Server:"
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """How a string from outside becomes part of a line: ``text`` for any text (message
+    lines, room names, topics, reasons, usages), ``nick`` for a nickname (never None:
+    an anonymous sender is :data:`SOMEONE`, which is not from outside)."""
+
+    text: Callable[[Any], str] = str
+    nick: Callable[[Any], str] = str
+
+
+#: The server's plain mode: strings go out exactly as they came in.
+AS_SENT = Hooks()
+
+
+def who(nick: Any, hooks: Hooks = AS_SENT) -> str:
+    """A sender's name: the nickname through ``hooks``, or :data:`SOMEONE`."""
+    return SOMEONE if nick is None else hooks.nick(nick)
+
+
+def text_lines(text: Any, hooks: Hooks = AS_SENT) -> list[str]:
+    """The lines of a message's text, each through ``hooks`` (split first: a hook that
+    escapes control characters would hide the line breaks)."""
+    return [hooks.text(line) for line in str(text).split("\n")]
+
+
+def in_room(room: str, line: str) -> str:
+    """``line`` marked with the room it belongs to."""
+    return f"[{room}] {line}"
+
+
+def action_line(sender: str, line: str) -> str:
+    """One line of a ``/me`` action."""
+    return f"* {sender} {line}"
+
+
+def says(sender: str, line: str) -> str:
+    """One line of what ``sender`` said."""
+    return f"{sender} says: {line}"
+
+
+def chat_lines(data: Mapping[str, Any], hooks: Hooks = AS_SENT, *, own: bool = False) -> list[str]:
+    """The plain lines of a room or private message, live or replayed (``"history"``):
+    one per line of its text, each with its sender. ``own``: as its sender reads it."""
+    sender = who(data["from"], hooks)
+    lines = text_lines(data["text"], hooks)
+    history = data.get("history") is True
+    if data["type"] == "private":
+        to = who(data["to"], hooks)
+        if history:
+            lines = [f"{PRIVATE_MARK} {sender} to {to}: {line}" for line in lines]
+        elif own:
+            lines = [f"{PRIVATE_MARK} You said to {to}: {line}" for line in lines]
+        else:
+            lines = [f"{PRIVATE_MARK} {says(sender, line)}" for line in lines]
+    elif data.get("action"):
+        lines = [action_line(sender, line) for line in lines]
+    elif own and not history:
+        lines = [f"You said: {line}" for line in lines]
+    else:
+        lines = [says(sender, line) for line in lines]
+    if history:
+        return [f"{HISTORY_MARK} {line}" for line in lines]
+    return lines
+
+
+def presence(data: Mapping[str, Any], hooks: Hooks = AS_SENT) -> str:
+    """Someone joined or left a room, changed nick, quit, or was kicked."""
+    nick = hooks.nick(data["nick"])
+    reason = data.get("reason")
+    because = f" ({hooks.text(reason)})" if reason else ""
+    match data["event"]:
+        case "join":
+            return f"* {nick} joined {hooks.text(data['room'])}"
+        case "leave":
+            return f"* {nick} left {hooks.text(data['room'])}"
+        case "nick":
+            return f"* {nick} is now known as {hooks.nick(data['new_nick'])}"
+        case "quit":
+            return f"* {nick} quit{because}"
+        case "kick":
+            return f"* {nick} was kicked{because}"
+    return f"(unknown presence event: {hooks.text(data['event'])})"
+
+
+def topic_changed(data: Mapping[str, Any], hooks: Hooks = AS_SENT) -> str:
+    """A room's topic was set or cleared."""
+    by, room = who(data["by"], hooks), hooks.text(data["room"])
+    if data["topic"]:
+        return f"* {by} set the topic of {room}: {hooks.text(data['topic'])}"
+    return f"* {by} cleared the topic of {room}"
+
+
+def notice(data: Mapping[str, Any], hooks: Hooks = AS_SENT) -> str:
+    """The operator speaking (where to, the caller marks)."""
+    return f"{SERVER_SAYS} {hooks.text(data['text'])}"
+
+
+def error_line(text: str) -> str:
+    """A command that failed."""
+    return f"Error: {text}"
+
+
+def describe_roster(nicks: Collection[str], anonymous: int) -> str:
+    """``alice, bob and 2 without a nickname``; ``nobody`` for an empty room."""
+    parts = list(nicks)
+    if anonymous:
+        parts.append(f"{anonymous} without a nickname")
+    if not parts:
+        return "nobody"
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def describe_missed(since: int, oldest: int) -> str:
+    """A resume after ``since`` could not recover everything: some messages are no
+    longer kept, and nothing is missing from ``oldest`` on."""
+    return (
+        f"* Some messages since {since} are no longer kept and were missed; replaying from {oldest}"
+    )
+
+
+def roster_line(room: str, nicks: Collection[str], anonymous: int) -> str:
+    """Who is in ``room``: ``In lobby: alice and bob``."""
+    return f"In {room}: {describe_roster(nicks, anonymous)}"
+
+
+def rooms_line(rooms: Iterable[tuple[str, int]]) -> str:
+    """Every room with its member count: ``Rooms: dev (1), lobby (2)``."""
+    return "Rooms: " + ", ".join(f"{name} ({count})" for name, count in rooms)
+
+
+def help_lines(commands: Iterable[tuple[str, str]] = HELP) -> list[str]:
+    """The answer to ``/help``: one aligned ``* usage  description`` line per command."""
+    commands = list(commands)
+    width = max((len(usage) for usage, _ in commands), default=0)
+    return [f"* {usage:<{width}}  {text}" for usage, text in commands]
+
+
+def now_known_as(nick: str) -> str:
+    """The answer to a nickname change."""
+    return f"* You are now known as {nick}"
+
+
+def ack_lines(
+    data: Mapping[str, Any],
+    hooks: Hooks = AS_SENT,
+    *,
+    request: Command | None = None,
+    rooms: Collection[str] = (),
+) -> list[str]:
+    """The answer to one command, possibly no line at all (a sent message, a quit, a
+    topic set: their own effect is the answer). ``request`` is the command answered,
+    when known; ``rooms`` the rooms its sender was in before (joining one of those
+    again is a switch)."""
+    text = hooks.text
+    match data["command"]:
+        case "message" | "me" | "private" | "quit":
+            return []
+        case "nick":
+            return [now_known_as(hooks.nick(data["nick"]))]
+        case "join":
+            room = data["room"]
+            verb = "are now talking in" if room in rooms else "joined"
+            count = len(data["members"]) + int(data["anonymous"])
+            line = f"* You {verb} {text(room)} ({count} here)"
+            if data.get("topic"):
+                line += f". Topic: {text(data['topic'])}"
+            return [line]
+        case "leave":
+            return [f"* You left {text(data['room'])}; now talking in {text(data['current'])}"]
+        case "rooms":
+            listing = [(text(room["name"]), int(room["members"])) for room in data["rooms"]]
+            return ["* " + rooms_line(listing)]
+        case "who":
+            nicks = [hooks.nick(nick) for nick in data["members"]]
+            return ["* " + roster_line(text(data["room"]), nicks, int(data["anonymous"]))]
+        case "topic":
+            if isinstance(request, Topic) and request.text is not None:
+                return []  # a topic set: the topic event every member gets shows it
+            room = text(data["room"])
+            if data.get("topic"):
+                return [f"* Topic of {room}: {text(data['topic'])}"]
+            return [f"* {room} has no topic"]
+        case "resume":
+            # Honoured whoever asked (the URL's since= is answered without a cid): when
+            # the server no longer keeps everything after `since`, the reader must know.
+            if data.get("recovered") is False:
+                return [describe_missed(int(data["since"]), int(data["oldest"]))]
+            return []
+        case "help":
+            return help_lines((text(c["usage"]), text(c["description"])) for c in data["commands"])
+    return [f"* Done: {text(data['command'])}"]

@@ -1,0 +1,167 @@
+"""Room and private messages: stored, then acknowledged and delivered, on one path.
+
+A message gets its id from the :class:`~trio_chat.server.history.MessageLog` (which
+stores it in a group commit and delivers in id order), is acknowledged to its sender
+before anyone sees it (so a client knows the id first), and is published on the bus to
+its audience. A message sent again with the same resend key (a client resending after a
+reconnect) is acknowledged with the stored id and not stored twice. Each sender has a
+:class:`Window` of messages being committed: its reader goes on to the next frame while
+earlier messages commit (so one busy sender fills a whole commit), and waits past
+:data:`MAX_UNCONFIRMED`.
+
+Runs in the reader task of the sending connection; every change of state happens
+between two awaits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import trio
+
+from trio_chat.core.events import Ack, ErrorEvent, Event, Message, PrivateMessage
+
+from .bus import Bus
+from .history import MessageLog
+from .store import Record, StoreError
+
+__all__ = ["MAX_UNCONFIRMED", "Messaging", "Sender", "Window", "resend_key"]
+
+#: Messages one connection may have being committed at once. Its reader goes on to the
+#: next frame while earlier messages commit (so one busy sender fills a whole commit),
+#: and waits past this many.
+MAX_UNCONFIRMED = 64
+
+
+class Window:
+    """One sender's messages submitted to the log and not yet delivered (or failed)."""
+
+    __slots__ = ("_confirmation", "unconfirmed")
+
+    def __init__(self) -> None:
+        self.unconfirmed = 0
+        # Set when `unconfirmed` drops back to the limit, for a reader waiting on it.
+        self._confirmation: trio.Event | None = None
+
+    async def submitted(self) -> None:
+        """Count a message just submitted, and wait while too many are being committed.
+        Cancelling the wait leaves the message counted (it is still being committed)."""
+        self.unconfirmed += 1
+        while self.unconfirmed > MAX_UNCONFIRMED:
+            if self._confirmation is None:
+                self._confirmation = trio.Event()
+            await self._confirmation.wait()
+
+    def confirmed(self) -> None:
+        """One message was delivered or failed: a waiting reader may go on."""
+        self.unconfirmed -= 1
+        if self._confirmation is not None and self.unconfirmed <= MAX_UNCONFIRMED:
+            self._confirmation.set()
+            self._confirmation = None
+
+
+class Sender(Protocol):
+    """Who sends a message: its connection's key, its nickname and its window."""
+
+    @property
+    def key(self) -> int: ...
+    @property
+    def nick(self) -> str | None: ...
+    @property
+    def window(self) -> Window: ...
+
+
+class Messaging:
+    """Sends room and private messages through ``log`` and out on ``bus``; ``now`` is
+    the time a message is stamped with."""
+
+    def __init__(self, log: MessageLog, bus: Bus, now: Callable[[], str]) -> None:
+        self.log = log
+        self.bus = bus
+        self._now = now
+
+    async def to_room(
+        self,
+        sender: Sender,
+        cid: str | int | None,
+        room: str,
+        text: str,
+        *,
+        action: bool,
+        audience: Callable[[], Iterable[int]],
+    ) -> None:
+        """Send ``text`` to ``room`` (``action``: a ``/me``); ``audience`` names the
+        members who get it, asked at delivery (the room may have changed meanwhile)."""
+        kind = "me" if action else "message"
+        await self._send(sender, cid, kind, text, room=room, to=None, audience=audience)
+
+    async def to_nick(
+        self, sender: Sender, cid: str | int | None, to: str, recipient: int, text: str
+    ) -> None:
+        """Send ``text`` privately to the member ``recipient``, called ``to``; its sender
+        sees it too."""
+        keys = (sender.key, recipient)
+        await self._send(sender, cid, "private", text, room=None, to=to, audience=lambda: keys)
+
+    async def _send(
+        self,
+        sender: Sender,
+        cid: str | int | None,
+        kind: str,
+        text: str,
+        *,
+        room: str | None,
+        to: str | None,
+        audience: Callable[[], Iterable[int]],
+    ) -> None:
+        """The one path of every message: a resend is acknowledged with its stored id;
+        a new message is submitted to the log, and on delivery acknowledged, then
+        published. Returns once the sender's window has room again."""
+        where = {"room": room} if room is not None else {"to": to}
+        nick, ts = sender.nick, self._now()
+        dedupe = resend_key(nick, cid, kind, room if room is not None else to or "")
+        if dedupe is not None:
+            found = await self.log.find_resend(dedupe)
+            if found is not None:
+                self._reply(sender, Ack(kind, cid, id=found, **where, duplicate=True))
+                return
+        action = kind == "me"
+
+        def record(message_id: int) -> Record:
+            return Record(message_id, ts, room, nick, to, text, action, dedupe)
+
+        def deliver(stored: Record) -> None:
+            sender.window.confirmed()
+            # The ack comes first, so a client knows the id before it sees the message.
+            self._reply(sender, Ack(kind, cid, id=stored.id, **where))
+            event = (
+                Message(stored, sender.key)
+                if room is not None
+                else PrivateMessage(stored, sender.key)
+            )
+            self.bus.publish(event, audience())
+
+        def fail(error: StoreError) -> None:
+            sender.window.confirmed()
+            self._reply(
+                sender,
+                ErrorEvent("store_failed", "the message could not be stored; try again", cid),
+            )
+
+        self.log.submit(record, deliver, fail, dedupe)
+        await sender.window.submitted()
+
+    def _reply(self, sender: Sender, event: Event) -> None:
+        self.bus.publish(event, (sender.key,))
+
+
+def resend_key(nick: str | None, cid: str | int | None, kind: str, target: str) -> str | None:
+    """The key that identifies a resent message: the sender's nickname, the kind of
+    message and where it went (room or recipient), and its ``cid`` as sent (so ``1`` and
+    ``"1"`` differ). Only senders with a nickname and a ``cid`` (JSON clients: plain
+    lines have none) have one: a cid alone is not unique across clients."""
+    if cid is None or nick is None:
+        return None
+    return f"{nick.casefold()}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"
