@@ -118,7 +118,7 @@ def test_json_commands_parse(document: str, command: object, cid: object) -> Non
         ('{"text":"no type"}', "bad_request", None),
         ('{"type":"message","cid":3}', "bad_request", 3),
         ('{"type":"message","text":5,"cid":"x"}', "bad_request", "x"),
-        ('{"type":"message","text":"a\\nb"}', "bad_request", None),
+        ('{"type":"topic","text":"a\\nb"}', "bad_request", None),
         ('{"type":"message","text":"hi","cid":true}', "bad_request", None),
         ('{"type":"message","text":"hi","cid":"' + "c" * 65 + '"}', "bad_request", None),
         ('{"type":"dance","cid":9}', "unknown_command", 9),

@@ -215,7 +215,7 @@ def test_a_third_format_is_one_object() -> None:
         name = "kinds"
         subprotocol = "kinds.v0"
 
-        def parse(self, frame: str) -> list[Parsed]:
+        def parse(self, frame: str, *, max_lines: int) -> list[Parsed]:
             return []
 
         def render(self, event: Event, viewer: Viewer) -> str:

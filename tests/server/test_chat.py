@@ -17,12 +17,16 @@ import trio
 import trio.testing
 
 from trio_chat.core.close import close_for
+from trio_chat.core.commands import MAX_MESSAGE_LINES
 from trio_chat.core.events import Notice
 from trio_chat.core.wire import JSON, PLAIN
 from trio_chat.server.bus import Subscription
 from trio_chat.server.chat import LOBBY, Chat, Member
+from trio_chat.server.cli import parse_args
+from trio_chat.server.config import ServerConfig
 from trio_chat.server.history import MessageLog
 from trio_chat.server.messaging import MAX_UNCONFIRMED
+from trio_chat.server.server import ChatServer
 from trio_chat.server.store import MemoryStore, Record, StoreError
 
 END = "🟢 Server: (end)"
@@ -56,11 +60,13 @@ class Harness:
         stack: ExitStack,
         log: MessageLog,
         presence_limit: int = 100,
+        max_message_lines: int = MAX_MESSAGE_LINES,
     ) -> None:
         self.chat = Chat(
             log,
             presence_limit=presence_limit,
             history_on_join=0,
+            max_message_lines=max_message_lines,
             clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
         )
         self._stack = stack
@@ -397,3 +403,103 @@ async def test_a_resend_key_is_the_cid_as_sent_for_one_target(room: Harness) -> 
         ("1", 2, "dev", False),
         (1, 3, "lobby", False),
     ]
+
+
+def wire_lines(received: list[str]) -> list[str]:
+    """Received events as the lines of a frame on the wire (an event may be several)."""
+    return "\n".join(received).split("\n")
+
+
+async def test_a_multi_line_json_message_is_one_message_attributed_on_every_line(
+    room: Harness,
+) -> None:
+    """JSON text with \\r\\n, \\r or \\n is one message (one id, one stored record) with
+    \\n line breaks; plain members read every line with its sender, their own with "You
+    said", from another room with its [room] mark."""
+    alice = await room.connect("alice", json=True)
+    bob = await room.connect("bob")
+    carol = await room.connect("carol")
+    await room.say(carol, "/join dev")
+    for client in (alice, bob, carol):
+        await client.received()
+    text = "one\r\ntwo\rthree"
+    await room.say(alice, json.dumps({"type": "message", "text": text, "cid": 1}))
+    ack, message = (json.loads(line) for line in await alice.received())
+    assert ack == {"type": "ack", "cid": 1, "command": "message", "id": 1, "room": "lobby"}
+    assert message["id"] == 1
+    assert message["text"] == "one\ntwo\nthree"
+    assert wire_lines(await bob.received()) == [
+        "alice says: one",
+        "alice says: two",
+        "alice says: three",
+    ]
+    assert wire_lines(await carol.received()) == [
+        "[lobby] alice says: one",
+        "[lobby] alice says: two",
+        "[lobby] alice says: three",
+    ]
+    stored = await room.chat.log.store.recent("lobby", 10)
+    assert [(r.id, r.text) for r in stored] == [(1, "one\ntwo\nthree")]
+
+
+async def test_multi_line_actions_and_private_messages(room: Harness) -> None:
+    """/me and private messages of several lines: every line attributed, for the sender
+    (a plain member on another connection) and the recipient alike."""
+    alice = await room.connect("alice", json=True)
+    bob = await room.connect("bob")
+    await alice.received()
+    await bob.received()
+    await room.say(alice, json.dumps({"type": "me", "text": "waves\nsmiles"}))
+    assert wire_lines(await bob.received()) == ["* alice waves", "* alice smiles"]
+    await room.say(alice, json.dumps({"type": "private", "to": "bob", "text": "a\nb"}))
+    assert wire_lines(await bob.received()) == [
+        "[private] alice says: a",
+        "[private] alice says: b",
+    ]
+    await alice.received()
+    await room.say(bob, "/nick bob")  # plain members send one line per message
+    await room.say(bob, "/msg alice x\n/msg alice y")
+    assert wire_lines(await bob.received()) == [
+        "* You are now known as bob",
+        "[private] You said to alice: x",
+        "[private] You said to alice: y",
+    ]
+
+
+async def test_a_message_over_the_line_cap_is_refused(nursery: trio.Nursery) -> None:
+    """Over max_message_lines: bad_request naming the limit, nothing stored; a plain
+    frame of several lines stays that many messages, whatever the cap."""
+    log = await running_log(nursery)
+    with ExitStack() as stack:
+        harness = Harness(stack, log, max_message_lines=2)
+        alice = await harness.connect("alice", json=True)
+        bob = await harness.connect()
+        await alice.received()
+        await harness.say(alice, json.dumps({"type": "message", "text": "1\n2\n3", "cid": 5}))
+        assert [json.loads(line) for line in await alice.received()] == [
+            {
+                "type": "error",
+                "cid": 5,
+                "code": "bad_request",
+                "text": "text has 3 lines; a message may have at most 2",
+            }
+        ]
+        await harness.say(alice, json.dumps({"type": "message", "text": "1\n2", "cid": 6}))
+        await harness.say(bob, "a\nb\nc")
+        assert await bob.received() == [
+            "alice says: 1\nalice says: 2",
+            "You said: a",
+            "You said: b",
+            "You said: c",
+        ]
+        stored = await log.store.recent("lobby", 10)
+        assert [r.text for r in stored] == ["1\n2", "a", "b", "c"]
+
+
+def test_the_server_gives_its_chat_the_line_cap() -> None:
+    """ServerConfig.max_message_lines (default 20; --max-message-lines, which refuses 0)
+    is the cap the server's chat applies."""
+    assert ChatServer(ServerConfig(db=":memory:")).chat.max_message_lines == 20
+    assert ChatServer(ServerConfig(db=":memory:", max_message_lines=3)).chat.max_message_lines == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--max-message-lines", "0"], environ={})

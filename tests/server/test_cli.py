@@ -26,6 +26,7 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "host": ("::1", "::1"),
     "port": ("9001", 9001),
     "max_message_size": ("100", 100),
+    "max_message_lines": ("3", 3),
     "queue_depth": ("7", 7),
     "send_timeout": ("2.5", 2.5),
     "handshake_timeout": ("3.5", 3.5),

@@ -317,9 +317,13 @@ ERRORS = {
         '{"type": "message", "text": 5, "cid": 2}',
         error("bad_request", "'text' must be a string", 2),
     ),
-    "text-with-newline": (
-        '{"type": "message", "text": "a\\nb", "cid": 3}',
+    "topic-with-newline": (
+        '{"type": "topic", "text": "a\\nb", "cid": 3}',
         error("bad_request", "text must be a single line; send one message per line", 3),
+    ),
+    "message-over-the-line-cap": (
+        json.dumps({"type": "message", "text": "\n" * 20, "cid": 3}),
+        error("bad_request", "text has 21 lines; a message may have at most 20", 3),
     ),
     "join-without-room": (
         '{"type": "join", "cid": 4}',

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "HELP",
+    "MAX_MESSAGE_LINES",
     "PROTOCOL",
     "Command",
     "CommandError",
@@ -31,6 +32,7 @@ __all__ = [
     "Topic",
     "Who",
     "command_to_json",
+    "message_text",
     "parse_json",
     "parse_plain",
     "valid_name",
@@ -44,6 +46,9 @@ PROTOCOL = "trio-chat.v1"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 #: A ``cid`` is echoed back verbatim; a cap keeps a client from making acks large.
 MAX_CID_LENGTH = 64
+#: Lines one JSON message may carry by default (the server's ``--max-message-lines``):
+#: a paste of a few lines is one message; a wall of text is refused.
+MAX_MESSAGE_LINES = 20
 
 
 class CommandError(Exception):
@@ -231,14 +236,27 @@ def _whole_number(data: dict[str, Any], key: str, default: int | None) -> int | 
 
 
 def _one_line(text: str) -> str:
-    """``text``, refused if it holds a line break: in plain mode every line on the wire
-    is one event, so no text may span two."""
+    """``text``, refused if it holds a line break: a topic or a reason is one line."""
     if "\n" in text or "\r" in text:
         raise CommandError("bad_request", "text must be a single line; send one message per line")
     return text
 
 
-def _parse_object(data: dict[str, Any]) -> Command:
+def message_text(text: str, max_lines: int) -> str:
+    """The text of a JSON message, which may span lines: its line breaks (``\\r\\n``,
+    ``\\r`` or ``\\n``) made ``\\n``; refused with ``bad_request`` past ``max_lines``
+    lines. However many lines it has, it stays one message: one id, one history entry."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.count("\n") + 1
+    if lines > max_lines:
+        raise CommandError(
+            "bad_request", f"text has {lines} lines; a message may have at most {max_lines}"
+        )
+    return text
+
+
+def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise CommandError("bad_request", "a command needs a string 'type'")
@@ -246,11 +264,11 @@ def _parse_object(data: dict[str, Any]) -> Command:
     room = _room(room) if room is not None else None
     match kind:
         case "message" | "me":
-            text = _one_line(_field(data, "text") or "")
+            text = message_text(_field(data, "text") or "", max_lines)
             return Say(text, room, action=kind == "me")
         case "private":
             to = valid_name(_field(data, "to") or "", "nickname")
-            return Private(to, _one_line(_field(data, "text") or ""))
+            return Private(to, message_text(_field(data, "text") or "", max_lines))
         case "nick":
             return Nick(valid_name(_field(data, "nick") or "", "nickname"))
         case "join":
@@ -282,8 +300,11 @@ def _parse_object(data: dict[str, Any]) -> Command:
     raise CommandError("unknown_command", f"unknown command type {kind!r}")
 
 
-def parse_json(frame: str) -> tuple[Command, str | int | None]:
-    """The command in one JSON document, and its ``cid``; errors carry the ``cid`` too."""
+def parse_json(
+    frame: str, *, max_lines: int = MAX_MESSAGE_LINES
+) -> tuple[Command, str | int | None]:
+    """The command in one JSON document, and its ``cid``; errors carry the ``cid`` too.
+    A message's text may have up to ``max_lines`` lines."""
     try:
         data = json.loads(frame)
     except ValueError:
@@ -299,7 +320,7 @@ def parse_json(frame: str) -> tuple[Command, str | int | None]:
             f"'cid' must be a string or an integer of at most {MAX_CID_LENGTH} characters",
         )
     try:
-        return _parse_object(data), cid
+        return _parse_object(data, max_lines), cid
     except CommandError as error:
         error.cid = cid
         raise

@@ -57,8 +57,9 @@ class WireFormat(Protocol):
     #: The WebSocket subprotocol accepted for this format, or None for none.
     subprotocol: str | None
 
-    def parse(self, frame: str) -> list[Parsed]:
-        """The commands in one received text frame, in order."""
+    def parse(self, frame: str, *, max_lines: int) -> list[Parsed]:
+        """The commands in one received text frame, in order; ``max_lines`` caps the
+        lines of one message's text."""
         ...
 
     def render(self, event: Event, viewer: Viewer) -> str | None:
@@ -74,9 +75,9 @@ class JsonFormat:
     name = "json"
     subprotocol: str | None = PROTOCOL
 
-    def parse(self, frame: str) -> list[Parsed]:
+    def parse(self, frame: str, *, max_lines: int) -> list[Parsed]:
         try:
-            return [parse_json(frame)]
+            return [parse_json(frame, max_lines=max_lines)]
         except CommandError as error:
             return [error]
 
@@ -141,7 +142,7 @@ class PlainFormat:
     name = "plain"
     subprotocol: str | None = None
 
-    def parse(self, frame: str) -> list[Parsed]:
+    def parse(self, frame: str, *, max_lines: int) -> list[Parsed]:
         # A frame of several lines is that many lines, so every line on the wire stays
         # one event; a message never spans lines here (JSON carries those).
         lines = frame.splitlines() if ("\n" in frame or "\r" in frame) else [frame]

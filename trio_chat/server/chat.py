@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from trio_chat.core.arrival import Arrival
 from trio_chat.core.close import Departure, Kicked, Quitting
 from trio_chat.core.commands import (
+    MAX_MESSAGE_LINES,
     Command,
     CommandError,
     Help,
@@ -109,12 +110,14 @@ class Chat:
         *,
         presence_limit: int = 100,
         history_on_join: int = 50,
+        max_message_lines: int = MAX_MESSAGE_LINES,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.bus = Bus()
         self.log = log
         self.presence_limit = presence_limit
         self.history_on_join = history_on_join
+        self.max_message_lines = max_message_lines
         self.members: dict[int, Member] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY)}
         self._nicks: dict[str, Member] = {}
@@ -195,7 +198,7 @@ class Chat:
         """Carry out one text frame from ``member``: the commands its wire format reads
         in it, in order. Errors go back to the member alone. Returns once every message
         in the frame is submitted (and the member's window has room)."""
-        for parsed in member.wire.parse(text):
+        for parsed in member.wire.parse(text, max_lines=self.max_message_lines):
             if isinstance(parsed, CommandError):
                 self._reply(member, ErrorEvent(parsed.code, parsed.text, parsed.cid))
             else:

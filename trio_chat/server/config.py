@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
+from trio_chat.core.commands import MAX_MESSAGE_LINES
 
 __all__ = [
     "DEFAULT_HOST",
@@ -47,6 +48,9 @@ class ServerConfig:
     #: are short; a cap well under the usual 1 MiB keeps one client from making the
     #: server buffer (and fan out) megabytes. Over it: close 1009.
     max_message_size: int = 64 * 1024
+    #: Lines one JSON message may carry (a message's text may span lines; each is shown
+    #: with its sender). A paste is one message; a wall of text is refused.
+    max_message_lines: int = MAX_MESSAGE_LINES
     #: Events queued per client before it counts as a slow consumer (close 1008).
     #: Deep enough to absorb bursts, shallow enough that a stuck client costs little.
     queue_depth: int = 256
@@ -205,6 +209,13 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "BYTES",
         "largest message accepted from a client, in UTF-8 bytes over all its fragments; "
         "a larger one closes that client with **1009**",
+    ),
+    Setting(
+        "max_message_lines",
+        _positive_int,
+        "LINES",
+        "most lines one JSON message may carry (each shown with its sender's prefix to "
+        "plain clients); more is refused with `bad_request`",
     ),
     Setting(
         "queue_depth",

@@ -56,7 +56,7 @@ class ChatServer:
 
     Everything it does comes from ``config``: where it listens, the limits, and the
     chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
-    ``history_on_join``).
+    ``history_on_join``, ``max_message_lines``).
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -65,6 +65,7 @@ class ChatServer:
             MessageLog(open_store(config.db, config.history_limit)),
             presence_limit=config.presence_limit,
             history_on_join=config.history_on_join,
+            max_message_lines=config.max_message_lines,
         )
         self.connections: dict[int, ChatConnection] = {}
         #: Where the server listens: the address of each socket listener, read from its
