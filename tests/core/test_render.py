@@ -40,6 +40,13 @@ PHRASES = [
     "[history]",
     "[private]",
     "Someone",
+    "you are not in ",
+    "nobody is called",
+    "your only room",
+    "there is no room",
+    "set a nickname with /nick",
+    "could not be stored",
+    "history is unavailable",
 ]
 
 

@@ -13,6 +13,10 @@ what it says is here.
 
 A message's ``text`` may hold several lines (``\\n``): each line is worded on its own,
 with its sender, so no line ever stands unattributed.
+
+The refusals of the chat's rules (``you are not in dev``...) are here too: they are the
+``text`` of error events, which JSON clients get as well. (What the command parser
+refuses is worded by :mod:`.commands`, next to the syntax it checks.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from .commands import HELP, Command, Topic
 __all__ = [
     "AS_SENT",
     "HISTORY_MARK",
+    "HISTORY_UNAVAILABLE",
+    "NICK_REQUIRED",
+    "NOT_STORED",
     "PRIVATE_MARK",
     "SOMEONE",
     "Hooks",
@@ -37,8 +44,13 @@ __all__ = [
     "error_line",
     "help_lines",
     "in_room",
+    "nick_taken",
+    "no_such_nick",
+    "no_such_room",
+    "not_in_room",
     "notice",
     "now_known_as",
+    "only_room",
     "presence",
     "rooms_line",
     "roster_line",
@@ -251,3 +263,39 @@ def ack_lines(
         case "help":
             return help_lines((text(c["usage"]), text(c["description"])) for c in data["commands"])
     return [f"* Done: {text(data['command'])}"]
+
+
+# --- refusals: the ``text`` of the chat's error events (JSON clients get it too) ------------
+
+#: ``nick_required``: a private message from someone without a nickname.
+NICK_REQUIRED = "set a nickname with /nick before /msg"
+#: ``store_failed`` for a message: it was not stored, and not delivered.
+NOT_STORED = "the message could not be stored; try again"
+#: ``store_failed`` for a read of history (a replay, a ``history`` page).
+HISTORY_UNAVAILABLE = "history is unavailable right now"
+
+
+def not_in_room(room: str, *, to_say: bool = False) -> str:
+    """``not_in_room``: a command about a room its sender is not in (``to_say``: a
+    message, which names the way in)."""
+    return f"you are not in {room}; /join it first" if to_say else f"you are not in {room}"
+
+
+def no_such_nick(nick: str) -> str:
+    """``no_such_nick``: nobody is called ``nick``."""
+    return f"nobody is called {nick}"
+
+
+def nick_taken(nick: str) -> str:
+    """``nick_taken``: someone else has ``nick`` (in any case), or it is reserved."""
+    return f"nick {nick} is taken"
+
+
+def only_room(room: str) -> str:
+    """``only_room``: leaving the one room its sender is in."""
+    return f"{room} is your only room; /join another first"
+
+
+def no_such_room(room: str) -> str:
+    """``no_such_room``: no room of that name."""
+    return f"there is no room {room}"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from trio_chat.core import render
 from trio_chat.core.arrival import Arrival
 from trio_chat.core.close import Departure, Kicked, Quitting
 from trio_chat.core.commands import (
@@ -211,7 +212,7 @@ class Chat:
         except CommandError as error:
             reply = ErrorEvent(error.code, error.text, cid)
         except StoreFailed:  # reading history failed
-            reply = ErrorEvent("store_failed", "history is unavailable right now", cid)
+            reply = ErrorEvent("store_failed", render.HISTORY_UNAVAILABLE, cid)
         if reply is not None:
             self._reply(member, reply)
 
@@ -222,7 +223,7 @@ class Chat:
             case Say():
                 room = command.room or member.current_room
                 if room not in member.rooms:
-                    raise CommandError("not_in_room", f"you are not in {room}; /join it first")
+                    raise CommandError("not_in_room", render.not_in_room(room, to_say=True))
                 await self.messaging.to_room(
                     member,
                     cid,
@@ -234,10 +235,10 @@ class Chat:
                 return None
             case Private():
                 if member.nick is None:
-                    raise CommandError("nick_required", "set a nickname with /nick before /msg")
+                    raise CommandError("nick_required", render.NICK_REQUIRED)
                 recipient = self._nicks.get(command.to.casefold())
                 if recipient is None or recipient.nick is None:
-                    raise CommandError("no_such_nick", f"nobody is called {command.to}")
+                    raise CommandError("no_such_nick", render.no_such_nick(command.to))
                 await self.messaging.to_nick(
                     member, cid, recipient.nick, recipient.key, command.text
                 )
@@ -287,14 +288,14 @@ class Chat:
     async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
         name = command.room or member.current_room
         if name not in member.rooms:
-            raise CommandError("not_in_room", f"you are not in {name}")
+            raise CommandError("not_in_room", render.not_in_room(name))
         return await history_page(self.log, name, command.limit, command.before, cid)
 
     def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
         folded = nick.casefold()
         holder = self._nicks.get(folded)
         if folded in RESERVED_NICKS or (holder is not None and holder is not member):
-            raise CommandError("nick_taken", f"nick {nick} is taken")
+            raise CommandError("nick_taken", render.nick_taken(nick))
         old = member.nick
         if old is not None:
             del self._nicks[old.casefold()]
@@ -339,9 +340,9 @@ class Chat:
 
     def _leave(self, member: Member, name: str, cid: str | int | None) -> Event:
         if name not in member.rooms:
-            raise CommandError("not_in_room", f"you are not in {name}")
+            raise CommandError("not_in_room", render.not_in_room(name))
         if len(member.rooms) == 1:
-            raise CommandError("only_room", f"{name} is your only room; /join another first")
+            raise CommandError("only_room", render.only_room(name))
         if member.nick:
             self._announce(Presence("leave", member.nick, self._ts(), room=name), member, [name])
         self._exit_room(member, name)
@@ -353,7 +354,7 @@ class Chat:
         if command.text is None:
             return Ack("topic", cid, request=command, room=name, topic=room.topic)
         if name not in member.rooms:
-            raise CommandError("not_in_room", f"you are not in {name}")
+            raise CommandError("not_in_room", render.not_in_room(name))
         room.topic = command.text or None
         self._reply(member, Ack("topic", cid, request=command, room=name, topic=room.topic))
         self.bus.publish(TopicChanged(name, room.topic, member.nick), room.members)
@@ -396,7 +397,7 @@ class Chat:
     def _existing_room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            raise CommandError("no_such_room", f"there is no room {name}")
+            raise CommandError("no_such_room", render.no_such_room(name))
         return room
 
     def _enter_room(self, member: Member, name: str) -> None:

@@ -22,6 +22,7 @@ from typing import Protocol
 import trio
 
 from trio_chat.core.events import Ack, ErrorEvent, Event, Message, PrivateMessage
+from trio_chat.core.render import NOT_STORED
 
 from .bus import Bus
 from .history import MessageLog
@@ -118,7 +119,11 @@ class Messaging:
     ) -> None:
         """The one path of every message: a resend is acknowledged with its stored id;
         a new message is submitted to the log, and on delivery acknowledged, then
-        published. Returns once the sender's window has room again."""
+        published. Returns once the sender's window has room again.
+
+        Cancelled while looking up a resend, nothing was sent; cancelled while waiting
+        for the window, the message stays submitted and is still delivered (or fails)
+        and acknowledged: the log owns it from :meth:`MessageLog.submit` on."""
         where = {"room": room} if room is not None else {"to": to}
         nick, ts = sender.nick, self._now()
         dedupe = resend_key(nick, cid, kind, room if room is not None else to or "")
@@ -147,7 +152,7 @@ class Messaging:
             sender.window.confirmed()
             self._reply(
                 sender,
-                ErrorEvent("store_failed", "the message could not be stored; try again", cid),
+                ErrorEvent("store_failed", NOT_STORED, cid),
             )
 
         self.log.submit(record, deliver, fail, dedupe)

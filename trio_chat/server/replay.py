@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from trio_chat.core.events import Ack, ErrorEvent, Event, HistoryLine, message_data
+from trio_chat.core.render import HISTORY_UNAVAILABLE
 from trio_chat.core.wire import Viewer
 
 from .bus import Instruction
@@ -172,7 +173,7 @@ class Replayer:
 
     async def _unavailable(self, error: StoreError, cid: str | int | None, send: SendFrame) -> bool:
         logger.error("history unavailable: %s", error)
-        failure = ErrorEvent("store_failed", "history is unavailable right now", cid)
+        failure = ErrorEvent("store_failed", HISTORY_UNAVAILABLE, cid)
         line = self._viewer.wire.render(failure, self._viewer)
         return line is None or await send([line])
 
