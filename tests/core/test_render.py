@@ -47,6 +47,7 @@ PHRASES = [
     "set a nickname with /nick",
     "could not be stored",
     "history is unavailable",
+    "no longer kept",
 ]
 
 
