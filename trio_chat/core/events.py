@@ -78,7 +78,7 @@ class Event:
     """Something the bus delivers: data, rendered once per wire format and shared by
     every recipient that reads it the same way."""
 
-    __slots__ = ("json_line", "rendered")
+    __slots__ = ("json_line", "plain_form", "rendered")
 
     #: (room, id) for stored messages (room None for private ones), else None: how a
     #: connection recognises a live message it already got from a replay.
@@ -91,9 +91,12 @@ class Event:
     def __init__(self) -> None:
         #: The JSON line once made (read it as :attr:`json`).
         self.json_line: str | None = None
-        #: A wire format's rendering of this event, kept by that format (keyed by it)
-        #: so that it is made once, not once per recipient.
-        self.rendered: dict[object, Any] = {}
+        #: The plain format's rendering, once made (:mod:`.wire` owns what it holds).
+        self.plain_form: Any = None
+        #: Any other wire format's rendering of this event, kept by that format (keyed
+        #: by it) so that it is made once, not once per recipient. None until one does
+        #: (most events never need it: one object fewer per event on the hot path).
+        self.rendered: dict[object, Any] | None = None
 
     def data(self) -> dict[str, Any]:
         """The event's JSON fields, ``type`` first."""

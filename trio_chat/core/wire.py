@@ -9,8 +9,11 @@ events do not change.
 
 Rendering is the fan-out's inner loop (a message to a room of 5,000 renders 5,000
 times), so a format makes what is the same for many recipients once per event and
-keeps it in the event's :attr:`~.events.Event.rendered`: the JSON line, the plain
-"others" and "own" lines with and without their ``[room]`` mark.
+keeps it on the event: the JSON line (:attr:`~.events.Event.json_line`), the plain
+"others" and "own" lines with and without their ``[room]`` mark
+(:attr:`~.events.Event.plain_form`). These two formats have a slot each on the event,
+since a dictionary lookup per recipient shows at 5,000 recipients; any other format
+keeps its rendering in :attr:`~.events.Event.rendered` (creating that dictionary).
 """
 
 from __future__ import annotations
@@ -87,8 +90,10 @@ class JsonFormat:
 
 
 class _PlainForm:
-    """An event's plain text for each kind of viewer: indexed by whether the viewer's
-    current room is another room than the event's (so ``[room]`` marks each line)."""
+    """An event's plain text for its sender (``own``) and for everyone else (``others``),
+    each a pair indexed by whether the viewer's current room is another room than the
+    event's (so ``[room]`` marks each line); for an event said in no room the second is
+    never read, and None."""
 
     __slots__ = ("others", "own", "room", "sender")
 
@@ -155,10 +160,9 @@ class PlainFormat:
         return parsed
 
     def render(self, event: Event, viewer: Viewer) -> str | None:
-        try:
-            form: _PlainForm = event.rendered[self]
-        except KeyError:  # the first recipient: made once, then shared
-            form = event.rendered[self] = _PlainForm(event, *_plain_lines(event))
+        form: _PlainForm | None = event.plain_form
+        if form is None:  # the first recipient: made once, then shared
+            form = event.plain_form = _PlainForm(event, *_plain_lines(event))
         pair = form.own if viewer.key == form.sender else form.others
         room = form.room
         # Not said in a room: no mark, and no need to ask where the viewer is (a member
