@@ -80,10 +80,13 @@ class Member:
     departed: bool = False
     #: Its messages being committed.
     window: Window = field(default_factory=Window)
+    #: The current room when it left the chat: events already queued for it (the echo
+    #: of its last line, say) still read as they would have before it left.
+    left_from: str = LOBBY
 
     @property
     def current_room(self) -> str:
-        return self.rooms[-1]
+        return self.rooms[-1] if self.rooms else self.left_from
 
 
 @dataclass(eq=False)
@@ -185,6 +188,8 @@ class Chat:
         if member.departed:
             return
         member.departed = True
+        if member.rooms:
+            member.left_from = member.current_room
         if announcement is not None:
             self._announce(announcement, member, member.rooms)
         for name in list(member.rooms):
@@ -274,6 +279,8 @@ class Chat:
             case Help():
                 return help_ack(cid)
             case Quit():
+                # The member's last lines (still being committed) come before its quit.
+                await member.window.drained()
                 self._depart(member, self._quit_notice(member, command.reason))
                 self._reply(member, Ack("quit", cid))
                 member.disconnect(Quitting())

@@ -120,7 +120,8 @@ class ChatConnection:
         Owns the reader and writer tasks and the bus subscription; all three are gone
         when this returns. An exception in either task is logged with its traceback
         and closes this connection alone with 1011. Cancelling ``run`` abandons the
-        close handshake and returns promptly (at most ``shutdown_grace`` seconds).
+        close handshake and returns promptly (at most ``shutdown_grace`` seconds for the
+        member's last messages to be delivered, and as long again for the close).
         """
         member, subscription = self._chat.arrive(
             self.key,
@@ -141,6 +142,10 @@ class ChatConnection:
             logger.exception("client #%d (%s) failed", self.key, self.peer)
             self.close_soon(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
         finally:
+            # What the member said last (still being committed) reaches its rooms before
+            # the notice that it left. Bounded: the committer may be stopping too.
+            with trio.move_on_after(self._config.shutdown_grace, shield=True):
+                await member.window.drained()
             self._chat.leave(member, subscription)
             await self._send_close_frame()
             self.closed.set()

@@ -39,28 +39,39 @@ MAX_UNCONFIRMED = 64
 class Window:
     """One sender's messages submitted to the log and not yet delivered (or failed)."""
 
-    __slots__ = ("_confirmation", "unconfirmed")
+    __slots__ = ("_changed", "unconfirmed")
 
     def __init__(self) -> None:
         self.unconfirmed = 0
-        # Set when `unconfirmed` drops back to the limit, for a reader waiting on it.
-        self._confirmation: trio.Event | None = None
+        # Set (and replaced) when a message is confirmed, for a task waiting on the count.
+        self._changed: trio.Event | None = None
 
     async def submitted(self) -> None:
         """Count a message just submitted, and wait while too many are being committed.
         Cancelling the wait leaves the message counted (it is still being committed)."""
         self.unconfirmed += 1
-        while self.unconfirmed > MAX_UNCONFIRMED:
-            if self._confirmation is None:
-                self._confirmation = trio.Event()
-            await self._confirmation.wait()
+        await self._wait_for_at_most(MAX_UNCONFIRMED)
+
+    async def drained(self) -> None:
+        """Wait until every message submitted so far is delivered (or failed): what a
+        member said last reaches its rooms before the news that it left. Cancel-safe."""
+        await self._wait_for_at_most(0)
+
+    async def _wait_for_at_most(self, count: int) -> None:
+        if self.unconfirmed <= count:
+            await trio.lowlevel.checkpoint()
+            return
+        while self.unconfirmed > count:
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
 
     def confirmed(self) -> None:
-        """One message was delivered or failed: a waiting reader may go on."""
+        """One message was delivered or failed: a waiting task may go on."""
         self.unconfirmed -= 1
-        if self._confirmation is not None and self.unconfirmed <= MAX_UNCONFIRMED:
-            self._confirmation.set()
-            self._confirmation = None
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
 
 class Sender(Protocol):
