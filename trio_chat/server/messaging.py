@@ -48,19 +48,23 @@ class Window:
 
     async def submitted(self) -> None:
         """Count a message just submitted, and wait while too many are being committed.
-        Cancelling the wait leaves the message counted (it is still being committed)."""
+        Cancelling the wait leaves the message counted (it is still being committed).
+
+        Under the limit this returns without a checkpoint, on purpose: a reader that
+        yielded after every message would hand the committer smaller groups and the
+        writers smaller batches (measured: a quarter more server CPU per delivery)."""
         self.unconfirmed += 1
         await self._wait_for_at_most(MAX_UNCONFIRMED)
 
     async def drained(self) -> None:
         """Wait until every message submitted so far is delivered (or failed): what a
         member said last reaches its rooms before the news that it left. Cancel-safe."""
+        if not self.unconfirmed:
+            await trio.lowlevel.checkpoint()
+            return
         await self._wait_for_at_most(0)
 
     async def _wait_for_at_most(self, count: int) -> None:
-        if self.unconfirmed <= count:
-            await trio.lowlevel.checkpoint()
-            return
         while self.unconfirmed > count:
             if self._changed is None:
                 self._changed = trio.Event()
