@@ -104,10 +104,6 @@ class Subscription:
         wait, all at once. Raises ``trio.EndOfChannel`` once :meth:`close` was called and
         the channel is empty.
         """
-        lines: list[str] = []
-        size = 0
-        viewer = self.viewer
-        render = viewer.wire.render
         while True:
             if self._queue:
                 await trio.lowlevel.checkpoint()
@@ -120,6 +116,13 @@ class Subscription:
                 if not self._queue:  # woken by close()
                     continue
             events, self._queue = self._queue, []
+            # Made after the wait, not before: an idle subscriber's waiting frame would
+            # keep an empty list and a bound method (120 bytes per connection) for
+            # nothing. Every pass starts empty: one that gathers lines returns them.
+            lines: list[str] = []
+            size = 0
+            viewer = self.viewer
+            render = viewer.wire.render
             for index, event in enumerate(events):
                 if isinstance(event, Instruction):
                     self._queue[:0] = events[index + 1 :]
