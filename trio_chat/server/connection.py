@@ -195,6 +195,9 @@ class ChatConnection:
                 return
             if replay is not None and not await replayer.carry_out(replay, self._send_frame):
                 return
+            # Not kept while waiting for the next batch: an idle connection would hold
+            # its last frame's lines and its last replay order.
+            del lines, replay
 
     async def _send_frame(self, lines: list[str]) -> bool:
         """Send ``lines`` as one frame; False once the connection cannot take more.
