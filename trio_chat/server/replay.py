@@ -132,7 +132,9 @@ class Replayer:
         self._log = log
         self._viewer = viewer
         self._max_chars = max_frame_chars
-        self._runs: dict[str | None, tuple[int, int]] = {}
+        # Made with the first run: a connection that has replayed nothing (history on
+        # join found no messages) keeps no empty dict.
+        self._runs: dict[str | None, tuple[int, int]] | None = None
         # The highest id a replay sent: a live copy queued behind a replay is at or below it.
         self._mark = 0
         #: While live copies of replayed messages may still be queued: the test that
@@ -150,8 +152,12 @@ class Replayer:
             # follow this one, so the writer stops asking.
             self.live_filter = None
             return False
-        run = self._runs.get(room)
+        run = self._run(room)
         return run is not None and run[0] <= message_id <= run[1]
+
+    def _run(self, scope: str | None) -> tuple[int, int] | None:
+        """The run of ids of ``scope`` already sent, ``(first, last)``; None if none."""
+        return None if self._runs is None else self._runs.get(scope)
 
     async def carry_out(self, request: Instruction, send: SendFrame) -> bool:
         """Send what ``request`` (a :class:`ReplayRequest`) asks for, in frames of about
@@ -184,7 +190,7 @@ class Replayer:
             return False
         if records:
             # A (re)join starts a new run: what was sent before leaving is over.
-            previous = self._runs.get(request.room, (0, 0))[1]
+            previous = (self._run(request.room) or (0, 0))[1]
             self._remember(request.room, records[0].id, max(previous, records[-1].id))
         return True
 
@@ -223,7 +229,7 @@ class Replayer:
                 return await self._unavailable(exc, None, send)
         # Everything after `since` up to `after` has now been sent, with any earlier run.
         for scope in scopes:
-            first, last = self._runs.get(scope, (request.after + 1, 0))
+            first, last = self._run(scope) or (request.after + 1, 0)
             self._remember(scope, min(first, request.after + 1), max(last, after))
         return True
 
@@ -240,6 +246,8 @@ class Replayer:
     def _remember(self, scope: str | None, first: int, last: int) -> None:
         """Record the run ``first..last`` of ``scope`` as sent, and drop live copies of
         it from now on."""
+        if self._runs is None:
+            self._runs = {}
         self._runs[scope] = (first, last)
         self._mark = max(self._mark, last)
         self.live_filter = self._is_live_copy
@@ -247,7 +255,7 @@ class Replayer:
     async def _send_records(self, lines: list[str], records: list[Record], send: SendFrame) -> bool:
         """Send ``lines`` and then ``records`` as history lines, in frames of about the
         frame size, skipping records already sent (inside their room's run)."""
-        runs, viewer = self._runs, self._viewer
+        runs, viewer = self._runs or {}, self._viewer
         size = sum(len(line) + 1 for line in lines)
         for record in records:
             run = runs.get(record.room)
