@@ -31,10 +31,10 @@ from trio_chat.core.wire import PLAIN, WireFormat
 from .bus import Subscription
 from .chat import Chat, Member
 from .config import ServerConfig
-from .net.seam import ChatSocket
+from .net.seam import Address, ChatSocket
 from .replay import Replayer
 
-__all__ = ["ChatConnection"]
+__all__ = ["UNKNOWN_PEER", "ChatConnection", "describe_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,14 @@ logger = logging.getLogger(__name__)
 #: to carry hundreds of chat lines in one frame, far below the 1 MiB that common
 #: clients (browsers, websockets, trio-websocket) accept in one message.
 MAX_FRAME_CHARS = 64 * 1024
+
+#: How a peer whose address is not known (not a socket, or already gone) is logged.
+UNKNOWN_PEER = "unknown"
+
+
+def describe_peer(address: Address | None) -> str:
+    """``address`` as the log writes it: ``host:port``, or ``unknown`` when not known."""
+    return UNKNOWN_PEER if address is None else str(address)
 
 
 class ChatConnection:
@@ -60,7 +68,6 @@ class ChatConnection:
         "_ws",
         "closed",
         "key",
-        "peer",
         "wire",
     )
 
@@ -68,7 +75,6 @@ class ChatConnection:
         self,
         ws: ChatSocket,
         key: int,
-        peer: str,
         chat: Chat,
         *,
         config: ServerConfig,
@@ -76,7 +82,6 @@ class ChatConnection:
         arrival: Arrival | None = None,
     ) -> None:
         self.key = key
-        self.peer = peer
         self._arrival = arrival
         #: How this client's frames read and its events are written (plain or JSON).
         self.wire = wire
@@ -92,6 +97,12 @@ class ChatConnection:
         self._stream_broken = False
         self._subscription: Subscription | None = None
         self.closed = trio.Event()
+
+    @property
+    def peer(self) -> str:
+        """The peer's address as the log writes it (``host:port``, or ``unknown``):
+        formatted when a line needs it, not kept by every open connection."""
+        return describe_peer(self._ws.peer_address)
 
     def close_soon(self, code: int, reason: str, flush: bool = False) -> None:
         """Ask the connection to close with ``code`` and ``reason``; returns at once.

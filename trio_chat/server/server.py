@@ -33,7 +33,7 @@ from trio_chat.core.wire import WireFormat, negotiate
 
 from .chat import Chat
 from .config import ServerConfig
-from .connection import ChatConnection
+from .connection import ChatConnection, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .history import MessageLog
 from .net.seam import Address
@@ -44,9 +44,6 @@ from .store import describe_db, open_store
 __all__ = ["ChatServer", "serve"]
 
 logger = logging.getLogger("trio_chat.server")
-
-#: How a peer whose address is not known (not a socket, or already gone) is logged.
-UNKNOWN_PEER = "unknown"
 
 Listeners = Sequence[trio.abc.Listener[trio.abc.Stream]]
 
@@ -191,22 +188,25 @@ class ChatServer:
         connection without a close frame.
         """
         key = next(self._keys)
+        # Only the address is kept for the connection's life (by its WebSocket): its
+        # text is formatted for each log line, not kept by every open connection.
         address, tls = describe_transport(stream)
-        peer = UNKNOWN_PEER if address is None else str(address)
         try:
             async with open_connection_stream(stream) as connection_stream:
-                accepted = await self._handshake(connection_stream, peer, address, tls)
+                accepted = await self._handshake(
+                    connection_stream, describe_peer(address), address, tls
+                )
                 if accepted is None:
                     return
                 ws, arrival, wire = accepted
                 connection = ChatConnection(
-                    ws, key, peer, self.chat, config=self.config, wire=wire, arrival=arrival
+                    ws, key, self.chat, config=self.config, wire=wire, arrival=arrival
                 )
                 self.connections[key] = connection
                 logger.info(
                     "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
                     key,
-                    peer,
+                    connection.peer,
                     f" ({wire.subprotocol})" if wire.subprotocol else "",
                 )
                 try:
@@ -216,11 +216,11 @@ class ChatServer:
                     logger.info(
                         "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
                         key,
-                        peer,
+                        connection.peer,
                         connection.describe_close(),
                     )
         except Exception:
-            logger.exception("connection #%d (%s) failed", key, peer)
+            logger.exception("connection #%d (%s) failed", key, describe_peer(address))
 
     async def _handshake(
         self, stream: ConnectionStream, peer: str, address: Address | None, tls: bool
