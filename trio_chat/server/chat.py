@@ -78,15 +78,22 @@ class Member:
     rooms: list[str] = field(default_factory=list)
     #: Set once the member's departure was announced (kick), so it is not announced twice.
     departed: bool = False
-    #: Its messages being committed.
-    window: Window = field(default_factory=Window)
     #: The current room when it left the chat: events already queued for it (the echo
     #: of its last line, say) still read as they would have before it left.
     left_from: str = LOBBY
+    _window: Window | None = field(default=None, init=False, repr=False)
 
     @property
     def current_room(self) -> str:
         return self.rooms[-1] if self.rooms else self.left_from
+
+    @property
+    def window(self) -> Window:
+        """Its messages being committed: made when first asked for (its first message,
+        usually), so a member that only listens keeps no empty window."""
+        if self._window is None:
+            self._window = Window()
+        return self._window
 
 
 @dataclass(eq=False)
