@@ -61,12 +61,13 @@ class ChatConnection:
         "_close_code",
         "_close_reason",
         "_close_requested",
+        "_closed",
         "_config",
+        "_finished",
         "_io_scope",
         "_stream_broken",
         "_subscription",
         "_ws",
-        "closed",
         "key",
         "wire",
     )
@@ -96,7 +97,21 @@ class ChatConnection:
         # Set when the client stopped reading: a close frame could not reach it.
         self._stream_broken = False
         self._subscription: Subscription | None = None
-        self.closed = trio.Event()
+        # Whether run() is over, and the event that says so (made when first asked for).
+        self._finished = False
+        self._closed: trio.Event | None = None
+
+    @property
+    def closed(self) -> trio.Event:
+        """Set once :meth:`run` is over (the close frame sent, or given up on). Made when
+        first asked for, already set if run() is over: only a shutdown waits on it, and
+        every open connection would otherwise keep an Event and its parking lot (about
+        270 bytes)."""
+        if self._closed is None:
+            self._closed = trio.Event()
+            if self._finished:
+                self._closed.set()
+        return self._closed
 
     @property
     def peer(self) -> str:
@@ -159,7 +174,9 @@ class ChatConnection:
                 await member.window.drained()
             self._chat.leave(member, subscription)
             await self._send_close_frame()
-            self.closed.set()
+            self._finished = True
+            if self._closed is not None:
+                self._closed.set()
 
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""
