@@ -157,6 +157,7 @@ class ChatConnection:
             on_overflow=self._overflowed,
             arrival=self._arrival,
         )
+        self._arrival = None  # used once: an open connection keeps no copy of its URL's query
         self._subscription = subscription
         try:
             with self._io_scope:
