@@ -24,6 +24,7 @@ import trio.testing
 import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
+from trio_chat import _version
 from trio_chat.server.chat import Chat, Member
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
@@ -378,3 +379,11 @@ async def test_out_of_file_descriptors_pauses_accepting_and_carries_on(
     with trio.fail_after(EVENT_TIMEOUT):
         await ws.aclose()
     server.shutdown()
+
+
+def test_the_version_is_read_when_the_server_is_made_not_at_the_first_welcome() -> None:
+    """The package metadata (importlib.metadata and what it loads) is read as the server
+    starts: the first client neither waits for it nor brings its memory along."""
+    _version.version.cache_clear()
+    ChatServer(ServerConfig(db=":memory:"))
+    assert _version.version.cache_info().currsize == 1

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from trio_chat._version import server_name
 from trio_chat.core.arrival import Arrival, parse_arrival
 from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from trio_chat.core.wire import WireFormat, negotiate
@@ -58,6 +59,11 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        # The welcome names the server's version, read from the package metadata: read
+        # it now, at start-up. Left to the first welcome, importlib.metadata and the
+        # modules it loads (about 1.5 MB) would arrive with the first client, and that
+        # client would wait while the metadata is found.
+        server_name()
         self.chat = Chat(
             MessageLog(open_store(config.db, config.history_limit)),
             presence_limit=config.presence_limit,
