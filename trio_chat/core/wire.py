@@ -23,7 +23,18 @@ from typing import Protocol
 
 from . import render
 from .commands import PROTOCOL, Command, CommandError, parse_json, parse_plain
-from .events import Ack, Event, Message, PrivateMessage, Welcome
+from .events import (
+    Ack,
+    ErrorEvent,
+    Event,
+    HistoryLine,
+    Message,
+    Notice,
+    Presence,
+    PrivateMessage,
+    TopicChanged,
+    Welcome,
+)
 
 __all__ = [
     "JSON",
@@ -119,24 +130,22 @@ def _plain_lines(event: Event) -> tuple[list[str], list[str]]:
     match event:
         case Message() | PrivateMessage():
             return render.chat_lines(data, own=True), render.chat_lines(data)
+        case HistoryLine():
+            lines = render.chat_lines(data)
         case Ack():
             lines = render.ack_lines(data, request=event.request, rooms=event.rooms_before)
         case Welcome():
             lines = []  # the tutorial's clients expect no greeting
+        case Presence():
+            lines = [render.presence(data)]
+        case TopicChanged():
+            lines = [render.topic_changed(data)]
+        case Notice():
+            lines = [render.notice(data)]
+        case ErrorEvent():
+            lines = [render.error_line(event.text)]
         case _:
-            match data["type"]:
-                case "message" | "private":
-                    lines = render.chat_lines(data)
-                case "presence":
-                    lines = [render.presence(data)]
-                case "topic":
-                    lines = [render.topic_changed(data)]
-                case "notice":
-                    lines = [render.notice(data)]
-                case "error":
-                    lines = [render.error_line(data["text"])]
-                case kind:
-                    raise ValueError(f"no plain wording for a {kind!r} event")
+            raise ValueError(f"no plain wording for a {data['type']!r} event")
     return lines, lines
 
 
