@@ -152,12 +152,16 @@ class Replayer:
             # follow this one, so the writer stops asking.
             self.live_filter = None
             return False
-        run = self._run(room)
-        return run is not None and run[0] <= message_id <= run[1]
+        return self._already_sent(room, message_id)
 
     def _run(self, scope: str | None) -> tuple[int, int] | None:
         """The run of ids of ``scope`` already sent, ``(first, last)``; None if none."""
         return None if self._runs is None else self._runs.get(scope)
+
+    def _already_sent(self, scope: str | None, message_id: int) -> bool:
+        """Whether message ``message_id`` of ``scope`` is inside the run already sent."""
+        run = self._run(scope)
+        return run is not None and run[0] <= message_id <= run[1]
 
     async def carry_out(self, request: Instruction, send: SendFrame) -> bool:
         """Send what ``request`` (a :class:`ReplayRequest`) asks for, in frames of about
@@ -255,11 +259,10 @@ class Replayer:
     async def _send_records(self, lines: list[str], records: list[Record], send: SendFrame) -> bool:
         """Send ``lines`` and then ``records`` as history lines, in frames of about the
         frame size, skipping records already sent (inside their room's run)."""
-        runs, viewer = self._runs or {}, self._viewer
+        viewer = self._viewer
         size = sum(len(line) + 1 for line in lines)
         for record in records:
-            run = runs.get(record.room)
-            if run is not None and run[0] <= record.id <= run[1]:
+            if self._already_sent(record.room, record.id):
                 continue
             line = viewer.wire.render(HistoryLine(record), viewer)
             if line is None:
