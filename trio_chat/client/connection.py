@@ -4,7 +4,7 @@ The client offers the ``trio-chat.v1`` subprotocol. When the server selects it (
 mode), the client takes a nickname (``--name``, or the login name; ``NAME-2``,
 ``NAME-3``... when taken), joins ``--room``, turns typed lines into JSON commands with
 the same parser the server uses, answers ``/help`` itself, and renders events with
-:mod:`trio_chat.view`. When the server does not select it (the tutorial's server, or
+:mod:`trio_chat.client.view`. When the server does not select it (the tutorial's server, or
 ``--plain``), lines go out and come in as plain text, made safe for the terminal.
 
 The session is a state machine, as h11 and wsproto make theirs: a :class:`Phase`

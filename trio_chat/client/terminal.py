@@ -6,7 +6,7 @@ client uses: save cursor, insert line, restore). Anywhere else (a pipe, a file) 
 line is printed plainly, with no escape codes, and flushed at once so a script can read
 it. Text from other people is made safe first: control characters are shown, never
 sent to the terminal raw (:meth:`Screen.incoming` does it for a raw line; the renderer
-in :mod:`trio_chat.view` does it field by field before :meth:`Screen.show`).
+in :mod:`trio_chat.client.view` does it field by field before :meth:`Screen.show`).
 """
 
 from __future__ import annotations

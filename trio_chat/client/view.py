@@ -5,7 +5,7 @@ print (none, for an event whose effect shows elsewhere), given a :class:`Style`.
 the lines say is :mod:`trio_chat.core.render`'s, the same wording the server gives
 its plain clients; this module owns only the terminal's layout (times, the
 ``[room] alice: text`` look of chat lines, colours). Every string that came from the
-server or from another user goes through :func:`~trio_chat.terminal.make_safe` (the
+server or from another user goes through :func:`~trio_chat.client.terminal.make_safe` (the
 :class:`~trio_chat.core.render.Hooks` this module passes) before it is put in a line, so
 control characters and escape sequences are shown, never obeyed; the only escape codes
 in a rendered line are the style's own SGR sequences, and only when colour is on.

@@ -2,7 +2,7 @@
 
 A :class:`ChatConnection` reads in the task that runs it and writes in a task of its
 own nursery. The reader takes messages from the WebSocket and hands them to the
-:class:`~trio_chat.chat.Chat`; the writer is the connection's bus subscriber and the
+:class:`~trio_chat.server.chat.Chat`; the writer is the connection's bus subscriber and the
 only task that sends chat frames to this socket. Whatever ends the connection (the
 peer, a close request, a slow consumer, a bug), :meth:`ChatConnection.run` finishes by
 sending one close frame with the right code, shielded and time-limited, and only then

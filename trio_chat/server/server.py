@@ -1,13 +1,14 @@
 """The chat server: where connections are accepted, and how the server stops.
 
-``python -m trio_chat.server`` runs :func:`main`. The pieces, outside in:
+``python -m trio_chat.server`` runs :func:`trio_chat.server.cli.main`, which calls
+:func:`serve`. The pieces, outside in:
 
 * :class:`ChatServer` listens (``trio.serve_listeners``), accepts, and owns every
   connection's task. Its :meth:`~ChatServer.handle_stream` is the single place a new
   connection enters: any ``trio.abc.Stream`` (TCP, TLS, a memory stream in tests).
-* :class:`~trio_chat.connection.ChatConnection` serves one client (reader + writer).
-* :class:`~trio_chat.chat.Chat` turns lines into events; :class:`~trio_chat.bus.Bus`
-  fans them out.
+* :class:`~trio_chat.server.connection.ChatConnection` serves one client (reader + writer).
+* :class:`~trio_chat.server.chat.Chat` turns lines into events;
+  :class:`~trio_chat.server.bus.Bus` fans them out.
 
 Shutdown (``/quit``, SIGINT, SIGTERM) is not driven by cancellation, because a
 cancelled connection cannot send a close frame: the server stops accepting, asks every
@@ -199,9 +200,7 @@ class ChatServer:
         address, tls = describe_transport(stream)
         try:
             async with open_connection_stream(stream) as connection_stream:
-                accepted = await self._handshake(
-                    connection_stream, describe_peer(address), address, tls
-                )
+                accepted = await self._handshake(connection_stream, address, tls)
                 if accepted is None:
                     return
                 ws, arrival, wire = accepted
@@ -232,18 +231,22 @@ class ChatServer:
             logger.exception("connection #%d (%s) failed", key, describe_peer(address))
 
     async def _handshake(
-        self, stream: ConnectionStream, peer: str, address: Address | None, tls: bool
+        self, stream: ConnectionStream, address: Address | None, tls: bool
     ) -> tuple[WebSocket, Arrival, WireFormat] | None:
         """The accepted WebSocket, the arrival its URL asks for and its wire format;
         or None when the request was refused, or did not come within
         ``handshake_timeout`` (logged)."""
         with trio.move_on_after(self.config.handshake_timeout):
-            return await self._answer_request(Handshake(stream), peer, address, tls)
-        logger.info("%s: no WebSocket handshake within %g s", peer, self.config.handshake_timeout)
+            return await self._answer_request(Handshake(stream), address, tls)
+        logger.info(
+            "%s: no WebSocket handshake within %g s",
+            describe_peer(address),
+            self.config.handshake_timeout,
+        )
         return None
 
     async def _answer_request(
-        self, handshake: Handshake, peer: str, address: Address | None, tls: bool
+        self, handshake: Handshake, address: Address | None, tls: bool
     ) -> tuple[WebSocket, Arrival, WireFormat] | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
         status saying why not (None then). A request that is not a valid upgrade is
@@ -259,7 +262,9 @@ class ChatServer:
             await handshake.respond(503, SERVER_SHUTTING_DOWN)
             return None
         if len(self.connections) >= self.config.max_connections:
-            logger.warning("%s refused: %d connections open", peer, len(self.connections))
+            logger.warning(
+                "%s refused: %d connections open", describe_peer(address), len(self.connections)
+            )
             await handshake.respond(503, SERVER_FULL)
             return None
         try:

@@ -4,7 +4,7 @@
 that a Redis-backed store can be added beside :class:`SQLiteStore` (the durable
 default) and :class:`MemoryStore` (``--db :memory:``) without touching anything else.
 Ids, grouping of writes into commits and delivery order are not the store's business:
-:mod:`trio_chat.history` owns them.
+:mod:`trio_chat.server.history` owns them.
 """
 
 from .base import Record, Store, StoreError
