@@ -51,7 +51,7 @@ from trio_chat.core.commands import (
     command_to_json,
 )
 
-from .connection import ClientError, explain_connect_error, parse_url
+from .connection import ClientError, describe_refusal, open_tcp, parse_url
 
 __all__ = ["ChatClosed", "ChatError", "CommandFailed", "Connection", "Event", "connect"]
 
@@ -350,15 +350,9 @@ async def connect(
     """
     try:
         host, port, resource = parse_url(url)
+        stream = await open_tcp(url, host, port, connect_timeout)
     except ClientError as error:
         raise ChatError(str(error)) from None
-    try:
-        with trio.fail_after(connect_timeout):
-            stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise ChatError(f"Could not connect to {url}: {explain_connect_error(exc)}") from None
-    except trio.TooSlowError:
-        raise ChatError(f"Could not connect to {url}: timed out") from None
     failure: ChatError | None = None
     raised: BaseException | None = None
     rejected: ConnectionRejected | None = None
@@ -404,11 +398,7 @@ async def connect(
     if raised is not None:
         raise raised
     if rejected is not None:
-        body = (rejected.body or b"").decode(errors="replace").strip()
-        raise ChatError(
-            f"Could not connect to {url}: the server refused with HTTP {rejected.status_code}"
-            + (f" ({body})" if body else "")
-        )
+        raise ChatError(describe_refusal(url, rejected))
     if failure is not None:
         raise failure
 

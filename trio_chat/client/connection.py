@@ -83,6 +83,8 @@ __all__ = [
     "Link",
     "Phase",
     "TypedLines",
+    "describe_refusal",
+    "open_tcp",
     "parse_url",
 ]
 
@@ -148,6 +150,33 @@ def explain_connect_error(exc: OSError) -> str:
     if isinstance(exc, socket.gaierror):
         return "unknown host"
     return exc.strerror or str(exc)
+
+
+async def open_tcp(
+    url: str, host: str, port: int, seconds: float = CONNECT_TIMEOUT
+) -> trio.SocketStream:
+    """The TCP connection to ``host`` and ``port`` (of ``url``), within ``seconds``;
+    or :class:`ClientError` (worth retrying) saying why not. The caller owns the
+    stream. Cancelled, nothing is left open."""
+    try:
+        with trio.fail_after(seconds):
+            return await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise ClientError(
+            f"Could not connect to {url}: {explain_connect_error(exc)}", retry=True
+        ) from None
+    except trio.TooSlowError:
+        raise ClientError(f"Could not connect to {url}: timed out", retry=True) from None
+
+
+def describe_refusal(url: str, rejected: ConnectionRejected) -> str:
+    """The line saying that the server at ``url`` refused the handshake, with its status
+    and, made safe to print, the body of its answer."""
+    body = (rejected.body or b"").decode(errors="replace").strip()
+    detail = f" ({make_safe(body)})" if body else ""
+    return (
+        f"Could not connect to {url}: the server refused with HTTP {rejected.status_code}{detail}"
+    )
 
 
 def is_exit_command(line: str) -> bool:
@@ -466,7 +495,7 @@ class ChatClient:
         failure: ClientError | None = None
         async with self._until_left():
             try:
-                stream = await self._open_stream(host, port)
+                stream = await open_tcp(self.url, host, port)
             except ClientError as error:
                 failure = error
         try:
@@ -491,18 +520,6 @@ class ChatClient:
             raise failure
         self._screen.status(str(failure))
         return Ending(reconnect=True, status=1)
-
-    async def _open_stream(self, host: str, port: int) -> trio.SocketStream:
-        """Open the TCP connection, or raise :class:`ClientError` saying why not."""
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                return await trio.open_tcp_stream(host, port)
-        except OSError as exc:
-            raise ClientError(
-                f"Could not connect to {self.url}: {explain_connect_error(exc)}", retry=True
-            ) from None
-        except trio.TooSlowError:
-            raise ClientError(f"Could not connect to {self.url}: timed out", retry=True) from None
 
     async def _websocket(
         self,
@@ -537,12 +554,8 @@ class ChatClient:
         except* HandshakeError:
             handshake_failed = True
         if rejected is not None:
-            body = (rejected.body or b"").decode(errors="replace").strip()
-            detail = f" ({make_safe(body)})" if body else ""
             failure = ClientError(
-                f"Could not connect to {self.url}: the server refused with HTTP "
-                f"{rejected.status_code}{detail}",
-                retry=rejected.status_code >= 500,
+                describe_refusal(self.url, rejected), retry=rejected.status_code >= 500
             )
         elif handshake_failed:
             failure = ClientError(f"Could not connect to {self.url}: handshake failed", retry=True)
