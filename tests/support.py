@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import websockets.exceptions
 from trio_websocket import (
     CloseReason,
@@ -408,3 +410,18 @@ class FakeViewer:
     def render(self, event: Any) -> str | None:
         """What this viewer receives for ``event``."""
         return self.wire.render(event, self)
+
+
+async def transport_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """A connected (client end, server end): ``"memory"``, a lockstep memory stream pair;
+    ``"tcp"``, TCP on 127.0.0.1 with the client's receive buffer as small as the kernel
+    allows, so the server soon cannot send to a client that does not read."""
+    if transport == "memory":
+        return trio.testing.lockstep_stream_pair()
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        client_end = trio.SocketStream(sock)  # owns sock from here on
+        await sock.connect(listener.socket.getsockname())
+        return client_end, await listener.accept()

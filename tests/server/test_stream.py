@@ -8,7 +8,6 @@ a socket do. Every wait is for an event under ``trio.fail_after``, never a sleep
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 import pytest
@@ -24,25 +23,11 @@ from trio_chat.server.net.stream import (
     open_connection_stream,
 )
 
-from support import EVENT_TIMEOUT
+from support import EVENT_TIMEOUT, transport_pair
 
 TRANSPORTS = ["tcp", "memory"]
 #: More than a socket's kernel buffers hold, so a peer that does not read blocks it.
 MANY_BYTES = 4 * 1024 * 1024
-
-
-async def transport_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    """A connected (peer end, server end): TCP on 127.0.0.1 with the peer's receive
-    buffer as small as the kernel allows, or a lockstep memory stream pair."""
-    if transport == "memory":
-        return trio.testing.lockstep_stream_pair()
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    async with listener:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-        peer = trio.SocketStream(sock)  # owns sock from here on
-        await sock.connect(listener.socket.getsockname())
-        return peer, await listener.accept()
 
 
 async def read_exactly(stream: trio.abc.Stream, size: int) -> bytes:

@@ -30,7 +30,7 @@ from trio_chat.server.net.stream import describe_transport, open_connection_stre
 from trio_chat.server.net.websocket import Handshake, WebSocket, encode_text_frame
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT, local_port, open_client, receive, say
+from support import EVENT_TIMEOUT, local_port, open_client, receive, say, transport_pair
 
 StartServer = Callable[..., Awaitable[ChatServer]]
 
@@ -685,21 +685,6 @@ async def test_no_handshake_within_the_timeout_closes_the_socket(
 #: and any other trio stream (a sender task), here a lockstep memory stream pair, whose
 #: sends wait until the other end reads.
 TRANSPORTS = ["tcp", "memory"]
-
-
-async def transport_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    """A connected (client end, server end). Over TCP, the client's receive buffer is as
-    small as the kernel allows, so the server soon cannot send to a client that does not
-    read."""
-    if transport == "memory":
-        return trio.testing.lockstep_stream_pair()
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    async with listener:
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-        client_end = trio.SocketStream(sock)  # owns sock from here on
-        await sock.connect(listener.socket.getsockname())
-        return client_end, await listener.accept()
 
 
 @asynccontextmanager
