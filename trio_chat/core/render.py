@@ -52,6 +52,7 @@ __all__ = [
     "now_known_as",
     "only_room",
     "presence",
+    "room_not_allowed",
     "rooms_line",
     "roster_line",
     "says",
@@ -299,3 +300,8 @@ def only_room(room: str) -> str:
 def no_such_room(room: str) -> str:
     """``no_such_room``: no room of that name."""
     return f"there is no room {room}"
+
+
+def room_not_allowed(room: str) -> str:
+    """``room_not_allowed``: a room its sender's login does not let it into."""
+    return f"you may not join {room}"

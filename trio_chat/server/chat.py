@@ -8,6 +8,12 @@ exactly the members who should see them. Room and private messages are handed to
 :class:`~trio_chat.server.messaging.Messaging`. A member is let go for a typed reason
 (:data:`~trio_chat.core.close.Departure`); its connection picks the close code.
 
+Nicknames are held by principals (:class:`~trio_chat.core.identity.Principal`), not by
+connections: the devices of one account share its nick, its presence is announced once
+(a join when its first device enters a room, a leave or quit when its last one goes),
+and ``/nick`` renames it on all of them. :attr:`Chat.reserved_names` keeps registered
+names for their accounts alone.
+
 This module owns the chat's state; it runs inside the reader task of the connection
 that sent the command, and every change of state it makes happens between two awaits,
 so it is atomic with respect to other clients.
@@ -50,6 +56,7 @@ from trio_chat.core.events import (
     help_ack,
     timestamp,
 )
+from trio_chat.core.identity import Principal
 from trio_chat.core.wire import WireFormat
 
 from .bus import Bus, Subscription
@@ -69,7 +76,11 @@ Disconnect = Callable[[Departure], None]
 @dataclass(eq=False, slots=True)
 class Member:
     """One connection's place in the chat. ``rooms`` is ordered by recency: the last one
-    is the current room, where plain lines go."""
+    is the current room, where plain lines go.
+
+    Its :attr:`principal` is who it acts as. A member given none (a plain connection
+    that never logs in) is a guest whose principal is made when first asked for (its
+    first private message, usually), so an idle connection keeps none."""
 
     key: int
     wire: WireFormat
@@ -82,6 +93,15 @@ class Member:
     #: of its last line, say) still read as they would have before it left.
     left_from: str = LOBBY
     _window: Window | None = field(default=None, init=False, repr=False)
+    #: Who it acts as, once known: given at arrival or by a login, else made when asked.
+    known_principal: Principal | None = field(default=None, init=False, repr=False)
+
+    @property
+    def principal(self) -> Principal:
+        """Who this member acts as: a new guest, made now, if it was given none."""
+        if self.known_principal is None:
+            self.known_principal = Principal.guest()
+        return self.known_principal
 
     @property
     def current_room(self) -> str:
@@ -103,9 +123,11 @@ class Room:
     members: dict[int, Member] = field(default_factory=dict)
 
     def roster(self) -> tuple[list[str], int]:
-        """The members' nicknames, sorted case-insensitively, and how many have none."""
-        nicks = sorted((m.nick for m in self.members.values() if m.nick), key=str.casefold)
-        return nicks, len(self.members) - len(nicks)
+        """The members' nicknames, each once (a principal's devices share one), sorted
+        case-insensitively, and how many members have none."""
+        named = [m.nick for m in self.members.values() if m.nick]
+        nicks = sorted(set(named), key=str.casefold)
+        return nicks, len(self.members) - len(named)
 
 
 def utc_now() -> datetime:
@@ -131,7 +153,15 @@ class Chat:
         self.max_message_lines = max_message_lines
         self.members: dict[int, Member] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY)}
+        # Folded nick -> a member of the principal holding it (any of its devices).
         self._nicks: dict[str, Member] = {}
+        # Principal id -> its members, for principals given explicitly (at arrival or by
+        # a login): the devices of one account share its nick. A guest whose principal
+        # was made lazily is alone, and not listed.
+        self._devices: dict[str, list[Member]] = {}
+        #: Folded registered name -> the id of the principal that alone may take it as
+        #: a nick (an account's name); guests and everyone else get ``nick_taken``.
+        self.reserved_names: dict[str, str] = {}
         self._clock = clock
         self.messaging = Messaging(log, self.bus, self._ts)
 
@@ -146,6 +176,7 @@ class Chat:
         queue_depth: int,
         on_overflow: Callable[[], None],
         arrival: Arrival | None = None,
+        principal: Principal | None = None,
     ) -> tuple[Member, Subscription]:
         """A member for connection ``key``, speaking ``wire``, subscribed; :meth:`leave`
         it when the connection ends.
@@ -154,22 +185,49 @@ class Chat:
         lobby's recent history. ``arrival`` (from the connection's URL) names the nick
         and rooms to arrive with, and ``since``: the id to resume after, which replays
         everything missed in those rooms instead of their recent history.
+
+        ``principal`` is who the admission decided the connection acts as (None: a
+        guest, made when first needed). A principal with members in the chat already
+        (another device of an account) arrives with their nick, announced in the rooms
+        none of them is in; else with its own ``nick`` (an account's name), or the
+        arrival's. Rooms the principal may not be in are refused (``room_not_allowed``,
+        after the welcome); with none left it arrives in the first room it may be in.
         """
         arrival = arrival or Arrival()
         member = Member(key, wire, disconnect)
         subscription = self.bus.add(member, queue_depth, on_overflow)
         self.members[key] = member
-        for name in arrival.rooms or (LOBBY,):
+        refusals: list[ErrorEvent] = []
+        devices: list[Member] = []
+        if principal is not None:
+            devices = list(self._devices.get(principal.id, ()))
+            self._attach(member, principal)
+        rooms = arrival.rooms or (LOBBY,)
+        if principal is not None and principal.rooms is not None:
+            allowed = [name for name in rooms if principal.may_join(name)]
+            refusals.extend(
+                ErrorEvent("room_not_allowed", render.room_not_allowed(name))
+                for name in arrival.rooms
+                if name not in allowed
+            )
+            rooms = tuple(allowed) or tuple(sorted(principal.rooms))[:1]
+        for name in rooms:
             if name not in member.rooms:
                 self._enter_room(member, name)
-        refusal = None
-        if arrival.nick is not None:
-            try:
-                self._change_nick(member, arrival.nick, None)
-            except CommandError as error:
-                refusal = ErrorEvent(error.code, error.text)
+        if devices and devices[0].nick is not None:
+            # The principal holds its nick already: this device shares it.
+            member.nick = devices[0].nick
+            for name in member.rooms:
+                self._announce_in_room("join", member, name)
+        else:
+            nick = principal.nick if principal is not None and principal.nick else arrival.nick
+            if nick is not None:
+                try:
+                    self._change_nick(member, nick, None)
+                except CommandError as error:
+                    refusals.insert(0, ErrorEvent(error.code, error.text))
         subscription.offer(Welcome(member.nick, member.current_room, list(member.rooms)))
-        if refusal is not None:
+        for refusal in refusals:
             subscription.offer(refusal)
         if arrival.since is not None:
             subscription.offer(missed_since(self.log, arrival.since, member.rooms, member.nick))
@@ -177,6 +235,44 @@ class Chat:
             for name in member.rooms:
                 subscription.offer(recent_history(self.log, name, self.history_on_join))
         return member, subscription
+
+    def authenticate(self, member: Member, principal: Principal) -> None:
+        """``member`` (a guest, usually) acts as ``principal`` from now on: a login.
+
+        Its nick becomes the principal's: the one its other devices hold, else
+        ``principal.nick`` (else it keeps its own), announced to its rooms as a nick
+        change, or as a join if it was anonymous. It leaves the rooms the principal may
+        not be in (with none left, it enters the first one it may be in). Raises
+        :class:`CommandError` (``nick_taken``), changing nothing, when another principal
+        holds that nick. The member is sent nothing: the login's answer is the caller's.
+        """
+        current = member.known_principal
+        if current is not None and current.id == principal.id:
+            member.known_principal = principal
+            return
+        devices = [m for m in self._devices.get(principal.id, ()) if m is not member]
+        nick = devices[0].nick if devices else (principal.nick or member.nick)
+        if nick is not None:
+            self._check_nick_free(nick, member, principal)
+        old = member.nick
+        if principal.rooms is not None:
+            for name in [name for name in member.rooms if not principal.may_join(name)]:
+                if old is not None:
+                    self._announce_in_room("leave", member, name)
+                self._exit_room(member, name)
+            if not member.rooms and principal.rooms:
+                self._enter_room(member, min(principal.rooms))
+        self._detach(member)
+        self._attach(member, principal)
+        member.nick = nick
+        if nick is None:
+            return
+        self._nicks.setdefault(nick.casefold(), member)
+        if old is None:
+            for name in member.rooms:
+                self._announce_in_room("join", member, name)
+        elif old != nick:
+            self._announce(Presence("nick", old, self._ts(), new_nick=nick), member, member.rooms)
 
     def leave(self, member: Member, subscription: Subscription) -> None:
         """The end of ``member``'s connection: it leaves every room (announced if it had
@@ -191,19 +287,56 @@ class Chat:
         return Presence("quit", member.nick, self._ts(), reason=reason)
 
     def _depart(self, member: Member, announcement: Presence | None) -> None:
-        """Take ``member`` out of the chat, telling its rooms with ``announcement``."""
+        """Take ``member`` out of the chat, telling its rooms with ``announcement`` when
+        it was its principal's last member; while other devices of its principal stay,
+        only the rooms none of them is in are told, with a ``leave``."""
         if member.departed:
             return
         member.departed = True
         if member.rooms:
             member.left_from = member.current_room
-        if announcement is not None:
+        if len(self._fellows(member)) > 1:
+            for name in member.rooms:
+                self._announce_in_room("leave", member, name)
+        elif announcement is not None:
             self._announce(announcement, member, member.rooms)
         for name in list(member.rooms):
             self._exit_room(member, name)
         self.members.pop(member.key, None)
-        if member.nick:
-            self._nicks.pop(member.nick.casefold(), None)
+        self._detach(member)
+
+    def _fellows(self, member: Member) -> list[Member]:
+        """Every member in the chat acting as ``member``'s principal, itself included
+        while it is in."""
+        principal = member.known_principal
+        if principal is None:
+            return [member]
+        return self._devices.get(principal.id) or [member]
+
+    def _attach(self, member: Member, principal: Principal) -> None:
+        """``member`` acts as ``principal``, one of its devices."""
+        member.known_principal = principal
+        self._devices.setdefault(principal.id, []).append(member)
+
+    def _detach(self, member: Member) -> None:
+        """``member`` stops being one of its principal's devices, and stops holding its
+        nick for it: the nick stays with the principal's other devices, if any."""
+        principal = member.known_principal
+        others: list[Member] = []
+        if principal is not None:
+            devices = self._devices.get(principal.id)
+            if devices is not None and member in devices:
+                devices.remove(member)
+                others = devices
+                if not devices:
+                    del self._devices[principal.id]
+        if member.nick is not None:
+            folded = member.nick.casefold()
+            if self._nicks.get(folded) is member:
+                if others:
+                    self._nicks[folded] = others[0]
+                else:
+                    del self._nicks[folded]
 
     # --- what clients send ---------------------------------------------------------------
 
@@ -305,31 +438,54 @@ class Chat:
             raise CommandError("not_in_room", render.not_in_room(name))
         return await history_page(self.log, name, command.limit, command.before, cid)
 
-    def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
+    def _check_nick_free(self, nick: str, member: Member, principal: Principal | None) -> None:
+        """Raise ``nick_taken`` unless ``member``, acting as ``principal`` (None: a guest
+        not yet made, who holds nothing), may take ``nick``: not reserved for anyone
+        else, and not held by another principal."""
         folded = nick.casefold()
+        taken = folded in RESERVED_NICKS
+        reserved_for = self.reserved_names.get(folded)
+        if reserved_for is not None and (principal is None or principal.id != reserved_for):
+            taken = True
         holder = self._nicks.get(folded)
-        if folded in RESERVED_NICKS or (holder is not None and holder is not member):
+        if holder is not None and holder is not member:
+            held_by = holder.known_principal
+            if principal is None or held_by is None or held_by.id != principal.id:
+                taken = True
+        if taken:
             raise CommandError("nick_taken", render.nick_taken(nick))
+
+    def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
+        """``/nick``: the principal of ``member`` takes ``nick``, on all its devices
+        (they are told, as everyone sharing a room with one of them is)."""
+        self._check_nick_free(nick, member, member.known_principal)
+        folded = nick.casefold()
+        fellows = self._fellows(member)
         old = member.nick
-        if old is not None:
+        if old is not None and self._nicks.get(old.casefold()) in fellows:
             del self._nicks[old.casefold()]
         self._nicks[folded] = member
-        member.nick = nick
+        for fellow in fellows:
+            fellow.nick = nick
         if old is None:
             # An anonymous member becomes visible: to its rooms it has just arrived.
-            for name in member.rooms:
+            for name in {name: None for fellow in fellows for name in fellow.rooms}:
                 self._announce(Presence("join", nick, self._ts(), room=name), member, [name])
         elif old != nick:
-            self._announce(Presence("nick", old, self._ts(), new_nick=nick), member, member.rooms)
+            rooms = {name: None for fellow in fellows for name in fellow.rooms}
+            event = Presence("nick", old, self._ts(), new_nick=nick)
+            self._announce(event, member, rooms, tell_fellows=True)
         return Ack("nick", cid, nick=nick)
 
     def _join(self, member: Member, name: str, cid: str | int | None) -> None:
+        principal = member.known_principal
+        if principal is not None and not principal.may_join(name):
+            raise CommandError("room_not_allowed", render.room_not_allowed(name))
         before = tuple(member.rooms)
         joined = name not in member.rooms
         if joined:
             self._enter_room(member, name)
-            if member.nick:
-                self._announce(Presence("join", member.nick, self._ts(), room=name), member, [name])
+            self._announce_in_room("join", member, name)
         else:
             member.rooms.remove(name)
             member.rooms.append(name)
@@ -357,8 +513,7 @@ class Chat:
             raise CommandError("not_in_room", render.not_in_room(name))
         if len(member.rooms) == 1:
             raise CommandError("only_room", render.only_room(name))
-        if member.nick:
-            self._announce(Presence("leave", member.nick, self._ts(), room=name), member, [name])
+        self._announce_in_room("leave", member, name)
         self._exit_room(member, name)
         return Ack("leave", cid, room=name, current=member.current_room)
 
@@ -388,8 +543,20 @@ class Chat:
         member = self._nicks.get(nick.casefold())
         if member is None:
             return False
-        self._depart(member, Presence("kick", member.nick or nick, self._ts(), reason=reason))
-        member.disconnect(Kicked(reason))
+        fellows = list(self._fellows(member))
+        rooms = {name: None for fellow in fellows for name in fellow.rooms}
+        self._announce(
+            Presence("kick", member.nick or nick, self._ts(), reason=reason), member, rooms
+        )
+        for fellow in fellows:
+            # Announced once above, for every device of the principal.
+            fellow.departed = True
+            fellow.left_from = fellow.current_room
+            for name in list(fellow.rooms):
+                self._exit_room(fellow, name)
+            self.members.pop(fellow.key, None)
+            self._detach(fellow)
+            fellow.disconnect(Kicked(reason))
         return True
 
     def room_list(self) -> list[tuple[str, int, str | None]]:
@@ -428,14 +595,38 @@ class Chat:
         if not room.members and name != LOBBY:
             del self.rooms[name]
 
-    def _announce(self, event: Presence, subject: Member, rooms: Iterable[str]) -> None:
+    def _announce(
+        self,
+        event: Presence,
+        subject: Member,
+        rooms: Iterable[str],
+        *,
+        tell_fellows: bool = False,
+    ) -> None:
         """Publish presence ``event`` once to everyone sharing one of ``rooms`` with
-        ``subject`` (not to ``subject``), skipping rooms over the presence limit."""
+        ``subject`` (not to ``subject``, nor to its principal's other devices unless
+        ``tell_fellows``), skipping rooms over the presence limit."""
         audience: set[int] = set()
         for name in rooms:
             members = self.rooms[name].members
             if len(members) <= self.presence_limit:
                 audience.update(members)
-        audience.discard(subject.key)
+        fellows = self._fellows(subject)
+        if tell_fellows:
+            audience.update(fellow.key for fellow in fellows)
+            audience.discard(subject.key)
+        else:
+            audience.difference_update(fellow.key for fellow in fellows)
         if audience:
             self.bus.publish(event, audience)
+
+    def _announce_in_room(self, kind: str, member: Member, name: str) -> None:
+        """Announce ``member`` joining (``kind`` "join") or leaving ("leave") room
+        ``name``, as its principal: only when none of its other devices is there (a
+        principal's presence is announced once), and only if it has a nick."""
+        if member.nick is None:
+            return
+        for fellow in self._fellows(member):
+            if fellow is not member and name in fellow.rooms:
+                return
+        self._announce(Presence(kind, member.nick, self._ts(), room=name), member, [name])
