@@ -319,3 +319,29 @@ async def test_kicking_a_principal_closes_every_device(room: Harness) -> None:
     assert phone.closes == laptop.closes == [(1008, "spam", False)]
     newcomer = await room.connect("alice")
     assert await newcomer.received() == ["* You are now known as alice"]
+
+
+async def test_private_messages_reach_every_device_of_both_principals(room: Harness) -> None:
+    """A private message goes to every device of its recipient and of its sender (the
+    sending device reads it in the first person), and is stored for both principals."""
+    bob = await room.connect("bob")
+    phone = await room.connect(principal=ALICE)
+    laptop = await room.connect(principal=ALICE)
+    for client in (bob, phone, laptop):
+        await client.received()
+    await room.say(bob, "/msg alice hi")
+    assert await phone.received() == ["[private] bob says: hi"]
+    assert await laptop.received() == ["[private] bob says: hi"]
+    await room.say(phone, "/msg bob hello")
+    assert await phone.received() == ["[private] You said to bob: hello"]
+    assert await laptop.received() == ["[private] alice says: hello"]
+    assert await bob.received() == [
+        "[private] You said to alice: hi",
+        "[private] alice says: hello",
+    ]
+    stored = await room.chat.log.store.recent_private(ALICE.id, 10)
+    bob_id = bob.member.principal.id
+    assert [(r.text, r.sender_principal, r.recipient_principal) for r in stored] == [
+        ("hi", bob_id, ALICE.id),
+        ("hello", ALICE.id, bob_id),
+    ]

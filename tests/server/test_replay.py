@@ -359,9 +359,10 @@ async def test_a_resume_past_retention_says_what_was_lost(start_server: StartSer
         ]
 
 
-async def test_private_retention_counts_only_for_a_nick(start_server: StartServer) -> None:
-    """Dropped private messages make a resume with a nick incomplete; one without a nick
-    (which replays no private messages) is complete."""
+async def test_private_retention_counts_only_for_a_principal(start_server: StartServer) -> None:
+    """Dropped private messages make a resume incomplete for their principal (alice's
+    ``resume`` command on her connection); a resume of anyone else (a new connection that
+    takes her nick once she is gone: it replays no private messages) is complete."""
     server = await start_server(history_limit=2)
     url = f"ws://127.0.0.1:{server.port}"
     async with (
@@ -373,12 +374,15 @@ async def test_private_retention_counts_only_for_a_nick(start_server: StartServe
         for n in range(1, 4):  # ids 1-3: the first is dropped
             await bob.send_message(json.dumps({"type": "private", "to": "alice", "text": f"p{n}"}))
             assert (await json_events(alice, 1))[0]["id"] == n
+        await alice.send_message(json.dumps({"type": "resume", "since": 0}))
+        events = await json_events(alice, 3)
+        assert events[0] == ack("resume", since=0, recovered=False, oldest=2)
+        assert [event["text"] for event in events[1:]] == ["p2", "p3"]
     async with open_client(url + "/?nick=alice&since=0", subprotocols=[PROTOCOL]) as ws:
-        events = await json_events(ws, 4)
-    assert events[:2] == [welcome("alice"), ack("resume", since=0, recovered=False, oldest=2)]
-    assert [event["text"] for event in events[2:]] == ["p2", "p3"]
-    async with open_client(url + "/?since=0", subprotocols=[PROTOCOL]) as ws:
-        assert await json_events(ws, 2) == [welcome(), ack("resume", since=0, recovered=True)]
+        assert await json_events(ws, 2) == [
+            welcome("alice"),
+            ack("resume", since=0, recovered=True),
+        ]
 
 
 # --- the replayer alone ----------------------------------------------------------------------

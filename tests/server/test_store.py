@@ -3,7 +3,9 @@ and start-up errors."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,23 @@ def record(
     sender: str | None = "alice",
     recipient: str | None = None,
     dedupe: str | None = None,
+    *,
+    principals: tuple[str | None, str | None] | None = None,
 ) -> Record:
+    """A record; a private one (``room`` None) belongs, unless ``principals`` says
+    otherwise, to the principals ``account:SENDER`` and ``account:RECIPIENT``."""
+    if principals is None:
+        principals = (f"account:{sender}", f"account:{recipient}") if room is None else (None, None)
     return Record(
-        message_id, f"ts{message_id}", room, sender, recipient, f"text {message_id}", False, dedupe
+        message_id,
+        f"ts{message_id}",
+        room,
+        sender,
+        recipient,
+        f"text {message_id}",
+        False,
+        dedupe,
+        *principals,
     )
 
 
@@ -54,30 +70,56 @@ async def test_retention_keeps_the_newest_per_room(store: Store) -> None:
 
 async def test_since_covers_rooms_and_own_private_messages(store: Store) -> None:
     """since() returns what followed an id in the given rooms plus the private
-    messages the nick sent or received, in id order, up to the limit."""
+    messages the principal sent or received, in id order, up to the limit: by principal
+    id, never by nick (record 8 went to a nick "alice" held by another principal)."""
     await store.write(
         [
             record(1),
             record(2, "dev"),
-            record(3, None, "bob", "Alice"),
+            record(3, None, "bob", "Alice", principals=("account:bob", "account:alice")),
             record(4, None, "bob", "carol"),
             record(5, "other"),
-            record(6, None, "ALICE", "bob"),
+            record(6, None, "ALICE", "bob", principals=("account:alice", "account:bob")),
             record(7),
+            record(8, None, "bob", "alice", principals=("account:bob", "account:9")),
         ]
     )
-    found = await store.since(1, {"lobby", "dev"}, "alice", 100)
+    found = await store.since(1, {"lobby", "dev"}, "account:alice", 100)
     assert [r.id for r in found] == [2, 3, 6, 7]
-    assert [r.id for r in await store.since(1, {"lobby", "dev"}, "alice", 2)] == [2, 3]
+    assert [r.id for r in await store.since(1, {"lobby", "dev"}, "account:alice", 2)] == [2, 3]
     assert [r.id for r in await store.since(0, {"lobby"}, None, 100)] == [1, 7]
+    assert [r.id for r in await store.since(0, set(), "account:9", 100)] == [8]
+    assert await store.since(0, set(), "alice", 100) == []  # a nick is not a principal
 
 
 async def test_since_stops_below_before(store: Store) -> None:
     """since() with ``before`` leaves out that id and everything after it."""
     await store.write([record(1), record(2, None, "bob", "alice"), record(3), record(4)])
-    assert [r.id for r in await store.since(0, {"lobby"}, "alice", 100, before=3)] == [1, 2]
-    assert [r.id for r in await store.since(1, {"lobby"}, "alice", 100, before=5)] == [2, 3, 4]
-    assert await store.since(0, {"lobby"}, "alice", 100, before=1) == []
+    alice = "account:alice"
+    assert [r.id for r in await store.since(0, {"lobby"}, alice, 100, before=3)] == [1, 2]
+    assert [r.id for r in await store.since(1, {"lobby"}, alice, 100, before=5)] == [2, 3, 4]
+    assert await store.since(0, {"lobby"}, alice, 100, before=1) == []
+
+
+async def test_recent_private_pages_back_through_one_principals_messages(store: Store) -> None:
+    """recent_private() is the principal's own private messages (sent or received),
+    oldest first, below ``before``; nobody else's, and no room's."""
+    await store.write(
+        [
+            record(1, None, "alice", "bob"),
+            record(2),
+            record(3, None, "carol", "bob"),
+            record(4, None, "bob", "alice"),
+            record(5, None, "carol", "alice", principals=("account:carol", "account:9")),
+            record(6, None, "carol", "alice"),
+        ]
+    )
+    alice = "account:alice"
+    assert [r.id for r in await store.recent_private(alice, 10)] == [1, 4, 6]
+    assert [r.id for r in await store.recent_private(alice, 2)] == [4, 6]
+    assert [r.id for r in await store.recent_private(alice, 10, before=6)] == [1, 4]
+    assert [r.id for r in await store.recent_private("account:9", 10)] == [5]
+    assert await store.recent_private("account:nobody", 10) == []
 
 
 async def test_trimmed_is_the_highest_id_retention_dropped(store: Store) -> None:
@@ -129,8 +171,43 @@ async def test_sqlite_history_survives_a_reopen(tmp_path: Path) -> None:
     second = SQLiteStore(path, 100)
     assert await second.open() == 2
     assert await second.recent("lobby", 10) == [record(1)]
-    assert await second.since(0, set(), "bob", 10) == [record(2, None, "alice", "bob", "alice\nx")]
+    private = record(2, None, "alice", "bob", "alice\nx")
+    assert await second.since(0, set(), "account:bob", 10) == [private]
     await second.aclose()
+
+
+async def test_sqlite_adds_the_principal_columns_to_an_older_database(tmp_path: Path) -> None:
+    """A database made before principals gets their columns when opened; its private
+    messages have none, so they are replayed to nobody, and new ones are kept with theirs."""
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY, ts TEXT NOT NULL, room TEXT, sender TEXT,
+            recipient TEXT, text TEXT NOT NULL, action INTEGER NOT NULL DEFAULT 0,
+            dedupe TEXT
+        );
+        INSERT INTO messages (id, ts, room, sender, recipient, text)
+            VALUES (1, 'ts1', NULL, 'bob', 'alice', 'old secret'), (2, 'ts2', 'lobby', 'bob',
+            NULL, 'old hello');
+        """
+    )
+    old.close()
+    store = SQLiteStore(path, 100)
+    assert await store.open() == 2
+    try:
+        assert [r.text for r in await store.since(0, {"lobby"}, "account:alice", 10)] == [
+            "old hello"
+        ]
+        assert await store.recent_private("account:alice", 10) == []
+        await store.write([record(3, None, "bob", "alice")])
+        assert await store.recent_private("account:alice", 10) == [record(3, None, "bob", "alice")]
+    finally:
+        await store.aclose()
+    with closing(sqlite3.connect(path)) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+    assert columns[-2:] == ["sender_principal", "recipient_principal"]
 
 
 async def test_sqlite_refuses_a_database_another_server_holds(tmp_path: Path) -> None:

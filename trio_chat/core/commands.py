@@ -116,11 +116,13 @@ class Help:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Page back through a room's stored messages (JSON only)."""
+    """Page back through a room's stored messages, or (``private``) through one's own
+    private messages (JSON only)."""
 
     room: str | None = None
     before: int | None = None
     limit: int = 50
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +290,12 @@ def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
             limit = _whole_number(data, "limit", 50) or 0
             if not 1 <= limit <= MAX_HISTORY_PAGE:
                 raise CommandError("bad_request", f"'limit' must be 1 to {MAX_HISTORY_PAGE}")
-            return History(room, _whole_number(data, "before", None), limit)
+            private = data.get("private")
+            if private is None:  # absent or null, as every optional field
+                private = False
+            if not isinstance(private, bool):
+                raise CommandError("bad_request", "'private' must be true or false")
+            return History(room, _whole_number(data, "before", None), limit, private)
         case "resume":
             since = _whole_number(data, "since", None)
             if since is None:
@@ -344,7 +351,11 @@ _JSON_TYPES = {
 
 def command_to_json(command: Command, cid: str | int | None = None) -> str:
     """The JSON form of ``command`` (what the client sends in ``trio-chat.v1`` mode)."""
-    fields = {key: value for key, value in asdict(command).items() if value is not None}
+    fields = {
+        key: value
+        for key, value in asdict(command).items()
+        if value is not None and not (key == "private" and value is False)
+    }
     kind = _JSON_TYPES[type(command)]
     if isinstance(command, Say):
         del fields["action"]

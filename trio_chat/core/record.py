@@ -14,8 +14,13 @@ __all__ = ["Record"]
 @dataclass(frozen=True, slots=True)
 class Record:
     """One stored message. ``room`` is None for a private message, which has a
-    ``recipient`` instead. ``dedupe`` is the sender's resend key (nickname and ``cid``),
-    unique among stored records, or None."""
+    ``recipient`` instead. ``dedupe`` is the sender's resend key (principal and ``cid``),
+    unique among stored records, or None.
+
+    A private message also names the principals of its sender and its recipient
+    (:class:`~trio_chat.core.identity.Principal` ids): they alone may read it again (a
+    resume, a ``history`` page), whoever holds those nicknames later. A private record
+    without them (stored before principals existed) is replayed to nobody."""
 
     id: int
     ts: str
@@ -25,3 +30,5 @@ class Record:
     text: str
     action: bool = False
     dedupe: str | None = None
+    sender_principal: str | None = None
+    recipient_principal: str | None = None

@@ -62,7 +62,7 @@ from trio_chat.core.wire import WireFormat
 from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
 from .messaging import Messaging, Window
-from .replay import history_page, missed_since, recent_history
+from .replay import history_page, missed_since, private_history_page, recent_history
 
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
 
@@ -128,6 +128,13 @@ class Room:
         named = [m.nick for m in self.members.values() if m.nick]
         nicks = sorted(set(named), key=str.casefold)
         return nicks, len(self.members) - len(named)
+
+
+def _private_scope(member: Member) -> str | None:
+    """Whose private messages ``member`` may read again: its principal's, if it has one
+    already (a guest made just now has none to read, so none is made for it)."""
+    principal = member.known_principal
+    return None if principal is None else principal.id
 
 
 def utc_now() -> datetime:
@@ -230,7 +237,9 @@ class Chat:
         for refusal in refusals:
             subscription.offer(refusal)
         if arrival.since is not None:
-            subscription.offer(missed_since(self.log, arrival.since, member.rooms, member.nick))
+            subscription.offer(
+                missed_since(self.log, arrival.since, member.rooms, _private_scope(member))
+            )
         elif self.history_on_join:
             for name in member.rooms:
                 subscription.offer(recent_history(self.log, name, self.history_on_join))
@@ -384,8 +393,13 @@ class Chat:
                 recipient = self._nicks.get(command.to.casefold())
                 if recipient is None or recipient.nick is None:
                     raise CommandError("no_such_nick", render.no_such_nick(command.to))
-                await self.messaging.to_nick(
-                    member, cid, recipient.nick, recipient.key, command.text
+                await self.messaging.to_principal(
+                    member,
+                    cid,
+                    recipient.nick,
+                    recipient.principal,
+                    command.text,
+                    audience=lambda: self._private_audience(member, recipient),
                 )
                 return None
             case History():
@@ -393,7 +407,9 @@ class Chat:
             case Resume():
                 # The member's writer answers (the ack says whether everything after
                 # `since` is still kept), then replays it.
-                order = missed_since(self.log, command.since, member.rooms, member.nick, cid)
+                order = missed_since(
+                    self.log, command.since, member.rooms, _private_scope(member), cid
+                )
                 self.bus.instruct(member.key, order)
                 return None
             case Nick():
@@ -432,7 +448,16 @@ class Chat:
         room = self.rooms.get(name)
         return () if room is None else room.members
 
+    def _private_audience(self, sender: Member, recipient: Member) -> set[int]:
+        """Who gets a private message live: every device of both principals now."""
+        return {m.key for m in (*self._fellows(sender), *self._fellows(recipient))}
+
     async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
+        if command.private:
+            principal = member.principal
+            return await private_history_page(
+                self.log, principal.id, command.limit, command.before, cid
+            )
         name = command.room or member.current_room
         if name not in member.rooms:
             raise CommandError("not_in_room", render.not_in_room(name))

@@ -22,6 +22,7 @@ from typing import Protocol
 import trio
 
 from trio_chat.core.events import Ack, ErrorEvent, Event, Message, PrivateMessage
+from trio_chat.core.identity import Principal
 from trio_chat.core.render import NOT_STORED
 
 from .bus import Bus
@@ -79,12 +80,15 @@ class Window:
 
 
 class Sender(Protocol):
-    """Who sends a message: its connection's key, its nickname and its window."""
+    """Who sends a message: its connection's key, its nickname, the principal it acts
+    as (made when first asked for) and its window."""
 
     @property
     def key(self) -> int: ...
     @property
     def nick(self) -> str | None: ...
+    @property
+    def principal(self) -> Principal: ...
     @property
     def window(self) -> Window: ...
 
@@ -113,13 +117,22 @@ class Messaging:
         kind = "me" if action else "message"
         await self._send(sender, cid, kind, text, room=room, to=None, audience=audience)
 
-    async def to_nick(
-        self, sender: Sender, cid: str | int | None, to: str, recipient: int, text: str
+    async def to_principal(
+        self,
+        sender: Sender,
+        cid: str | int | None,
+        to: str,
+        recipient: Principal,
+        text: str,
+        *,
+        audience: Callable[[], Iterable[int]],
     ) -> None:
-        """Send ``text`` privately to the member ``recipient``, called ``to``; its sender
-        sees it too."""
-        keys = (sender.key, recipient)
-        await self._send(sender, cid, "private", text, room=None, to=to, audience=lambda: keys)
+        """Send ``text`` privately to the principal ``recipient``, whose nick is ``to``;
+        stored for both principals (they alone may read it again). ``audience`` names
+        the members who get it live, asked at delivery: every device of both."""
+        await self._send(
+            sender, cid, "private", text, room=None, to=to, audience=audience, recipient=recipient
+        )
 
     async def _send(
         self,
@@ -131,6 +144,7 @@ class Messaging:
         room: str | None,
         to: str | None,
         audience: Callable[[], Iterable[int]],
+        recipient: Principal | None = None,
     ) -> None:
         """The one path of every message: a resend is acknowledged with its stored id;
         a new message is submitted to the log, and on delivery acknowledged, then
@@ -141,7 +155,10 @@ class Messaging:
         and acknowledged: the log owns it from :meth:`MessageLog.submit` on."""
         where = {"room": room} if room is not None else {"to": to}
         nick, ts = sender.nick, self._now()
-        dedupe = resend_key(nick, cid, kind, room if room is not None else to or "")
+        # Only a private message, or a message with a resend key, needs the sender's
+        # principal: a plain sender of room lines never has one made.
+        sender_id = sender.principal.id if cid is not None or recipient is not None else None
+        dedupe = resend_key(sender_id, cid, kind, room if room is not None else to or "")
         if dedupe is not None:
             found = await self.log.find_resend(dedupe)
             if found is not None:
@@ -149,8 +166,10 @@ class Messaging:
                 return
         action = kind == "me"
 
+        private_ids = (sender_id, recipient.id) if recipient is not None else (None, None)
+
         def record(message_id: int) -> Record:
-            return Record(message_id, ts, room, nick, to, text, action, dedupe)
+            return Record(message_id, ts, room, nick, to, text, action, dedupe, *private_ids)
 
         def deliver(stored: Record) -> None:
             sender.window.confirmed()
@@ -177,11 +196,13 @@ class Messaging:
         self.bus.publish(event, (sender.key,))
 
 
-def resend_key(nick: str | None, cid: str | int | None, kind: str, target: str) -> str | None:
-    """The key that identifies a resent message: the sender's nickname, the kind of
-    message and where it went (room or recipient), and its ``cid`` as sent (so ``1`` and
-    ``"1"`` differ). Only senders with a nickname and a ``cid`` (JSON clients: plain
-    lines have none) have one: a cid alone is not unique across clients."""
-    if cid is None or nick is None:
+def resend_key(
+    principal_id: str | None, cid: str | int | None, kind: str, target: str
+) -> str | None:
+    """The key that identifies a resent message: the sender's principal (the same after
+    a resume, never another's), the kind of message and where it went (room or
+    recipient), and its ``cid`` as sent (so ``1`` and ``"1"`` differ). Only messages
+    with a ``cid`` have one (JSON clients: plain lines have none)."""
+    if cid is None or principal_id is None:
         return None
-    return f"{nick.casefold()}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"
+    return f"{principal_id}\n{kind}\n{target.casefold()}\n{json.dumps(cid)}"

@@ -45,6 +45,7 @@ __all__ = [
     "SendFrame",
     "history_page",
     "missed_since",
+    "private_history_page",
     "recent_history",
 ]
 
@@ -78,12 +79,13 @@ class ReplayRecent(ReplayRequest):
 @dataclass(frozen=True, slots=True)
 class ReplaySince(ReplayRequest):
     """A resume: every message with an id above ``after`` and below ``until`` in
-    ``rooms``, and the private messages of ``nick``, after a ``resume`` ack answering
-    ``cid`` (None for the URL form, or a command without one)."""
+    ``rooms``, and the private messages of the principal ``principal_id`` (None: none),
+    after a ``resume`` ack answering ``cid`` (None for the URL form, or a command
+    without one)."""
 
     after: int
     rooms: tuple[str, ...]
-    nick: str | None
+    principal_id: str | None
     until: int
     cid: str | int | None = None
 
@@ -97,11 +99,12 @@ def missed_since(
     log: MessageLog,
     since: int,
     rooms: Collection[str],
-    nick: str | None,
+    principal_id: str | None,
     cid: str | int | None = None,
 ) -> ReplaySince:
-    """The order for a resume after ``since``, for a member in ``rooms`` as ``nick`` now."""
-    return ReplaySince(since, tuple(rooms), nick, log.next_id, cid)
+    """The order for a resume after ``since``, for a member in ``rooms`` acting as the
+    principal ``principal_id`` (whose private messages it gets; None: none)."""
+    return ReplaySince(since, tuple(rooms), principal_id, log.next_id, cid)
 
 
 async def history_page(
@@ -115,6 +118,21 @@ async def history_page(
         raise StoreFailed(str(exc)) from exc
     messages = [{**message_data(record), "history": True} for record in records]
     return Ack("history", cid, room=room, messages=messages)
+
+
+async def private_history_page(
+    log: MessageLog, principal_id: str, limit: int, before: int | None, cid: str | int | None
+) -> Ack:
+    """The answer to ``{"type": "history", "private": true}``: the last ``limit``
+    private messages sent or received by principal ``principal_id`` below ``before``,
+    oldest first (nobody else's, whatever nick they were sent to). Raises
+    :class:`StoreFailed` when the store cannot say."""
+    try:
+        records = await log.store.recent_private(principal_id, limit, before)
+    except StoreError as exc:
+        raise StoreFailed(str(exc)) from exc
+    messages = [{**message_data(record), "history": True} for record in records]
+    return Ack("history", cid, private=True, messages=messages)
 
 
 class Replayer:
@@ -201,13 +219,16 @@ class Replayer:
     async def _since(self, request: ReplaySince, send: SendFrame) -> bool:
         """A resume: the ``resume`` ack, then page after page of what followed ``after``
         (RESUME_PAGE records per query, so memory stays bounded), then one run per room
-        (and for private messages, with a nick) from ``after + 1`` to the last id sent."""
+        (and for private messages, with a principal) from ``after + 1`` to the last id
+        sent."""
         store = self._log.store
         scopes: list[str | None] = [*request.rooms]
-        if request.nick is not None:
+        if request.principal_id is not None:
             scopes.append(None)
         after = request.after
-        records = await store.since(after, request.rooms, request.nick, RESUME_PAGE, request.until)
+        records = await store.since(
+            after, request.rooms, request.principal_id, RESUME_PAGE, request.until
+        )
         # Asked after the first page: retention that ran in between makes the report
         # cautious (recovered: false), never falsely complete. Retention cannot overtake
         # the later pages in a room the member is in: that takes --history-limit new
@@ -227,7 +248,7 @@ class Replayer:
                 break
             try:
                 records = await store.since(
-                    after, request.rooms, request.nick, RESUME_PAGE, request.until
+                    after, request.rooms, request.principal_id, RESUME_PAGE, request.until
                 )
             except StoreError as exc:  # the ack is out: this error answers no command
                 return await self._unavailable(exc, None, send)

@@ -37,12 +37,20 @@ class Store(Protocol):
         self,
         after: int,
         rooms: Collection[str],
-        nick: str | None,
+        principal_id: str | None,
         limit: int,
         before: int | None = None,
     ) -> list[Record]:
         """Up to ``limit`` records with an id above ``after`` (and below ``before``), oldest
-        first: those in ``rooms``, and the private ones sent or received by ``nick``."""
+        first: those in ``rooms``, and the private ones whose sender or recipient
+        principal is ``principal_id`` (none when it is None)."""
+        ...
+
+    async def recent_private(
+        self, principal_id: str, limit: int, before: int | None = None
+    ) -> list[Record]:
+        """The last ``limit`` private records sent or received by principal
+        ``principal_id`` with an id below ``before``, oldest first."""
         ...
 
     async def trimmed(self, rooms: Collection[str | None]) -> int:

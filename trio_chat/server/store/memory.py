@@ -49,26 +49,34 @@ class MemoryStore:
         self,
         after: int,
         rooms: Collection[str],
-        nick: str | None,
+        principal_id: str | None,
         limit: int,
         before: int | None = None,
     ) -> list[Record]:
         await trio.lowlevel.checkpoint()
         below = before if before is not None else 2**63
-        folded = nick.casefold() if nick else None
         found = [
             record
             for room, records in self._rooms.items()
-            if (room in rooms if room is not None else folded is not None)
+            if (room in rooms if room is not None else principal_id is not None)
             for record in records
             if after < record.id < below
-            and (
-                record.room is not None
-                or folded in ((record.sender or "").casefold(), (record.recipient or "").casefold())
-            )
+            and (record.room is not None or _concerns(record, principal_id))
         ]
         found.sort(key=lambda record: record.id)
         return found[:limit]
+
+    async def recent_private(
+        self, principal_id: str, limit: int, before: int | None = None
+    ) -> list[Record]:
+        await trio.lowlevel.checkpoint()
+        below = before if before is not None else 2**63
+        found = [
+            record
+            for record in self._rooms.get(None, ())
+            if record.id < below and _concerns(record, principal_id)
+        ]
+        return found[-limit:] if limit > 0 else []
 
     async def trimmed(self, rooms: Collection[str | None]) -> int:
         await trio.lowlevel.checkpoint()
@@ -80,3 +88,11 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+def _concerns(record: Record, principal_id: str | None) -> bool:
+    """Whether private ``record`` was sent or received by principal ``principal_id``."""
+    return principal_id is not None and principal_id in (
+        record.sender_principal,
+        record.recipient_principal,
+    )

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS messages (
     recipient TEXT,
     text TEXT NOT NULL,
     action INTEGER NOT NULL DEFAULT 0,
-    dedupe TEXT
+    dedupe TEXT,
+    sender_principal TEXT,
+    recipient_principal TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_dedupe ON messages (dedupe)
@@ -48,7 +50,12 @@ CREATE TABLE IF NOT EXISTS trimmed (
 """
 #: The ``trimmed`` table's key for private messages (a room name is never empty).
 PRIVATE_SCOPE = ""
-COLUMNS = "id, ts, room, sender, recipient, text, action, dedupe"
+COLUMNS = (
+    "id, ts, room, sender, recipient, text, action, dedupe, sender_principal, recipient_principal"
+)
+#: Columns added to ``messages`` since its first version, and their SQL types: a
+#: database made before them gets them (NULL in the old rows) when it is opened.
+ADDED_COLUMNS = (("sender_principal", "TEXT"), ("recipient_principal", "TEXT"))
 
 T = TypeVar("T")
 
@@ -88,7 +95,7 @@ def open_store(db: str | None, history_limit: int) -> Store:
 
 
 def _record(row: tuple[object, ...]) -> Record:
-    id_, ts, room, sender, recipient, text, action, dedupe = row
+    id_, ts, room, sender, recipient, text, action, dedupe, sender_principal, recipient_p = row
     return Record(
         int(id_),  # type: ignore[call-overload]
         str(ts),
@@ -98,7 +105,17 @@ def _record(row: tuple[object, ...]) -> Record:
         str(text),
         bool(action),
         dedupe,  # type: ignore[arg-type]
+        sender_principal,  # type: ignore[arg-type]
+        recipient_p,  # type: ignore[arg-type]
     )
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Give a ``messages`` table made before :data:`ADDED_COLUMNS` those columns."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    for name, kind in ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
 
 
 class SQLiteStore:
@@ -146,6 +163,7 @@ class SQLiteStore:
                 db.execute("PRAGMA synchronous = NORMAL")
                 db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock, for good
                 db.executescript(SCHEMA)  # commits
+                _add_missing_columns(db)
                 last = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0]
             except BaseException:
                 db.close()
@@ -196,7 +214,18 @@ class SQLiteStore:
 
     async def write(self, records: Sequence[Record]) -> None:
         rows = [
-            (r.id, r.ts, r.room, r.sender, r.recipient, r.text, int(r.action), r.dedupe)
+            (
+                r.id,
+                r.ts,
+                r.room,
+                r.sender,
+                r.recipient,
+                r.text,
+                int(r.action),
+                r.dedupe,
+                r.sender_principal,
+                r.recipient_principal,
+            )
             for r in records
         ]
         rooms = {r.room for r in records}
@@ -208,7 +237,7 @@ class SQLiteStore:
             with db:
                 db.execute("BEGIN")
                 db.executemany(
-                    f"INSERT OR IGNORE INTO messages ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows
+                    f"INSERT OR IGNORE INTO messages ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
                 )
                 for room in rooms:
                     # Keep the newest `keep` records of the room: the newest one beyond
@@ -245,7 +274,7 @@ class SQLiteStore:
         self,
         after: int,
         rooms: Collection[str],
-        nick: str | None,
+        principal_id: str | None,
         limit: int,
         before: int | None = None,
     ) -> list[Record]:
@@ -256,11 +285,32 @@ class SQLiteStore:
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM messages WHERE id > ? AND id < ? AND ("
                 f" room IN ({placeholders}) OR (room IS NULL AND ("
-                "  lower(sender) = lower(?) OR lower(recipient) = lower(?))))"
+                "  sender_principal = ? OR recipient_principal = ?)))"
                 " ORDER BY id LIMIT ?",
-                (after, before if before is not None else 2**63 - 1, *room_list, nick, nick, limit),
+                (
+                    after,
+                    before if before is not None else 2**63 - 1,
+                    *room_list,
+                    principal_id,
+                    principal_id,
+                    limit,
+                ),
             ).fetchall()
             return [_record(row) for row in rows]
+
+        return await self._run(query)
+
+    async def recent_private(
+        self, principal_id: str, limit: int, before: int | None = None
+    ) -> list[Record]:
+        def query(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM messages WHERE room IS NULL AND id < ?"
+                " AND (sender_principal = ? OR recipient_principal = ?)"
+                " ORDER BY id DESC LIMIT ?",
+                (before if before is not None else 2**63 - 1, principal_id, principal_id, limit),
+            ).fetchall()
+            return [_record(row) for row in reversed(rows)]
 
         return await self._run(query)
 
