@@ -45,6 +45,7 @@ __all__ = [
     "StartLiveServer",
     "connect_to",
     "live_server",
+    "lose_connection",
     "open_json",
     "open_jsons",
     "open_plain",
@@ -240,6 +241,12 @@ class LineReader:
         return info.value.rcvd
 
 
+async def lose_connection(client: LineReader) -> None:
+    """Cut ``client``'s TCP connection without a closing handshake, as a network that
+    goes away does: the server sees the connection end with no close frame (1006)."""
+    await trio.aclose_forcefully(client.ws.stream)
+
+
 class PlainClient(LineReader):
     """A plain-mode connection: text lines out, text lines in."""
 
@@ -270,7 +277,10 @@ async def wait_disconnected(live: LiveServer, client: PlainClient) -> None:
 
 
 class JsonClient(LineReader):
-    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
+    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in.
+    ``session`` is the secret its welcome gave (once :func:`open_json` read it)."""
+
+    session: str | None = None
 
     async def send(self, command: Event) -> None:
         """Send ``command`` as one JSON text frame."""
@@ -315,14 +325,20 @@ async def open_json(
     *,
     nick: str | None = None,
     rooms: tuple[str, ...] = ("lobby",),
+    session: Any = None,
 ) -> AsyncIterator[JsonClient]:
     """A ``trio-chat.v1`` client of ``live`` at ``url + query``, its welcome checked (it
-    arrives with ``nick`` in ``rooms``): once it is in, the client is subscribed. Closed
+    arrives with ``nick`` in ``rooms``, and the secret ``session`` when it resumes one): once it
+    is in, the client is subscribed. Closed
     on the way out."""
     async with connect_to(live.url + query, [PROTOCOL]) as ws:
         assert ws.subprotocol == PROTOCOL
         client = JsonClient(ws)
-        assert await client.event() == welcome(nick, rooms)
+        greeting = await client.event()
+        assert greeting == (
+            welcome(nick, rooms) if session is None else welcome(nick, rooms, session)
+        )
+        client.session = greeting["session"]
         yield client
 
 

@@ -281,7 +281,10 @@ class PlainClient(LineReader):
 
 
 class JsonClient(LineReader):
-    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in."""
+    """A ``trio-chat.v1`` connection: JSON commands out, one JSON event per line in.
+    ``session`` is the secret its welcome gave (once :func:`open_json` read it)."""
+
+    session: str | None = None
 
     def send(self, command: Event) -> None:
         """Send ``command`` as one JSON text frame."""
@@ -310,8 +313,32 @@ class JsonClient(LineReader):
             before.append(event)
 
 
-def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Event:
-    """The ``welcome`` of a connection arriving with ``nick`` in ``rooms`` (last: current)."""
+class _AnySecret:
+    """Equal to any session secret as the server makes them (``secrets.token_urlsafe(32)``:
+    43 URL-safe characters), and to nothing else."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and SECRET.fullmatch(other) is not None
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "<any session secret>"
+
+
+#: What a session secret looks like; :data:`A_SECRET` equals any such string.
+SECRET = re.compile(r"[A-Za-z0-9_\-]{43}")
+A_SECRET: Any = _AnySecret()
+
+
+def welcome(
+    nick: str | None = None,
+    rooms: tuple[str, ...] = ("lobby",),
+    session: Any = A_SECRET,
+) -> Event:
+    """The ``welcome`` of a JSON connection arriving with ``nick`` in ``rooms`` (last:
+    current), with its ``session`` secret (by default: any new one)."""
     return {
         "type": "welcome",
         "protocol": PROTOCOL,
@@ -319,6 +346,7 @@ def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Eve
         "nick": nick,
         "room": rooms[-1],
         "rooms": list(rooms),
+        "session": session,
     }
 
 
@@ -338,16 +366,22 @@ def open_json(
     *,
     nick: str | None = None,
     rooms: tuple[str, ...] = ("lobby",),
+    session: Any = None,
 ) -> Iterator[JsonClient]:
     """A ``trio-chat.v1`` client of ``server`` at ``url + query``, its welcome checked (it
-    arrives with ``nick`` in ``rooms``): once it is in, the client is subscribed. Closed on
+    arrives with ``nick`` in ``rooms``, and the secret ``session`` when it resumes one): once it
+    is in, the client is subscribed. Closed on
     the way out."""
     with connect(
         server.url + query, open_timeout=EVENT_TIMEOUT, proxy=None, subprotocols=[PROTOCOL]
     ) as ws:
         assert ws.subprotocol == PROTOCOL
         client = JsonClient(ws)
-        assert client.event() == welcome(nick, rooms)
+        greeting = client.event()
+        assert greeting == (
+            welcome(nick, rooms) if session is None else welcome(nick, rooms, session)
+        )
+        client.session = greeting["session"]
         yield client
 
 

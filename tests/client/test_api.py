@@ -22,7 +22,7 @@ from trio_chat import ChatClosed, ChatError, CommandFailed, connect
 from trio_chat.core.commands import Who
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT, PROTOCOL, open_client, stamped
+from support import A_SECRET, EVENT_TIMEOUT, PROTOCOL, open_client, stamped
 
 Event = dict[str, Any]
 
@@ -93,6 +93,7 @@ async def test_connect_takes_the_nick_and_joins_the_rooms(chat_server: ChatServe
             "nick": None,
             "room": "lobby",
             "rooms": ["lobby"],
+            "session": A_SECRET,
         }
         left = await chat.leave("ops")
         assert (left["room"], left["current"]) == ("ops", "dev")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from trio_chat.core.close import CloseCode, describe_close
+from trio_chat.core.close import (
+    SESSION_TAKEN_OVER,
+    CloseCode,
+    TakenOver,
+    close_for,
+    describe_close,
+    should_reconnect,
+)
 
 
 @pytest.mark.parametrize(
@@ -28,3 +35,12 @@ def test_close_codes_match_rfc_6455() -> None:
     assert CloseCode.POLICY_VIOLATION == 1008
     assert CloseCode.MESSAGE_TOO_BIG == 1009
     assert CloseCode.INTERNAL_ERROR == 1011
+
+
+def test_a_session_taken_over_is_closed_with_a_reason_not_to_reconnect() -> None:
+    """Another connection resumed the session: 1008 with its reason, at once, and a client
+    must not reconnect (it would take the session back, and so on)."""
+    assert close_for(TakenOver()) == (1008, SESSION_TAKEN_OVER, False)
+    assert SESSION_TAKEN_OVER == "session resumed by another connection"
+    assert not should_reconnect(1008, SESSION_TAKEN_OVER)
+    assert should_reconnect(1008, "slow consumer")

@@ -10,12 +10,14 @@ from trio_chat.core.commands import (
     HELP,
     CommandError,
     Help,
+    History,
     Join,
     Leave,
     ListRooms,
     Nick,
     Private,
     Quit,
+    Resume,
     Say,
     Topic,
     Who,
@@ -103,6 +105,8 @@ def test_bad_plain_commands_get_one_clear_error(line: str, code: str, text: str)
         ('{"type":"topic"}', Topic(), None),
         ('{"type":"help"}', Help(), None),
         ('{"type":"quit","reason":"bye"}', Quit("bye"), None),
+        ('{"type":"resume","since":4,"session":"s3cr-t_"}', Resume(4, "s3cr-t_"), None),
+        ('{"type":"history","private":true,"limit":5}', History(limit=5, private=True), None),
     ],
 )
 def test_json_commands_parse(document: str, command: object, cid: object) -> None:
@@ -127,6 +131,9 @@ def test_json_commands_parse(document: str, command: object, cid: object) -> Non
         ('{"type":"history","before":9223372036854775808,"cid":2}', "bad_request", 2),
         ('{"type":"resume","since":-1}', "bad_request", None),
         ('{"type":"history","limit":501}', "bad_request", None),
+        ('{"type":"history","private":"yes"}', "bad_request", None),
+        ('{"type":"resume","since":1,"session":"has space"}', "bad_request", None),
+        ('{"type":"resume","since":1,"session":7}', "bad_request", None),
     ],
 )
 def test_bad_json_commands_carry_their_code_and_cid(document: str, code: str, cid: object) -> None:
@@ -175,3 +182,11 @@ def test_help_covers_every_plain_command() -> None:
         "/help",
         "/quit",
     ]
+
+
+def test_a_session_secret_is_never_shown() -> None:
+    """Neither the repr of a resume nor the error for a malformed secret shows it."""
+    assert "s3cr3t" not in repr(Resume(1, "s3cr3t"))
+    with pytest.raises(CommandError) as info:
+        parse_json('{"type":"resume","since":1,"session":"s3cr3t!"}')
+    assert "s3cr3t" not in info.value.text

@@ -34,6 +34,7 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "db": ("elsewhere.db", "elsewhere.db"),
     "history_limit": ("20", 20),
     "history_on_join": ("0", 0),
+    "nick_hold": ("0", 0.0),
     "presence_limit": ("3", 3),
     "shutdown_grace": ("0.5", 0.5),
     "ready_file": ("ready.json", "ready.json"),

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 import trio
-from inproc import JsonClient, LiveServer, StartLiveServer, connect_to, open_json, open_plain
+from inproc import (
+    JsonClient,
+    LiveServer,
+    StartLiveServer,
+    connect_to,
+    lose_connection,
+    open_json,
+    open_plain,
+)
 from websockets.exceptions import InvalidStatus
 
 from trio_chat.server.config import ServerConfig
@@ -202,10 +210,13 @@ async def test_history_command_pages_back_through_one_room(live_server: LiveServ
 
 
 @asynccontextmanager
-async def missed_while_away(live: LiveServer) -> AsyncIterator[tuple[JsonClient, int, list[Event]]]:
-    """alice (JSON) sees message K, then bob and carol send K+1..K+5 and alice leaves
-    without reading them. Yields carol (still connected, in the lobby), K, and what alice
-    must be replayed: the lobby messages and the private one to her, in id order."""
+async def missed_while_away(
+    live: LiveServer,
+) -> AsyncIterator[tuple[JsonClient, int, list[Event], str]]:
+    """alice (JSON) sees message K, then bob and carol send K+1..K+5 and alice's connection
+    is lost before she reads them. Yields carol (still connected, in the lobby), K, what
+    alice must be replayed (the lobby messages and the private one to her, in id order)
+    and alice's session secret."""
     async with (
         open_json(live, "/?nick=bob", nick="bob") as bob,
         open_json(live, "/?nick=carol", nick="carol") as carol,
@@ -228,13 +239,16 @@ async def missed_while_away(live: LiveServer) -> AsyncIterator[tuple[JsonClient,
             assert await carol.event() == to_carol
             two = await say(carol, "carol", "two")
             assert await bob.event() == two
-            # alice leaves without reading any of it.
+            # alice's connection is lost before she reads any of it.
+            await lose_connection(alice)
+            assert alice.session is not None
+            secret = alice.session
         for other in (bob, carol):
             assert stamped(await other.event()) == presence("quit", "alice", reason=None)
         missed = [one, to_alice, two]
         ids = [seen["id"]] + [event["id"] for event in missed]
         assert ids == sorted(set(ids))
-        yield carol, seen["id"], missed
+        yield carol, seen["id"], missed, secret
 
 
 def in_rooms(events: list[Event]) -> list[Event]:
@@ -259,24 +273,46 @@ async def expect_missed_then_live(
 async def test_resume_by_url_replays_exactly_what_was_missed(
     start_live_server: StartLiveServer,
 ) -> None:
-    """?nick=alice&room=lobby&since=K replays the lobby's messages after K, in id order,
-    instead of the recent history; then the live stream. The nick alone does not make
-    this alice: the private message to her is not replayed."""
+    """?nick=alice&room=lobby&since=K&session=S replays the lobby's messages and alice's
+    private messages after K, in id order, instead of the recent history; then the live
+    stream. The welcome gives the same secret back."""
     live = await start_live_server(history_on_join=DEFAULT_HISTORY_ON_JOIN)
-    async with missed_while_away(live) as (carol, since, missed):
-        query = f"/?nick=alice&room=lobby&since={since}"
+    async with missed_while_away(live) as (carol, since, missed, secret):
+        query = f"/?nick=alice&room=lobby&since={since}&session={secret}"
         async with open_json(live, query, nick="alice") as alice:
-            await expect_missed_then_live(alice, carol, since, in_rooms(missed))
+            assert alice.session == secret
+            await expect_missed_then_live(alice, carol, since, missed)
+
+
+async def test_resume_by_url_without_the_session_replays_no_private_messages(
+    start_live_server: StartLiveServer,
+) -> None:
+    """?room=lobby&since=K without the secret: the lobby's messages after K, none of
+    alice's private ones, and not her nick (held for her session)."""
+    live = await start_live_server(history_on_join=DEFAULT_HISTORY_ON_JOIN)
+    async with (
+        missed_while_away(live) as (_carol, since, missed, _secret),
+        open_json(live, f"/?nick=alice&room=lobby&since={since}") as other,
+    ):
+        assert await other.event() == error("nick_taken", "nick alice is taken")
+        assert await other.event() == ack("resume", since=since, recovered=True)
+        for event in in_rooms(missed):
+            assert await other.event() == history(event)
+        assert (await other.events_until_ack("end"))[0] == []
 
 
 async def test_resume_command_replays_exactly_what_was_missed(live_server: LiveServer) -> None:
-    """resume as the first command (no history on join) replays the same, after its ack."""
+    """resume with the session as the first command (no history on join) brings alice
+    back (her nick, announced as a join) and replays the same, after its ack."""
     async with (
-        missed_while_away(live_server) as (carol, since, missed),
-        open_json(live_server, "/?nick=alice", nick="alice") as alice,
+        missed_while_away(live_server) as (carol, since, missed, secret),
+        open_json(live_server) as alice,
     ):
-        await alice.send({"type": "resume", "since": since, "cid": "r"})
-        await expect_missed_then_live(alice, carol, since, in_rooms(missed), "r")
+        await alice.send({"type": "resume", "since": since, "session": secret, "cid": "r"})
+        await expect_missed_then_live(alice, carol, since, missed, "r")
+        assert (await alice.call({"type": "nick", "nick": "alice", "cid": 1})) == ack(
+            "nick", 1, nick="alice"
+        )
 
 
 async def test_resume_command_after_history_on_join_misses_nothing(
@@ -285,17 +321,16 @@ async def test_resume_command_after_history_on_join_misses_nothing(
     """resume after the on-join history still sends every message after K exactly once."""
     live = await start_live_server(history_on_join=1)
     async with (
-        missed_while_away(live) as (_carol, since, missed),
-        open_json(live, "/?nick=alice", nick="alice") as alice,
+        missed_while_away(live) as (_carol, since, missed, secret),
+        open_json(live) as alice,
     ):
         on_join = await alice.event()
         assert on_join == history(missed[-1])  # the lobby's last message
-        assert await alice.call({"type": "resume", "since": since, "cid": "r"}) == ack(
-            "resume", "r", since=since, recovered=True
-        )
+        answer = await alice.call({"type": "resume", "since": since, "session": secret, "cid": "r"})
+        assert answer == ack("resume", "r", since=since, recovered=True)
         replayed, _ = await alice.events_until_ack("end")
         received = sorted([on_join, *replayed], key=lambda event: event["id"])
-        assert received == [history(event) for event in in_rooms(missed)]
+        assert received == [history(event) for event in missed]
 
 
 async def test_resume_url_with_an_invalid_since_is_refused(live_server: LiveServer) -> None:

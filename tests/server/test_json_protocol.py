@@ -28,7 +28,7 @@ from inproc import (
 import trio_chat
 from trio_chat.core.commands import HELP
 
-from support import PROTOCOL, Event, ack, error, presence, stamped, with_cid
+from support import A_SECRET, PROTOCOL, Event, ack, error, presence, stamped, with_cid
 
 pytest_plugins = ["inproc"]
 
@@ -39,6 +39,7 @@ WELCOME = {
     "nick": None,
     "room": "lobby",
     "rooms": ["lobby"],
+    "session": A_SECRET,  # 43 URL-safe characters: 256 random bits
 }
 NAME_RULE = "use 1-32 letters, digits, '_', '-' or '.'"
 

@@ -26,7 +26,7 @@ from trio_chat.server.replay import Replayer, ReplayRecent, ReplaySince, missed_
 from trio_chat.server.server import ChatServer
 from trio_chat.server.store import MemoryStore, Record, StoreError
 
-from support import EVENT_TIMEOUT, FakeViewer, open_client, receive, say
+from support import EVENT_TIMEOUT, FakeViewer, open_client, receive, say, welcome
 
 StartServer = Callable[..., Awaitable[ChatServer]]
 Event = dict[str, Any]
@@ -118,17 +118,6 @@ class RawClient:
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self._stream)
-
-
-def welcome(nick: str | None = None, rooms: tuple[str, ...] = ("lobby",)) -> Event:
-    return {
-        "type": "welcome",
-        "protocol": PROTOCOL,
-        "server": "trio_chat/0.1.0",
-        "nick": nick,
-        "room": rooms[-1],
-        "rooms": list(rooms),
-    }
 
 
 def message(message_id: int, text: str, room: str = "lobby", sender: str | None = None) -> Event:

@@ -9,10 +9,10 @@ ends agree on it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .commands import MAX_ID, CommandError, valid_name
+from .commands import MAX_ID, CommandError, valid_name, valid_secret
 
 __all__ = [
     "DEFAULT_HOST",
@@ -28,17 +28,19 @@ DEFAULT_PORT = 8765
 #: Rooms one connection may name in its URL.
 MAX_ARRIVAL_ROOMS = 100
 #: The query keys this module owns; others in a URL are left alone.
-ARRIVAL_KEYS = ("nick", "room", "since")
+ARRIVAL_KEYS = ("nick", "room", "since", "session")
 
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """How a connection asked to arrive (URL query): nickname, rooms, and the id of the
-    last message it saw, to resume after."""
+    """How a connection asked to arrive (URL query): nickname, rooms, the id of the
+    last message it saw, to resume after, and the secret of the session to resume
+    (``welcome.session``; not shown in its repr)."""
 
     nick: str | None = None
     rooms: tuple[str, ...] = ()
     since: int | None = None
+    session: str | None = field(default=None, repr=False)
 
 
 def parse_arrival(path: str) -> Arrival:
@@ -70,13 +72,20 @@ def parse_arrival(path: str) -> Arrival:
             raise ValueError(f"since must be at most {MAX_ID}")
     if len(rooms) > MAX_ARRIVAL_ROOMS:
         raise ValueError(f"at most {MAX_ARRIVAL_ROOMS} rooms")
-    return Arrival(nick, rooms, since)
+    sessions = query.get("session", [])
+    if len(sessions) > 1:
+        raise ValueError("give one session")
+    try:
+        session = valid_secret(sessions[0]) if sessions else None
+    except CommandError as error:
+        raise ValueError(error.text) from None
+    return Arrival(nick, rooms, since, session)
 
 
 def arrival_resource(resource: str, arrival: Arrival) -> str:
     """``resource`` (a URL's path and query) with the query that asks for ``arrival``:
-    ``nick=``, one ``room=`` per room (in order: the current one last) and ``since=``,
-    each left out when not set. Other keys of the query are kept."""
+    ``nick=``, one ``room=`` per room (in order: the current one last), ``since=`` and
+    ``session=``, each left out when not set. Other keys of the query are kept."""
     parts = urlsplit(resource)
     query = [
         (key, value)
@@ -88,4 +97,6 @@ def arrival_resource(resource: str, arrival: Arrival) -> str:
     query.extend(("room", room) for room in arrival.rooms)
     if arrival.since is not None:
         query.append(("since", str(arrival.since)))
+    if arrival.session is not None:
+        query.append(("session", arrival.session))
     return urlunsplit(("", "", parts.path or "/", urlencode(query), ""))

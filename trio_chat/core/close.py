@@ -15,11 +15,13 @@ __all__ = [
     "INTERNAL_ERROR",
     "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
+    "SESSION_TAKEN_OVER",
     "SLOW_CONSUMER",
     "CloseCode",
     "Departure",
     "Kicked",
     "Quitting",
+    "TakenOver",
     "close_for",
     "describe_close",
     "should_reconnect",
@@ -48,6 +50,9 @@ SLOW_CONSUMER = "slow consumer"
 SERVER_FULL = "server full"
 INTERNAL_ERROR = "internal error"
 BINARY_NOT_SUPPORTED = "binary messages are not supported; send text"
+#: A connection whose session another connection resumed (it was half-open, usually):
+#: the client must not reconnect, or the two would take the session from each other.
+SESSION_TAKEN_OVER = "session resumed by another connection"
 
 
 def describe_close(code: int | None, reason: str | None) -> str:
@@ -95,8 +100,13 @@ class Kicked:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TakenOver:
+    """Another connection resumed the member's session: closed at once."""
+
+
 #: Why the chat asks a connection to close (it never names a close code itself).
-Departure = Quitting | Kicked
+Departure = Quitting | Kicked | TakenOver
 #: The close reason of a member that quit.
 QUIT_REASON = "bye"
 
@@ -104,9 +114,12 @@ QUIT_REASON = "bye"
 def close_for(departure: Departure) -> tuple[CloseCode, str, bool]:
     """The close code and reason for ``departure``, and whether what is queued for the
     client is sent first: 1000 ``bye`` after the queue for a quit, 1008 with the
-    operator's reason at once for a kick."""
+    operator's reason at once for a kick, 1008 ``session resumed by another connection``
+    at once for a session taken over."""
     match departure:
         case Quitting():
             return CloseCode.NORMAL_CLOSURE, QUIT_REASON, True
         case Kicked(reason=reason):
             return CloseCode.POLICY_VIOLATION, reason, False
+        case TakenOver():
+            return CloseCode.POLICY_VIOLATION, SESSION_TAKEN_OVER, False

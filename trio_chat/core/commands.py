@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "parse_json",
     "parse_plain",
     "valid_name",
+    "valid_secret",
 ]
 
 #: The JSON subprotocol's name, as offered in ``Sec-WebSocket-Protocol``.
@@ -44,6 +45,9 @@ PROTOCOL = "trio-chat.v1"
 #: Nicknames and room names: ASCII letters, digits, ``_``, ``-``, ``.``, 1 to 32 of them.
 #: ASCII only, so that no two names can look alike on screen.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+#: A session secret as the server makes them (``secrets.token_urlsafe``), with room to
+#: spare: URL-safe base64, at most 128 characters.
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 #: A ``cid`` is echoed back verbatim; a cap keeps a client from making acks large.
 MAX_CID_LENGTH = 64
 #: Lines one JSON message may carry by default (the server's ``--max-message-lines``):
@@ -127,9 +131,12 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Replay every message after ``since`` in one's rooms (JSON only)."""
+    """Replay every message after ``since`` in one's rooms (JSON only); with
+    ``session`` (a ``welcome.session`` secret), come back as that session first: its
+    principal, its nick, its private messages. The secret is not shown in the repr."""
 
     since: int
+    session: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,14 @@ def valid_name(name: str, what: str) -> str:
             f"invalid {what} {name!r}: use 1-32 letters, digits, '_', '-' or '.'",
         )
     return name
+
+
+def valid_secret(secret: str) -> str:
+    """``secret`` if it may be a session secret; else raise ``bad_request``, in words
+    that never repeat it."""
+    if not SECRET_PATTERN.fullmatch(secret):
+        raise CommandError("bad_request", "session must be the secret a welcome gave")
+    return secret
 
 
 def _room(name: str) -> str:
@@ -300,7 +315,8 @@ def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
             since = _whole_number(data, "since", None)
             if since is None:
                 raise CommandError("bad_request", "'resume' needs a whole number 'since'")
-            return Resume(since)
+            session = _field(data, "session", required=False)
+            return Resume(since, valid_secret(session) if session is not None else None)
         case "quit":
             reason = _field(data, "reason", required=False)
             return Quit(_one_line(reason) if reason is not None else None)

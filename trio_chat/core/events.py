@@ -234,20 +234,24 @@ class Notice(Event):
 
 
 class Welcome(Event):
-    """The first event of a connection: who and where it is (plain clients get nothing:
-    the tutorial's clients expect no greeting)."""
+    """The first event of a connection: who and where it is, and (JSON connections) the
+    secret that resumes its session (plain clients get nothing: the tutorial's clients
+    expect no greeting)."""
 
-    __slots__ = ("nick", "rooms", "where")
+    __slots__ = ("nick", "rooms", "session", "where")
 
-    def __init__(self, nick: str | None, room: str, rooms: list[str]) -> None:
+    def __init__(
+        self, nick: str | None, room: str, rooms: list[str], session: str | None = None
+    ) -> None:
         super().__init__()
         self.nick = nick
         #: The current room (``room`` stays None: a welcome is not said in a room).
         self.where = room
         self.rooms = rooms
+        self.session = session
 
     def data(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "type": "welcome",
             "protocol": PROTOCOL,
             "server": server_name(),
@@ -255,6 +259,9 @@ class Welcome(Event):
             "room": self.where,
             "rooms": self.rooms,
         }
+        if self.session is not None:
+            data["session"] = self.session
+        return data
 
 
 class Ack(Event):

@@ -31,6 +31,7 @@ __all__ = [
     "AS_SENT",
     "HISTORY_MARK",
     "HISTORY_UNAVAILABLE",
+    "INVALID_SESSION",
     "NICK_REQUIRED",
     "NOT_STORED",
     "PRIVATE_MARK",
@@ -274,6 +275,8 @@ NICK_REQUIRED = "set a nickname with /nick before /msg"
 NOT_STORED = "the message could not be stored; try again"
 #: ``store_failed`` for a read of history (a replay, a ``history`` page).
 HISTORY_UNAVAILABLE = "history is unavailable right now"
+#: ``invalid_session``: a session secret that opens nothing (unknown, or its hold is over).
+INVALID_SESSION = "that session is unknown or has expired; it cannot be resumed"
 
 
 def not_in_room(room: str, *, to_say: bool = False) -> str:

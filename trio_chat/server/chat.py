@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from trio_chat.core import render
 from trio_chat.core.arrival import Arrival
-from trio_chat.core.close import Departure, Kicked, Quitting
+from trio_chat.core.close import Departure, Kicked, Quitting, TakenOver
 from trio_chat.core.commands import (
     MAX_MESSAGE_LINES,
     Command,
@@ -56,13 +56,14 @@ from trio_chat.core.events import (
     help_ack,
     timestamp,
 )
-from trio_chat.core.identity import Principal
+from trio_chat.core.identity import Principal, PrincipalKind
 from trio_chat.core.wire import WireFormat
 
 from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
 from .messaging import Messaging, Window
 from .replay import history_page, missed_since, private_history_page, recent_history
+from .sessions import Session, Sessions
 
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
 
@@ -95,6 +96,8 @@ class Member:
     _window: Window | None = field(default=None, init=False, repr=False)
     #: Who it acts as, once known: given at arrival or by a login, else made when asked.
     known_principal: Principal | None = field(default=None, init=False, repr=False)
+    #: The session it uses (JSON connections, and any that resumed one), else None.
+    session: Session | None = field(default=None, init=False, repr=False)
 
     @property
     def principal(self) -> Principal:
@@ -151,6 +154,8 @@ class Chat:
         presence_limit: int = 100,
         history_on_join: int = 50,
         max_message_lines: int = MAX_MESSAGE_LINES,
+        nick_hold: float = 120.0,
+        max_held: int = 10_000,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.bus = Bus()
@@ -170,6 +175,9 @@ class Chat:
         #: a nick (an account's name); guests and everyone else get ``nick_taken``.
         self.reserved_names: dict[str, str] = {}
         self._clock = clock
+        #: Every session, and the nicks held for those whose connection is gone: for
+        #: ``nick_hold`` seconds, at most ``max_held`` of them.
+        self.sessions = Sessions(hold=nick_hold, max_held=max_held, clock=clock)
         self.messaging = Messaging(log, self.bus, self._ts)
 
     # --- joining and leaving the chat --------------------------------------------------
@@ -199,17 +207,41 @@ class Chat:
         none of them is in; else with its own ``nick`` (an account's name), or the
         arrival's. Rooms the principal may not be in are refused (``room_not_allowed``,
         after the welcome); with none left it arrives in the first room it may be in.
+
+        ``arrival.session`` (a secret a welcome gave) resumes that session: its
+        principal, its nick (held for it meanwhile) and, without rooms in the arrival,
+        its rooms; a connection still using it is closed (taken over). A secret that
+        opens nothing (unknown, expired, or another principal's than ``principal``) is
+        answered with ``invalid_session`` after the welcome, and the connection arrives
+        as a new guest. A JSON connection is given a session (its secret in the welcome).
         """
         arrival = arrival or Arrival()
         member = Member(key, wire, disconnect)
         subscription = self.bus.add(member, queue_depth, on_overflow)
         self.members[key] = member
         refusals: list[ErrorEvent] = []
+        session = None
+        if arrival.session is not None:
+            session = self.sessions.find(arrival.session)
+            if session is not None and principal is not None:
+                if session.principal.id == principal.id:
+                    session.principal = principal  # as the admission found it now
+                else:
+                    session = None  # another principal's: not this connection's to resume
+            if session is None:
+                refusals.append(ErrorEvent("invalid_session", render.INVALID_SESSION))
+            else:
+                principal = session.principal
+        # Whose private messages a resume in the URL replays: the principal it arrives
+        # as, unless that is a guest made just now, who has none yet.
+        private_scope = None if principal is None else principal.id
+        if principal is None and wire.subprotocol is not None:
+            principal = Principal.guest()  # a JSON guest: its session needs one now
         devices: list[Member] = []
         if principal is not None:
             devices = list(self._devices.get(principal.id, ()))
             self._attach(member, principal)
-        rooms = arrival.rooms or (LOBBY,)
+        rooms = arrival.rooms or (session.rooms if session and session.rooms else (LOBBY,))
         if principal is not None and principal.rooms is not None:
             allowed = [name for name in rooms if principal.may_join(name)]
             refusals.extend(
@@ -227,19 +259,32 @@ class Chat:
             for name in member.rooms:
                 self._announce_in_room("join", member, name)
         else:
-            nick = principal.nick if principal is not None and principal.nick else arrival.nick
+            nick = arrival.nick
+            if session is not None and session.nick is not None:
+                nick = session.nick
+            if principal is not None and principal.nick:
+                nick = principal.nick
             if nick is not None:
                 try:
                     self._change_nick(member, nick, None)
                 except CommandError as error:
-                    refusals.insert(0, ErrorEvent(error.code, error.text))
-        subscription.offer(Welcome(member.nick, member.current_room, list(member.rooms)))
+                    refusals.append(ErrorEvent(error.code, error.text))
+        secret = None
+        if session is not None:
+            secret = arrival.session  # the same secret goes on resuming it
+            taken_over = session.member
+            self.sessions.resume(session, member)
+            member.session = session
+            if taken_over is not None:
+                self._take_over(taken_over)
+        elif wire.subprotocol is not None:
+            secret, member.session = self.sessions.start(member.principal, member)
+        welcome = Welcome(member.nick, member.current_room, list(member.rooms), secret)
+        subscription.offer(welcome)
         for refusal in refusals:
             subscription.offer(refusal)
         if arrival.since is not None:
-            subscription.offer(
-                missed_since(self.log, arrival.since, member.rooms, _private_scope(member))
-            )
+            subscription.offer(missed_since(self.log, arrival.since, member.rooms, private_scope))
         elif self.history_on_join:
             for name in member.rooms:
                 subscription.offer(recent_history(self.log, name, self.history_on_join))
@@ -251,16 +296,25 @@ class Chat:
         Its nick becomes the principal's: the one its other devices hold, else
         ``principal.nick`` (else it keeps its own), announced to its rooms as a nick
         change, or as a join if it was anonymous. It leaves the rooms the principal may
-        not be in (with none left, it enters the first one it may be in). Raises
-        :class:`CommandError` (``nick_taken``), changing nothing, when another principal
-        holds that nick. The member is sent nothing: the login's answer is the caller's.
+        not be in (with none left, it enters the first one it may be in). Its session,
+        if it has one, is the principal's from now on. Raises :class:`CommandError`
+        (``nick_taken``), changing nothing, when another principal holds that nick. The
+        member is sent nothing: the login's answer is the caller's.
         """
+        self._become(member, principal, principal.nick or member.nick)
+        if member.session is not None:
+            member.session.principal = principal
+
+    def _become(self, member: Member, principal: Principal, nick: str | None) -> None:
+        """``member`` acts as ``principal``, named as its other devices are, else
+        ``nick`` (see :meth:`authenticate`)."""
         current = member.known_principal
         if current is not None and current.id == principal.id:
             member.known_principal = principal
             return
         devices = [m for m in self._devices.get(principal.id, ()) if m is not member]
-        nick = devices[0].nick if devices else (principal.nick or member.nick)
+        if devices:
+            nick = devices[0].nick
         if nick is not None:
             self._check_nick_free(nick, member, principal)
         old = member.nick
@@ -283,11 +337,61 @@ class Chat:
         elif old != nick:
             self._announce(Presence("nick", old, self._ts(), new_nick=nick), member, member.rooms)
 
-    def leave(self, member: Member, subscription: Subscription) -> None:
+    def _resume_session(self, member: Member, secret: str) -> None:
+        """The ``resume`` command's ``session``: ``member`` comes back as the session
+        ``secret`` opens (its principal and nick; a connection still using it is taken
+        over), and its own session ends. ``invalid_session`` when the secret opens
+        nothing, or a session of another principal than the account or token ``member``
+        acts as."""
+        session = self.sessions.find(secret)
+        current = member.known_principal
+        if (
+            session is not None
+            and current is not None
+            and current.kind is not PrincipalKind.GUEST
+            and current.id != session.principal.id
+        ):
+            session = None
+        if session is None:
+            raise CommandError("invalid_session", render.INVALID_SESSION)
+        if session is member.session:
+            return
+        self._become(member, session.principal, session.nick or member.nick)
+        own, taken_over = member.session, session.member
+        self.sessions.resume(session, member)
+        member.session = session
+        if own is not None:
+            self.sessions.end(own)
+        if taken_over is not None:
+            self._take_over(taken_over)
+
+    def _take_over(self, member: Member) -> None:
+        """Another connection resumed ``member``'s session: ``member`` leaves (its
+        principal stays, on the new connection) and its connection is closed."""
+        member.session = None
+        self._depart(member, None)
+        member.disconnect(TakenOver())
+
+    def _end_session(self, member: Member) -> None:
+        """``member``'s session is over (a quit, a kick): nothing resumes it."""
+        session, member.session = member.session, None
+        if session is not None and session.member is member:
+            self.sessions.end(session)
+
+    def leave(self, member: Member, subscription: Subscription, *, resumable: bool = True) -> None:
         """The end of ``member``'s connection: it leaves every room (announced if it had
-        a nickname and was not already announced) and the bus. Idempotent."""
+        a nickname and was not already announced) and the bus. Its session, if it has
+        one, is held for the nick hold (with its nick and rooms) when ``resumable`` (the
+        connection was lost, not closed by its client), else ended. Idempotent."""
+        nick, rooms = member.nick, tuple(member.rooms)
         self._depart(member, self._quit_notice(member, None))
         self.bus.remove(subscription)
+        session, member.session = member.session, None
+        if session is not None and session.member is member:
+            if resumable:
+                self.sessions.hold(session, nick, rooms)
+            else:
+                self.sessions.end(session)
 
     def _quit_notice(self, member: Member, reason: str | None) -> Presence | None:
         """The presence notice for ``member`` quitting; anonymous members leave unseen."""
@@ -390,21 +494,21 @@ class Chat:
             case Private():
                 if member.nick is None:
                     raise CommandError("nick_required", render.NICK_REQUIRED)
-                recipient = self._nicks.get(command.to.casefold())
-                if recipient is None or recipient.nick is None:
-                    raise CommandError("no_such_nick", render.no_such_nick(command.to))
+                to, principal, recipient = self._private_recipient(command.to)
                 await self.messaging.to_principal(
                     member,
                     cid,
-                    recipient.nick,
-                    recipient.principal,
+                    to,
+                    principal,
                     command.text,
-                    audience=lambda: self._private_audience(member, recipient),
+                    audience=lambda: self._private_audience(member, principal, recipient),
                 )
                 return None
             case History():
                 return await self._history(member, command, cid)
             case Resume():
+                if command.session is not None:
+                    self._resume_session(member, command.session)
                 # The member's writer answers (the ack says whether everything after
                 # `since` is still kept), then replays it.
                 order = missed_since(
@@ -437,6 +541,7 @@ class Chat:
             case Quit():
                 # The member's last lines (still being committed) come before its quit.
                 await member.window.drained()
+                self._end_session(member)
                 self._depart(member, self._quit_notice(member, command.reason))
                 self._reply(member, Ack("quit", cid))
                 member.disconnect(Quitting())
@@ -448,9 +553,31 @@ class Chat:
         room = self.rooms.get(name)
         return () if room is None else room.members
 
-    def _private_audience(self, sender: Member, recipient: Member) -> set[int]:
-        """Who gets a private message live: every device of both principals now."""
-        return {m.key for m in (*self._fellows(sender), *self._fellows(recipient))}
+    def _private_recipient(self, nick: str) -> tuple[str, Principal, Member | None]:
+        """Whom a private message to ``nick`` is for: the nick as held, its principal,
+        and a member of it in the chat (None when the nick is only held for a session
+        whose connection is gone: stored for it, replayed when it resumes)."""
+        folded = nick.casefold()
+        recipient = self._nicks.get(folded)
+        if recipient is not None and recipient.nick is not None:
+            return recipient.nick, recipient.principal, recipient
+        held = self.sessions.holder(folded)
+        if held is not None and held.nick is not None:
+            return held.nick, held.principal, None
+        raise CommandError("no_such_nick", render.no_such_nick(nick))
+
+    def _private_audience(
+        self, sender: Member, principal: Principal, recipient: Member | None
+    ) -> set[int]:
+        """Who gets a private message live: every device of the sender's principal and
+        of the recipient ``principal`` now (``recipient``, when it was made lazily)."""
+        keys = {m.key for m in self._fellows(sender)}
+        devices = self._devices.get(principal.id)
+        if devices:
+            keys.update(m.key for m in devices)
+        elif recipient is not None:
+            keys.add(recipient.key)
+        return keys
 
     async def _history(self, member: Member, command: History, cid: str | int | None) -> Event:
         if command.private:
@@ -466,7 +593,7 @@ class Chat:
     def _check_nick_free(self, nick: str, member: Member, principal: Principal | None) -> None:
         """Raise ``nick_taken`` unless ``member``, acting as ``principal`` (None: a guest
         not yet made, who holds nothing), may take ``nick``: not reserved for anyone
-        else, and not held by another principal."""
+        else, and not held by another principal, nor for another principal's session."""
         folded = nick.casefold()
         taken = folded in RESERVED_NICKS
         reserved_for = self.reserved_names.get(folded)
@@ -476,6 +603,10 @@ class Chat:
         if holder is not None and holder is not member:
             held_by = holder.known_principal
             if principal is None or held_by is None or held_by.id != principal.id:
+                taken = True
+        if not taken:
+            held = self.sessions.holder(folded)  # a hold that is over ends here
+            if held is not None and (principal is None or held.principal.id != principal.id):
                 taken = True
         if taken:
             raise CommandError("nick_taken", render.nick_taken(nick))
@@ -575,6 +706,7 @@ class Chat:
         )
         for fellow in fellows:
             # Announced once above, for every device of the principal.
+            self._end_session(fellow)
             fellow.departed = True
             fellow.left_from = fellow.current_room
             for name in list(fellow.rooms):

@@ -74,6 +74,9 @@ class ServerConfig:
     history_limit: int = 10_000
     #: Stored messages a member is sent when it joins a room (0: none).
     history_on_join: int = 50
+    #: Seconds a session outlives its connection (0: not at all): meanwhile its secret
+    #: resumes it and its nick is held for it. At most ``max_connections`` are held.
+    nick_hold: float = 120.0
 
 
 # --- parsers: text to value, or argparse.ArgumentTypeError saying why not --------------------
@@ -119,6 +122,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds, 0 or more")
     return value
 
 
@@ -270,6 +283,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "MEMBERS",
         "rooms with more members than this get no join/leave/nick/quit notices (a room of "
         "5,000 must not cost 25 million notices); `/who` still lists everyone",
+    ),
+    Setting(
+        "nick_hold",
+        _seconds_or_zero,
+        "SECONDS",
+        "how long a JSON client's session outlives its connection: meanwhile its "
+        "`welcome.session` secret resumes it (its nick, rooms and private messages) and "
+        "nobody else may take its nick; `0` for no holds. Sessions live in memory: a restart "
+        "ends them. At most `--max-connections` are held (past it the oldest hold ends)",
     ),
     Setting(
         "shutdown_grace",

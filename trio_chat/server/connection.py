@@ -173,11 +173,20 @@ class ChatConnection:
             # the notice that it left. Bounded: the committer may be stopping too.
             with trio.move_on_after(self._config.shutdown_grace, shield=True):
                 await member.window.drained()
-            self._chat.leave(member, subscription)
+            self._chat.leave(member, subscription, resumable=self._may_resume())
             await self._send_close_frame()
             self._finished = True
             if self._closed is not None:
                 self._closed.set()
+
+    def _may_resume(self) -> bool:
+        """Whether this connection's session outlives it (held for ``--nick-hold``): not
+        when the client closed it itself, normally (1000) or going away (1001): that is
+        a goodbye. A connection lost without a close frame (1006), or closed by the
+        server, may come back."""
+        if self._close_requested:
+            return True
+        return self._ws.close_code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
 
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""

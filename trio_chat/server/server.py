@@ -55,7 +55,7 @@ class ChatServer:
 
     Everything it does comes from ``config``: where it listens, the limits, and the
     chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
-    ``history_on_join``, ``max_message_lines``).
+    ``history_on_join``, ``max_message_lines``, ``nick_hold``).
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -70,6 +70,8 @@ class ChatServer:
             presence_limit=config.presence_limit,
             history_on_join=config.history_on_join,
             max_message_lines=config.max_message_lines,
+            nick_hold=config.nick_hold,
+            max_held=config.max_connections,
         )
         self.connections: dict[int, ChatConnection] = {}
         #: Where the server listens: the address of each socket listener, read from its
