@@ -454,6 +454,8 @@ async def test_a_resend_after_a_resume_is_a_duplicate(live_server: LiveServer) -
         query = f"/?session={secret}"
         async with open_json(live_server, query, nick="alice", session=secret) as alice:
             assert stamped(await watcher.event()) == presence("join", "alice", room="lobby")
+            # Nothing was said after her connection ended.
+            assert await alice.event() == ack("resume", since=first, recovered=True)
             assert await alice.call({"type": "message", "text": "once", "cid": "k"}) == ack(
                 "message", "k", id=first, room="lobby", duplicate=True
             )
@@ -510,3 +512,24 @@ def test_welcome_helper_matches_only_secrets() -> None:
     assert welcome()["session"] == "A" * 43
     assert welcome()["session"] != "A" * 42
     assert welcome()["session"] != "not a secret, though long enough to be one!!"
+
+
+async def test_a_resume_without_since_replays_what_was_said_after_it_left(
+    chat: Harness,
+) -> None:
+    """A client that names no ``since`` (it saw no message) is replayed, on resuming, what
+    was said after its connection ended: in its rooms and to it, not before."""
+    alice, _ = await chat.connect("alice")
+    bob, first = await chat.connect("bob")
+    assert first is not None
+    await chat.say(alice, {"type": "message", "text": "before"})
+    chat.lose(bob)
+    await chat.say(alice, {"type": "message", "text": "after"})
+    await chat.say(alice, {"type": "private", "to": "bob", "text": "psst"})
+    back, _ = await chat.connect(session=first["session"])
+    replayed = await back.received()
+    assert replayed[0] == {"type": "ack", "command": "resume", "since": 1, "recovered": True}
+    assert [(event["type"], event["text"]) for event in replayed[1:]] == [
+        ("message", "after"),
+        ("private", "psst"),
+    ]

@@ -34,6 +34,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from trio_chat.core.arrival import resume_resource
 from trio_chat.core.close import CloseCode, describe_close
 from trio_chat.core.commands import (
     PROTOCOL,
@@ -118,12 +119,16 @@ class Connection:
 
     :attr:`welcome` is the server's ``welcome`` event; :attr:`nick`, :attr:`rooms` and
     :attr:`room` follow what this connection's acknowledged commands changed (its nick,
-    its rooms in the order joined, the current one last). Commands may be sent from
+    its rooms in the order joined, the current one last). :attr:`session` is the secret
+    that resumes its server session after a lost connection. Commands may be sent from
     several tasks at once; events are taken by iterating (by one task, or shared).
     """
 
-    def __init__(self, ws: WebSocketConnection, *, max_queued_events: int) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, *, max_queued_events: int, resuming: str | None = None
+    ) -> None:
         self._ws = ws
+        self._resuming = resuming
         self.welcome: Event = {}
         self.nick: str | None = None
         self.rooms: list[str] = []
@@ -140,6 +145,23 @@ class Connection:
     def room(self) -> str | None:
         """The current room: where :meth:`say` goes without a ``room``."""
         return self.rooms[-1] if self.rooms else None
+
+    @property
+    def session(self) -> str | None:
+        """The secret that resumes this connection's server session (``welcome.session``):
+        given to :func:`connect` (``session=``) after a lost connection, within the
+        server's ``--nick-hold``, it comes back as the same participant, with its nick
+        and private messages. Keep it in memory: it must not be logged or stored where
+        others can read it. None from a server that gives none."""
+        secret = self.welcome.get("session")
+        return secret if isinstance(secret, str) else None
+
+    @property
+    def resumed(self) -> bool:
+        """Whether :func:`connect` was given a session and the server resumed it (else
+        an ``invalid_session`` error event follows the welcome, and this connection is a
+        new participant with a new :attr:`session`)."""
+        return self._resuming is not None and self.session == self._resuming
 
     # --- events ---------------------------------------------------------------------------
 
@@ -333,12 +355,19 @@ async def connect(
     *,
     nick: str | None = None,
     rooms: Sequence[str] = (),
+    session: str | None = None,
+    since: int | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
     max_queued_events: int = MAX_QUEUED_EVENTS,
 ) -> AsyncIterator[Connection]:
     """Connect to the trio_chat server at ``url`` (``ws://HOST[:PORT][/PATH]``), take
     ``nick`` and join ``rooms`` in order (the last one is current), all within
     ``connect_timeout`` seconds; the :class:`Connection` for the block.
+
+    ``session`` (an earlier connection's :attr:`Connection.session`) resumes that
+    session: the same participant, its nick and rooms back (see
+    :attr:`Connection.resumed`); with ``since`` (the last message id seen) every message
+    missed after it is replayed first, its private messages included.
 
     Raises :class:`ChatError` when the connection cannot be made (no server, a refused
     handshake, a server that does not speak ``trio-chat.v1``, a timeout) and
@@ -350,6 +379,8 @@ async def connect(
     """
     try:
         host, port, resource = parse_url(url)
+        if session is not None or since is not None:
+            resource = resume_resource(resource, since=since, session=session)
         stream = await open_tcp(url, host, port, connect_timeout)
     except ClientError as error:
         raise ChatError(str(error)) from None
@@ -368,6 +399,7 @@ async def connect(
                         resource=resource,
                         url=url,
                         max_queued_events=max_queued_events,
+                        resuming=session,
                     )
                     if nick is not None:
                         await chat.set_nick(nick)
@@ -411,6 +443,7 @@ async def _start(
     resource: str,
     url: str,
     max_queued_events: int,
+    resuming: str | None,
 ) -> Connection:
     """The handshake (its reader task in ``nursery``), our reader task, the welcome."""
     ws = await wrap_client_stream(
@@ -425,7 +458,7 @@ async def _start(
         with trio.move_on_after(CLOSE_TIMEOUT):
             await ws.aclose(CloseCode.NORMAL_CLOSURE)
         raise ChatError(f"{url} does not speak {PROTOCOL}")
-    chat = Connection(ws, max_queued_events=max_queued_events)
+    chat = Connection(ws, max_queued_events=max_queued_events, resuming=resuming)
     await nursery.start(chat._read)
     await chat._welcomed.wait()
     if chat.closed is not None:

@@ -25,12 +25,15 @@ queue, the receiver shows what the server sends. The session ends or goes on thu
   (shutdown), 1011, 1012, 1013 or 1008 ``slow consumer``: print the reason, then
   ``reconnecting in 2.0 s…`` and try again after that delay (capped exponential backoff
   with jitter, see :class:`Backoff`), as long as it takes; lines typed meanwhile are
-  queued and sent once back. In JSON mode the new connection resumes the session (same
-  nick and rooms, every message missed since the last one seen, shown with a
+  queued and sent once back. In JSON mode the new connection resumes the session with
+  the secret of its ``welcome`` (kept in memory only, never on disk: same nick and
+  rooms, every message missed since the last one seen, private ones too, shown with a
   ``[history]`` mark) and resends the messages the server had not answered, with the
-  same ``cid``, so the server stores none twice;
-* any other close (a kick, 1000 from the server, a protocol error), a handshake refused
-  with a 4xx status, or ``--no-reconnect``: print the reason, exit status 1, at once.
+  same ``cid``, so the server stores none twice (within the session: a server restart
+  ends it, and the client comes back as a new guest);
+* any other close (a kick, a session resumed by another connection, 1000 from the
+  server, a protocol error), a handshake refused with a 4xx status, or
+  ``--no-reconnect``: print the reason, exit status 1, at once.
 
 The first connection failing (no server) is one line and exit status 1, with no retry.
 The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument of

@@ -116,8 +116,10 @@ class JsonSession:
     Owns what outlives a connection: the ``cid``\\ s (a random prefix per session, so
     that two runs of the client never reuse one, then a counter), the messages sent but
     not yet answered (resent after a reconnection with the same ``cid``, which the server
-    recognises), the nickname in use, the rooms in order (the current one last), and the
-    highest message id seen per room (and for private messages). And what lasts one
+    recognises as long as the server session is resumed), the nickname in use, the rooms
+    in order (the current one last), the highest message id seen per room (and for
+    private messages), and the server session's secret (:attr:`session`, from the last
+    ``welcome``; kept in memory only, never shown, logged or written anywhere). And what lasts one
     connection: the commands waiting for their ``ack`` or ``error``, and the start-up.
 
     The start-up of each connection is :attr:`startup` (a :class:`StartUp`). The first:
@@ -160,6 +162,10 @@ class JsonSession:
         self.nick_in_use: str | None = None
         #: The highest message id seen, live or replayed; None before the first.
         self.last_id: int | None = None
+        #: The secret that resumes our server session (``welcome.session``): what makes
+        #: a reconnection come back as us, with our nick and private messages. In
+        #: memory only; None before the first welcome (or from a server without one).
+        self.session: str | None = None
         self._prefix = cid_prefix if cid_prefix is not None else secrets.token_hex(4)
         self._cids = itertools.count(1)
         self._pending: dict[str, Command] = {}
@@ -208,14 +214,15 @@ class JsonSession:
 
     def resume_resource(self, resource: str) -> str:
         """``resource`` (the URL's path and query) with the query that resumes this
-        session: ``nick=``, one ``room=`` per room (current last) and ``since=`` (the
-        highest id seen; left out before any, so the server sends its recent history as
-        to any newcomer). Before the first start-up is over, ``resource`` unchanged."""
+        session: ``nick=``, one ``room=`` per room (current last), ``since=`` (the
+        highest id seen; left out before any: the server then replays what was said
+        after our connection ended, or, when it cannot resume our session, sends its
+        recent history as to any newcomer) and ``session=`` (its secret, when the server
+        gave one). Before the first start-up is over, ``resource`` unchanged."""
         if not self._resumable:
             return resource
-        return arrival_resource(
-            resource, Arrival(self.nick_in_use, tuple(self.rooms), self.last_id)
-        )
+        arrival = Arrival(self.nick_in_use, tuple(self.rooms), self.last_id, self.session)
+        return arrival_resource(resource, arrival)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -271,6 +278,8 @@ class JsonSession:
         kind = event.get("type")
         if kind == "welcome" and self.startup is StartUp.AWAITING_WELCOME:
             return self._welcome(event)
+        if kind == "presence":
+            self._follow_presence(event)
         if kind in ("message", "private") and not self._first_sight(event):
             return Output()
         if kind not in ("ack", "error"):
@@ -294,8 +303,25 @@ class JsonSession:
                 self._attempt = 1
         return Output(show=shown)
 
+    def _follow_presence(self, event: dict[str, Any]) -> None:
+        """Another device of ours renamed us (``/nick`` there renames all of them)."""
+        nick, new_nick = event.get("nick"), event.get("new_nick")
+        if (
+            event.get("event") == "nick"
+            and isinstance(new_nick, str)
+            and isinstance(nick, str)
+            and self.nick_in_use is not None
+            and nick.casefold() == self.nick_in_use.casefold()
+        ):
+            self.nick_in_use = self.nick = self._wanted = new_nick
+
     def _welcome(self, event: dict[str, Any]) -> Output:
-        """A connection's ``welcome``: the first start-up, or a resumed session."""
+        """A connection's ``welcome``: the first start-up, or a resumed session. Its
+        secret replaces ours: the same one when the session was resumed, a new one when
+        it could not be (an ``invalid_session`` error follows)."""
+        secret = event.get("session")
+        if isinstance(secret, str):
+            self.session = secret
         current, rooms = event.get("room"), event.get("rooms")
         if isinstance(rooms, list):
             self.rooms = [room for room in rooms if isinstance(room, str) and room != current]

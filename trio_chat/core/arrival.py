@@ -21,6 +21,7 @@ __all__ = [
     "Arrival",
     "arrival_resource",
     "parse_arrival",
+    "resume_resource",
 ]
 
 DEFAULT_HOST = "localhost"
@@ -99,4 +100,20 @@ def arrival_resource(resource: str, arrival: Arrival) -> str:
         query.append(("since", str(arrival.since)))
     if arrival.session is not None:
         query.append(("session", arrival.session))
+    return urlunsplit(("", "", parts.path or "/", urlencode(query), ""))
+
+
+def resume_resource(resource: str, *, since: int | None, session: str | None) -> str:
+    """``resource`` with ``since=`` and ``session=`` set to these (each left out when
+    None); every other key of its query (``nick``, ``room``...) kept as it is."""
+    parts = urlsplit(resource)
+    query = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key not in ("since", "session")
+    ]
+    if since is not None:
+        query.append(("since", str(since)))
+    if session is not None:
+        query.append(("session", session))
     return urlunsplit(("", "", parts.path or "/", urlencode(query), ""))

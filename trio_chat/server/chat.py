@@ -210,7 +210,8 @@ class Chat:
 
         ``arrival.session`` (a secret a welcome gave) resumes that session: its
         principal, its nick (held for it meanwhile) and, without rooms in the arrival,
-        its rooms; a connection still using it is closed (taken over). A secret that
+        its rooms, and, without ``since``, what was said after its connection ended; a
+        connection still using it is closed (taken over). A secret that
         opens nothing (unknown, expired, or another principal's than ``principal``) is
         answered with ``invalid_session`` after the welcome, and the connection arrives
         as a new guest. A JSON connection is given a session (its secret in the welcome).
@@ -270,9 +271,12 @@ class Chat:
                 except CommandError as error:
                     refusals.append(ErrorEvent(error.code, error.text))
         secret = None
+        resumed_after = None
         if session is not None:
             secret = arrival.session  # the same secret goes on resuming it
             taken_over = session.member
+            if taken_over is None:
+                resumed_after = session.left_after
             self.sessions.resume(session, member)
             member.session = session
             if taken_over is not None:
@@ -283,8 +287,11 @@ class Chat:
         subscription.offer(welcome)
         for refusal in refusals:
             subscription.offer(refusal)
-        if arrival.since is not None:
-            subscription.offer(missed_since(self.log, arrival.since, member.rooms, private_scope))
+        since = arrival.since
+        if since is None and resumed_after is not None:
+            since = resumed_after  # what was said since its connection ended
+        if since is not None:
+            subscription.offer(missed_since(self.log, since, member.rooms, private_scope))
         elif self.history_on_join:
             for name in member.rooms:
                 subscription.offer(recent_history(self.log, name, self.history_on_join))
@@ -389,7 +396,7 @@ class Chat:
         session, member.session = member.session, None
         if session is not None and session.member is member:
             if resumable:
-                self.sessions.hold(session, nick, rooms)
+                self.sessions.hold(session, nick, rooms, self.log.next_id - 1)
             else:
                 self.sessions.end(session)
 

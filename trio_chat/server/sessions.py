@@ -59,6 +59,9 @@ class Session:
     #: The nick and rooms it had when its member left: what a resume comes back with.
     nick: str | None = None
     rooms: tuple[str, ...] = ()
+    #: The last message id when its member left: a resume that names no ``since``
+    #: replays what was said after it.
+    left_after: int = 0
     held_until: datetime | None = field(default=None)
 
 
@@ -116,10 +119,12 @@ class Sessions:
         self._unhold(session)
         session.member = member
 
-    def hold(self, session: Session, nick: str | None, rooms: tuple[str, ...]) -> None:
-        """``session``'s member is gone: keep it (and ``nick`` for it) for the hold, or
-        end it now when there is no hold. Expired holds are swept first; past
-        ``max_held`` the oldest hold ends early."""
+    def hold(
+        self, session: Session, nick: str | None, rooms: tuple[str, ...], left_after: int
+    ) -> None:
+        """``session``'s member is gone (when ``left_after`` was the last message id):
+        keep it (and ``nick`` for it) for the hold, or end it now when there is no hold.
+        Expired holds are swept first; past ``max_held`` the oldest hold ends early."""
         self._unhold(session)
         session.member = None
         if not self.hold_time:
@@ -140,6 +145,7 @@ class Sessions:
             self.end(oldest)
         session.nick = nick
         session.rooms = rooms
+        session.left_after = left_after
         session.held_until = now + self.hold_time
         self._held[session.digest] = session
         if nick is not None:
