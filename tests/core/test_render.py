@@ -48,6 +48,10 @@ PHRASES = [
     "could not be stored",
     "history is unavailable",
     "no longer kept",
+    "wrong name or password",
+    "too many failed logins",
+    "there is already an account",
+    "the password is",
 ]
 
 

@@ -29,14 +29,17 @@ from .commands import HELP, Command, Topic
 
 __all__ = [
     "AS_SENT",
+    "EMPTY_PASSWORD",
     "HISTORY_MARK",
     "HISTORY_UNAVAILABLE",
     "INVALID_SESSION",
+    "LOGIN_REFUSED",
     "NICK_REQUIRED",
     "NOT_STORED",
     "PRIVATE_MARK",
     "SOMEONE",
     "Hooks",
+    "account_exists",
     "ack_lines",
     "action_line",
     "chat_lines",
@@ -45,6 +48,7 @@ __all__ = [
     "error_line",
     "help_lines",
     "in_room",
+    "login_locked_out",
     "nick_taken",
     "no_such_nick",
     "no_such_room",
@@ -52,6 +56,7 @@ __all__ = [
     "notice",
     "now_known_as",
     "only_room",
+    "password_too_long",
     "presence",
     "room_not_allowed",
     "rooms_line",
@@ -308,3 +313,30 @@ def no_such_room(room: str) -> str:
 def room_not_allowed(room: str) -> str:
     """``room_not_allowed``: a room its sender's login does not let it into."""
     return f"you may not join {room}"
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+#: ``login_failed``: the one answer to an unknown name and to a wrong password alike, so
+#: that it tells nobody which names have accounts.
+LOGIN_REFUSED = "wrong name or password"
+#: ``invalid_password``: an account's password may not be empty.
+EMPTY_PASSWORD = "the password is empty"
+
+
+def login_locked_out(seconds: float) -> str:
+    """``login_locked``: too many failed logins of this name from this address; the
+    lockout ends in ``seconds`` (said in whole minutes, rounded up)."""
+    minutes = max(1, -(-int(seconds) // 60))
+    unit = "minute" if minutes == 1 else "minutes"
+    return f"too many failed logins from your address; try again in {minutes} {unit}"
+
+
+def account_exists(name: str) -> str:
+    """``account_exists``: an account has ``name`` already (in any case)."""
+    return f"there is already an account called {name}"
+
+
+def password_too_long(limit: int) -> str:
+    """``invalid_password``: a password over ``limit`` characters."""
+    return f"the password is too long (at most {limit} characters)"

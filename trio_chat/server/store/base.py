@@ -1,17 +1,37 @@
-"""The storage interface: what the server needs from wherever messages are kept."""
+"""The storage interface: what the server needs from wherever messages (and the
+accounts of ``--accounts``) are kept."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from trio_chat.core.record import Record
 
-__all__ = ["Record", "Store", "StoreError"]
+__all__ = ["AccountNameTaken", "AccountRow", "Record", "Store", "StoreError"]
 
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message says why, in one line."""
+
+
+class AccountNameTaken(Exception):
+    """:meth:`Store.add_account` was given a name an account already has (in any case)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """One stored account. ``id`` is never reused, not even after the account is removed:
+    the account's principal (``account:ID``) owns its private messages for good.
+    ``password_hash`` is an argon2 hash string (never the password); ``created`` an ISO
+    8601 UTC time."""
+
+    id: int
+    name: str
+    password_hash: str
+    admin: bool
+    created: str
 
 
 class Store(Protocol):
@@ -65,4 +85,32 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Release the store; idempotent."""
+        ...
+
+    # --- accounts (``--accounts``): names unique in any case, ids never reused ----------------
+
+    async def add_account(self, name: str, password_hash: str, admin: bool, created: str) -> int:
+        """Store a new account and return its id, one never given before (not even to a
+        removed account). Raises :class:`AccountNameTaken` when an account has ``name`` in
+        any case. The name's validity is the caller's business."""
+        ...
+
+    async def get_account(self, name: str) -> AccountRow | None:
+        """The account called ``name`` (in any case), if there is one."""
+        ...
+
+    async def set_account(
+        self, name: str, *, password_hash: str | None = None, admin: bool | None = None
+    ) -> bool:
+        """Change what is given of the account called ``name`` (in any case); False when
+        there is no such account."""
+        ...
+
+    async def remove_account(self, name: str) -> bool:
+        """Remove the account called ``name`` (in any case); False when there is none. Its
+        id is not given again."""
+        ...
+
+    async def list_accounts(self) -> list[AccountRow]:
+        """Every account, in the order they were added."""
         ...

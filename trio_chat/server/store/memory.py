@@ -1,14 +1,15 @@
-"""A store that keeps messages in memory only: ``--db :memory:`` (nothing survives a
-restart) and fast tests. Same retention as the durable store."""
+"""A store that keeps messages (and accounts) in memory only: ``--db :memory:`` (nothing
+survives a restart) and fast tests. Same retention as the durable store."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Collection, Sequence
 
 import trio
 
-from .base import Record
+from .base import AccountNameTaken, AccountRow, Record
 
 __all__ = ["MemoryStore"]
 
@@ -22,6 +23,10 @@ class MemoryStore:
         self._dedupe: dict[str, int] = {}
         #: room (None: private messages) -> the highest id retention dropped from it.
         self._trimmed: dict[str | None, int] = {}
+        #: folded name -> account, in the order they were added.
+        self._accounts: dict[str, AccountRow] = {}
+        #: The last account id given: ids are never given twice, as in SQLite's AUTOINCREMENT.
+        self._last_account_id = 0
 
     async def open(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -88,6 +93,44 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+    async def add_account(self, name: str, password_hash: str, admin: bool, created: str) -> int:
+        await trio.lowlevel.checkpoint()
+        folded = name.casefold()
+        if folded in self._accounts:
+            raise AccountNameTaken(name)
+        self._last_account_id += 1
+        self._accounts[folded] = AccountRow(
+            self._last_account_id, name, password_hash, admin, created
+        )
+        return self._last_account_id
+
+    async def get_account(self, name: str) -> AccountRow | None:
+        await trio.lowlevel.checkpoint()
+        return self._accounts.get(name.casefold())
+
+    async def set_account(
+        self, name: str, *, password_hash: str | None = None, admin: bool | None = None
+    ) -> bool:
+        await trio.lowlevel.checkpoint()
+        folded = name.casefold()
+        row = self._accounts.get(folded)
+        if row is None:
+            return False
+        if password_hash is not None:
+            row = dataclasses.replace(row, password_hash=password_hash)
+        if admin is not None:
+            row = dataclasses.replace(row, admin=admin)
+        self._accounts[folded] = row
+        return True
+
+    async def remove_account(self, name: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._accounts.pop(name.casefold(), None) is not None
+
+    async def list_accounts(self) -> list[AccountRow]:
+        await trio.lowlevel.checkpoint()
+        return list(self._accounts.values())
 
 
 def _concerns(record: Record, principal_id: str | None) -> bool:

@@ -1,5 +1,5 @@
 """The durable store: SQLite (stdlib ``sqlite3``) in WAL mode, driven from one worker
-thread.
+thread. It keeps the messages and the accounts of ``--accounts``.
 
 One connection, used by one thread at a time (a capacity limiter of 1), so SQLite sees
 a single writer and never waits on itself. ``synchronous=NORMAL`` in WAL mode makes a
@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import trio
 
-from .base import Record, Store, StoreError
+from .base import AccountNameTaken, AccountRow, Record, Store, StoreError
 from .memory import MemoryStore
 
 __all__ = ["MEMORY", "SQLiteStore", "default_db_path", "describe_db", "open_store"]
@@ -47,6 +47,16 @@ CREATE TABLE IF NOT EXISTS trimmed (
     scope TEXT PRIMARY KEY NOT NULL,
     through INTEGER NOT NULL
 );
+-- AUTOINCREMENT: an id is never given twice, not even after its account is removed
+-- (a plain INTEGER PRIMARY KEY may reuse the highest one). Names are ASCII (the
+-- nickname rule), so NOCASE makes them unique in any case.
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+);
 """
 #: The ``trimmed`` table's key for private messages (a room name is never empty).
 PRIVATE_SCOPE = ""
@@ -56,6 +66,7 @@ COLUMNS = (
 #: Columns added to ``messages`` since its first version, and their SQL types: a
 #: database made before them gets them (NULL in the old rows) when it is opened.
 ADDED_COLUMNS = (("sender_principal", "TEXT"), ("recipient_principal", "TEXT"))
+ACCOUNT_COLUMNS = "id, name, password_hash, admin, created"
 
 T = TypeVar("T")
 
@@ -116,6 +127,17 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     for name, kind in ADDED_COLUMNS:
         if name not in present:
             db.execute(f"ALTER TABLE messages ADD COLUMN {name} {kind}")
+
+
+def _account(row: tuple[object, ...]) -> AccountRow:
+    id_, name, password_hash, admin, created = row
+    return AccountRow(
+        int(id_),  # type: ignore[call-overload]
+        str(name),
+        str(password_hash),
+        bool(admin),
+        str(created),
+    )
 
 
 class SQLiteStore:
@@ -331,6 +353,58 @@ class SQLiteStore:
         def query(db: sqlite3.Connection) -> int | None:
             row = db.execute("SELECT id FROM messages WHERE dedupe = ?", (dedupe,)).fetchone()
             return None if row is None else int(row[0])
+
+        return await self._run(query)
+
+    async def add_account(self, name: str, password_hash: str, admin: bool, created: str) -> int:
+        def insert(db: sqlite3.Connection) -> int:
+            # One statement, committed on its own (the connection is in autocommit mode).
+            try:
+                cursor = db.execute(
+                    "INSERT INTO accounts (name, password_hash, admin, created)"
+                    " VALUES (?, ?, ?, ?)",
+                    (name, password_hash, int(admin), created),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountNameTaken(name) from None
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return await self._run(insert)
+
+    async def get_account(self, name: str) -> AccountRow | None:
+        def query(db: sqlite3.Connection) -> AccountRow | None:
+            row = db.execute(
+                f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else _account(row)
+
+        return await self._run(query)
+
+    async def set_account(
+        self, name: str, *, password_hash: str | None = None, admin: bool | None = None
+    ) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE accounts SET password_hash = coalesce(?, password_hash),"
+                " admin = coalesce(?, admin) WHERE name = ?",
+                (password_hash, None if admin is None else int(admin), name),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(update)
+
+    async def remove_account(self, name: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM accounts WHERE name = ?", (name,))
+            return cursor.rowcount > 0
+
+        return await self._run(delete)
+
+    async def list_accounts(self) -> list[AccountRow]:
+        def query(db: sqlite3.Connection) -> list[AccountRow]:
+            rows = db.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id").fetchall()
+            return [_account(row) for row in rows]
 
         return await self._run(query)
 
