@@ -22,11 +22,12 @@ pytest.register_assert_rewrite("inproc")
 
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_home() -> Iterator[None]:
-    """For the whole session, HOME and XDG_DATA_HOME are a private temporary folder (the
-    one every subprocess gets too), so that no test, and no server a test starts, can
-    open the user's own ``~/.local/share/trio_chat/history.db``."""
+    """For the whole session, HOME, XDG_DATA_HOME and XDG_RUNTIME_DIR are in a private
+    temporary folder (the one every subprocess gets too), so that no test, and no server
+    a test starts, can open the user's own ``~/.local/share/trio_chat/history.db`` or
+    make a control socket in the user's runtime folder."""
     private = child_env()
-    saved = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME")}
+    saved = {name: os.environ.get(name) for name in ("HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR")}
     for name in saved:
         os.environ[name] = private[name]
     yield

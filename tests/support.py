@@ -67,12 +67,14 @@ def hermetic_home() -> Path:
 
 def child_env() -> dict[str, str]:
     """The environment for a subprocess: unbuffered, no colour, our package importable,
-    the private home and data folders, and no TRIO_CHAT_* setting inherited."""
+    the private home, data and runtime folders (the runtime one holds servers' control
+    sockets), and no TRIO_CHAT_* setting inherited."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(ROOT)
     env["HOME"] = str(hermetic_home())
     env["XDG_DATA_HOME"] = str(hermetic_home() / ".local" / "share")
+    env["XDG_RUNTIME_DIR"] = str(hermetic_home() / "run")
     env.pop("TRIO_CHAT_HOST", None)
     env.pop("TRIO_CHAT_PORT", None)
     return env

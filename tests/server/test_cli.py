@@ -36,6 +36,11 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "history_on_join": ("0", 0),
     "nick_hold": ("0", 0.0),
     "presence_limit": ("3", 3),
+    "hash_concurrency": ("3", 3),
+    "login_failures": ("2", 2),
+    "login_lockout": ("60", 60.0),
+    "admins": ("bob", ("bob",)),
+    "control_socket": ("control.sock", "control.sock"),
     "shutdown_grace": ("0.5", 0.5),
     "ready_file": ("ready.json", "ready.json"),
     "no_console": (None, True),
@@ -69,6 +74,22 @@ def test_each_flag_sets_its_field_and_nothing_else(setting: Setting) -> None:
             assert config_from_args(args) == replace(ServerConfig(), **changed)
         else:
             assert config_from_args(args) == ServerConfig()
+
+
+def test_admin_may_be_given_several_times() -> None:
+    """Each --admin adds a name, in order; a name no account can have is a usage error."""
+    args = parse_args(["--admin", "alice", "--admin", "Bob"])
+    assert config_from_args(args).admins == ("alice", "Bob")
+
+
+def test_admin_refuses_a_name_no_account_can_have(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--admin", "no way"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "trio-chat-server: error: argument --admin: invalid account name 'no way': "
+        "use 1-32 letters, digits, '_', '-' or '.'; see --help"
+    )
 
 
 def test_only_a_start_up_error_is_one_line() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from .commands import HELP, Command, Topic
 
 __all__ = [
+    "ACCOUNT_REMOVED",
     "AS_SENT",
     "EMPTY_PASSWORD",
     "HISTORY_MARK",
@@ -320,6 +321,8 @@ def room_not_allowed(room: str) -> str:
 #: ``login_failed``: the one answer to an unknown name and to a wrong password alike, so
 #: that it tells nobody which names have accounts.
 LOGIN_REFUSED = "wrong name or password"
+#: The kick reason of the connections of an account the operator removed.
+ACCOUNT_REMOVED = "account removed"
 #: ``invalid_password``: an account's password may not be empty.
 EMPTY_PASSWORD = "the password is empty"
 

@@ -27,6 +27,7 @@ import trio
 from trio_chat.arguments import ArgumentParser
 
 from .config import SETTINGS, ServerConfig
+from .control import ControlSocketError
 from .server import ChatServer, serve
 from .store import StoreError
 
@@ -70,6 +71,17 @@ def build_parser() -> ArgumentParser:
         if setting.parse is None:
             parser.add_argument(setting.flag, action="store_true", help=help_text)
             continue
+        if setting.repeated:
+            parser.add_argument(
+                setting.flag,
+                type=setting.parse,
+                metavar=setting.metavar,
+                action="append",
+                dest=setting.field,
+                default=[],
+                help=help_text,
+            )
+            continue
         parser.add_argument(
             setting.flag,
             type=setting.parse,
@@ -91,6 +103,9 @@ def parse_args(
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    for setting in SETTINGS:
+        if setting.repeated:  # every time it was given, in order
+            setattr(args, setting.field, tuple(getattr(args, setting.field)))
     environ = {} if environ is None else environ
     for setting in SETTINGS:
         if setting.env is None or hasattr(args, setting.field):
@@ -191,17 +206,17 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 
 def startup_failure(error: BaseException, config: ServerConfig, *, listening: bool) -> str | None:
     """The one line that explains ``error`` when it means the server could not start or
-    keep running for a reason the operator can fix (the history file, the ready file, or,
-    before it was ``listening``, the port); None for anything else (a bug: its traceback
-    must show)."""
-    fixable: tuple[type[BaseException], ...] = (StoreError, ReadyFileError)
+    keep running for a reason the operator can fix (the history file, the ready file, the
+    control socket, or, before it was ``listening``, the port); None for anything else (a
+    bug: its traceback must show)."""
+    fixable: tuple[type[BaseException], ...] = (StoreError, ReadyFileError, ControlSocketError)
     if not listening:
         fixable += (OSError,)
     leaves = list(_leaves(error))
     if not all(isinstance(leaf, fixable) for leaf in leaves):
         return None
     for leaf in leaves:
-        if isinstance(leaf, StoreError | ReadyFileError):
+        if isinstance(leaf, StoreError | ReadyFileError | ControlSocketError):
             return str(leaf)
     leaf = leaves[0]
     assert isinstance(leaf, OSError)
@@ -244,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 progress=progress,
             )
         )
-    except (StoreError, ReadyFileError, OSError, BaseExceptionGroup) as error:
+    except (StoreError, ReadyFileError, ControlSocketError, OSError, BaseExceptionGroup) as error:
         failure = startup_failure(error, config, listening=progress.listening)
         if failure is None:
             raise

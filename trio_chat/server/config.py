@@ -20,7 +20,10 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
-from trio_chat.core.commands import MAX_MESSAGE_LINES
+from trio_chat.core.commands import MAX_MESSAGE_LINES, CommandError, valid_name
+
+from .accounts.passwords import DEFAULT_HASH_CONCURRENCY
+from .accounts.throttle import DEFAULT_LOCKOUT, DEFAULT_LOGIN_FAILURES
 
 __all__ = [
     "DEFAULT_HOST",
@@ -66,6 +69,19 @@ class ServerConfig:
     #: Rooms with more members than this get no presence notices: a room of 5,000 must
     #: not cost 25 million join notices. /who still lists everyone.
     presence_limit: int = 100
+    #: Password hashes computed at once (argon2id, ~64 MiB and tens of ms each), in
+    #: worker threads: a burst of logins waits for them, the chat does not.
+    hash_concurrency: int = DEFAULT_HASH_CONCURRENCY
+    #: Failed logins of one name from one address before that pair is locked out.
+    login_failures: int = DEFAULT_LOGIN_FAILURES
+    #: Seconds a locked-out (name, address) pair stays locked.
+    login_lockout: float = DEFAULT_LOCKOUT
+    #: Account names that are admins while the server runs with them (``--admin NAME``).
+    admins: tuple[str, ...] = ()
+    #: The admin channel's Unix socket (``trio-chat-server user ...`` talks to it); None:
+    #: the default beside the database (:func:`trio_chat.server.control.default_control_socket`),
+    #: none for ``--db :memory:``.
+    control_socket: str | None = None
     #: Where messages are stored: a SQLite file, ``":memory:"`` to keep them in memory
     #: only, or None for the default file in the user's data folder (the one folder the
     #: server creates when it is missing).
@@ -135,6 +151,13 @@ def _seconds_or_zero(text: str) -> float:
     return value
 
 
+def _account_name(text: str) -> str:
+    try:
+        return valid_name(text, "account name")
+    except CommandError as error:
+        raise argparse.ArgumentTypeError(error.text) from None
+
+
 def _path(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("the path is empty")
@@ -176,6 +199,10 @@ class Setting:
     own_default: object = _FROM_CONFIG
     #: How the default reads in --help and the README, when its value does not say it.
     shown_default: str | None = None
+    #: The option may be given several times; the value is the tuple of them all.
+    repeated: bool = False
+    #: The option's name when it is not the field's (``--admin`` for ``admins``).
+    option: str | None = None
 
     @property
     def plain_help(self) -> str:
@@ -184,8 +211,8 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        """``--field-name``."""
-        return "--" + self.field.replace("_", "-")
+        """``--field-name``, or ``--option``."""
+        return "--" + (self.option or self.field).replace("_", "-")
 
     @property
     def default(self) -> object:
@@ -201,6 +228,8 @@ class Setting:
         value = self.default
         if self.parse is None:
             return "on" if value else "off"
+        if self.repeated:
+            return ", ".join(map(str, value)) if isinstance(value, tuple) and value else "none"
         if isinstance(value, float):
             return f"{value:g}"
         return str(value)
@@ -292,6 +321,44 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "`welcome.session` secret resumes it (its nick, rooms and private messages) and "
         "nobody else may take its nick; `0` for no holds. Sessions live in memory: a restart "
         "ends them. At most `--max-connections` are held (past it the oldest hold ends)",
+    ),
+    Setting(
+        "hash_concurrency",
+        _positive_int,
+        "N",
+        "account passwords hashed at once (argon2id: about 64 MiB and tens of milliseconds "
+        "each), in worker threads; a burst of logins waits for them while the chat goes on",
+    ),
+    Setting(
+        "login_failures",
+        _positive_int,
+        "N",
+        "failed logins of one name from one address before that pair is locked out (each "
+        "failure first waits a doubling delay); the name stays open from other addresses",
+    ),
+    Setting(
+        "login_lockout",
+        _seconds,
+        "SECONDS",
+        "how long a locked-out (name, address) pair is refused without checking its password",
+    ),
+    Setting(
+        "admins",
+        _account_name,
+        "NAME",
+        "the account NAME is an admin while the server runs with this flag (repeat it for "
+        "more); `trio-chat-server user add --admin` marks one for good",
+        repeated=True,
+        option="admin",
+    ),
+    Setting(
+        "control_socket",
+        _path,
+        "PATH",
+        "the admin channel's Unix socket (mode 0600, its folder 0700), which "
+        "`trio-chat-server user ...` uses while the server runs; removed at a clean exit",
+        shown_default="$XDG_RUNTIME_DIR/trio_chat/control-HASH.sock (HASH: of the "
+        "database's path; the data folder without XDG_RUNTIME_DIR; none for :memory:)",
     ),
     Setting(
         "shutdown_grace",

@@ -33,10 +33,12 @@ from trio_chat.core.arrival import Arrival, parse_arrival
 from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from trio_chat.core.wire import WireFormat, negotiate
 
+from .accounts import Accounts, LoginThrottle, Passwords
 from .chat import Chat
 from .config import ServerConfig
 from .connection import ChatConnection, describe_peer
 from .console import CONSOLE_HELP, run_console
+from .control import ControlOps, control_socket_for, serve_control
 from .history import MessageLog
 from .net.seam import Address
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
@@ -73,6 +75,19 @@ class ChatServer:
             nick_hold=config.nick_hold,
             max_held=config.max_connections,
         )
+        #: The accounts kept with the messages (loaded once the store is open).
+        self.accounts = Accounts(
+            self.chat.log.store,
+            Passwords(config.hash_concurrency),
+            LoginThrottle(
+                failures=config.login_failures,
+                lockout=config.login_lockout,
+                clock=trio.current_time,
+            ),
+            admins=config.admins,
+        )
+        #: The admin channel's socket (None: none, for a database in memory).
+        self.control_socket = control_socket_for(config.db, config.control_socket)
         self.connections: dict[int, ChatConnection] = {}
         #: Where the server listens: the address of each socket listener, read from its
         #: socket once it is bound (the port chosen, when asked for port 0).
@@ -135,11 +150,26 @@ class ChatServer:
         try:
             async with trio.open_nursery() as log_tasks:
                 await log_tasks.start(self.chat.log.run)
+                try:
+                    await self._open_admin(log_tasks)
+                except BaseException:
+                    for listener in listeners:
+                        await trio.aclose_forcefully(listener)
+                    raise
                 await self._serve(listeners, task_status)
                 log_tasks.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self.chat.log.store.aclose()
+
+    async def _open_admin(self, nursery: trio.Nursery) -> None:
+        """Read the accounts, and start the admin channel in ``nursery`` (where it runs
+        until cancelled): before the listeners serve, so that once the server is ready,
+        so is its control socket."""
+        await self.accounts.load()
+        if self.control_socket is not None:
+            ops = ControlOps(self.accounts, self.chat)
+            await nursery.start(serve_control, self.control_socket, ops)
 
     async def open_listeners(self) -> list[trio.SocketListener]:
         """Bind ``config.host`` and ``config.port`` (every address the host resolves
