@@ -203,6 +203,7 @@ async def test_removing_an_account_closes_its_connections(control: LiveServer) -
             "closed": 2,
         }
         await watcher.expect("* bob was kicked (account removed)")
+        assert "closed 2 connection(s) of the removed account bob" in control.log.messages
         await phone.expect("* carol joined lobby")
         await laptop.expect("* carol joined lobby", "* bob joined lobby")
         for device in (phone, laptop):
@@ -215,7 +216,8 @@ async def test_a_password_never_reaches_the_log(control: LiveServer) -> None:
     await ask(control, op="user.add", name="alice", password="sekrit-pass-1")
     await ask(control, op="user.passwd", name="alice", password="sekrit-pass-2")
     await ask(control, op="user.add", name="x y", password="sekrit-pass-3")
-    assert "control: account alice added" in control.log.messages
+    assert "account alice added" in control.log.messages
+    assert "password of account alice changed" in control.log.messages
     assert not [line for line in control.log.messages if "sekrit" in line]
 
 

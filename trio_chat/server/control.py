@@ -122,9 +122,10 @@ def control_socket_for(
 class ControlOps:
     """What the admin channel can do: each op takes the request's fields and returns the
     answer's (``ok`` is added), or raises :class:`CommandError` / :class:`StoreError`,
-    whose text is the answer's ``error``."""
+    whose text is the answer's ``error``. ``chat`` is the running server's (None: the
+    ``user`` command on a database no server holds, with no connection to close)."""
 
-    def __init__(self, accounts: Accounts, chat: Chat) -> None:
+    def __init__(self, accounts: Accounts, chat: Chat | None) -> None:
         self.accounts = accounts
         self.chat = chat
 
@@ -157,7 +158,6 @@ class ControlOps:
         if not isinstance(admin, bool):
             raise ControlError("'admin' must be true or false")
         principal = await self.accounts.add(name, password, admin=admin)
-        logger.info("control: account %s added%s", name, " (admin)" if admin else "")
         return {"name": principal.name, "id": principal.id, "admin": principal.admin}
 
     async def user_remove(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +166,8 @@ class ControlOps:
         if principal is None or not await self.accounts.remove(name):
             raise ControlError(no_such_account(name))
         closed = self._disconnect(principal.id)
-        logger.info("control: account %s removed (%d connection(s) closed)", name, closed)
+        if closed:
+            logger.info("closed %d connection(s) of the removed account %s", closed, name)
         return {"name": principal.name, "closed": closed}
 
     async def user_list(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,12 +181,13 @@ class ControlOps:
         name, password = _text(request, "name"), _text(request, "password")
         if not await self.accounts.set_password(name, password):
             raise ControlError(no_such_account(name))
-        logger.info("control: password of account %s changed", name)
         return {"name": name}
 
     def _disconnect(self, principal_id: str) -> int:
         """Close every connection in the chat acting as ``principal_id`` (announced as a
         kick, once for all its devices); how many were closed."""
+        if self.chat is None:
+            return 0
         members = [
             member
             for member in self.chat.members.values()

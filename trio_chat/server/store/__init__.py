@@ -8,7 +8,7 @@ Ids, grouping of writes into commits and delivery order are not the store's busi
 :mod:`trio_chat.server.history` owns them.
 """
 
-from .base import AccountNameTaken, AccountRow, Record, Store, StoreError
+from .base import AccountNameTaken, AccountRow, Record, Store, StoreError, StoreLocked
 from .memory import MemoryStore
 from .sqlite import SQLiteStore, default_db_path, describe_db, open_store
 
@@ -20,6 +20,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreLocked",
     "default_db_path",
     "describe_db",
     "open_store",

@@ -9,11 +9,15 @@ from typing import Protocol
 
 from trio_chat.core.record import Record
 
-__all__ = ["AccountNameTaken", "AccountRow", "Record", "Store", "StoreError"]
+__all__ = ["AccountNameTaken", "AccountRow", "Record", "Store", "StoreError", "StoreLocked"]
 
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message says why, in one line."""
+
+
+class StoreLocked(StoreError):
+    """The store cannot be opened because another process (a running server) holds it."""
 
 
 class AccountNameTaken(Exception):

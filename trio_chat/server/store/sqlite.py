@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import trio
 
-from .base import AccountNameTaken, AccountRow, Record, Store, StoreError
+from .base import AccountNameTaken, AccountRow, Record, Store, StoreError, StoreLocked
 from .memory import MemoryStore
 
 __all__ = ["MEMORY", "SQLiteStore", "default_db_path", "describe_db", "open_store"]
@@ -95,14 +95,17 @@ def describe_db(db: str | None) -> str:
     return str(default_db_path() if db is None else Path(db))
 
 
-def open_store(db: str | None, history_limit: int) -> Store:
+def open_store(db: str | None, history_limit: int, *, lock_timeout: float = LOCK_TIMEOUT) -> Store:
     """The store ``--db`` names: :class:`MemoryStore` for ``:memory:``, else SQLite; None is
-    the default file, whose folder (alone) is created when missing."""
+    the default file, whose folder (alone) is created when missing. ``lock_timeout``: how
+    long opening waits for another process's lock."""
     if db == MEMORY:
         return MemoryStore(history_limit)
     if db is None:
-        return SQLiteStore(default_db_path(), history_limit, create_folder=True)
-    return SQLiteStore(Path(db), history_limit)
+        return SQLiteStore(
+            default_db_path(), history_limit, create_folder=True, lock_timeout=lock_timeout
+        )
+    return SQLiteStore(Path(db), history_limit, lock_timeout=lock_timeout)
 
 
 def _record(row: tuple[object, ...]) -> Record:
@@ -144,8 +147,16 @@ class SQLiteStore:
     """Messages in one SQLite file, each room (and private messages) capped at
     ``history_limit`` records."""
 
-    def __init__(self, path: Path, history_limit: int, *, create_folder: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        history_limit: int,
+        *,
+        create_folder: bool = False,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
         self.create_folder = create_folder
         self.history_limit = history_limit
         self._db: sqlite3.Connection | None = None
@@ -175,7 +186,10 @@ class SQLiteStore:
         def connect() -> tuple[sqlite3.Connection, int]:
             self._check_path()
             db = sqlite3.connect(
-                self.path, timeout=LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self.lock_timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
             try:
                 db.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -199,11 +213,12 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as exc:
             reason = str(exc)
             if "locked" in reason:
-                reason = (
-                    "another server is using it (database is locked); give this server "
-                    "its own file with --db PATH, or --db :memory:"
-                )
-            elif "readonly" in reason or "read-only" in reason:
+                raise StoreLocked(
+                    f"cannot use the history database {self.path}: another server is using "
+                    "it (database is locked); give this server its own file with --db PATH, "
+                    "or --db :memory:"
+                ) from None
+            if "readonly" in reason or "read-only" in reason:
                 reason = "it is read-only"
             elif "not a database" in reason:
                 reason = "it is not an SQLite database (left as it is)"
