@@ -356,9 +356,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _path,
         "PATH",
         "the admin channel's Unix socket (mode 0600, its folder 0700), which "
-        "`trio-chat-server user ...` uses while the server runs; removed at a clean exit",
-        shown_default="$XDG_RUNTIME_DIR/trio_chat/control-HASH.sock (HASH: of the "
-        "database's path; the data folder without XDG_RUNTIME_DIR; none for :memory:)",
+        "`trio-chat-server user ...` uses while the server runs; removed at a clean exit. "
+        "HASH: 12 hex digits of the SHA-256 of the database's absolute path; in the data "
+        "folder without `XDG_RUNTIME_DIR`; none for `--db :memory:` unless given",
+        shown_default="$XDG_RUNTIME_DIR/trio_chat/control-HASH.sock",
     ),
     Setting(
         "shutdown_grace",
