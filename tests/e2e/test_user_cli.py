@@ -250,3 +250,28 @@ def test_the_password_is_asked_for_twice_without_echo(db: str) -> None:
     mismatch.close()
     assert mismatch.exitstatus == 2
     assert os.path.exists(db)
+
+
+def test_a_control_socket_that_cannot_be_made_stops_the_server(tmp_path: Path) -> None:
+    """Something that is not a socket at --control-socket: one line, exit status 2, and
+    the file left as it was."""
+    notes = tmp_path / "notes"
+    notes.write_text("mine", encoding="utf-8")
+    command = [sys.executable, "-m", "trio_chat.server", "--port", "0", "--no-console"]
+    result = subprocess.run(
+        [*command, "--db", ":memory:", "--control-socket", str(notes)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=EVENT_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"cannot make the control socket {notes}: something that is not a socket is there "
+        "(left as it is)"
+    )
+    assert "Traceback" not in result.stderr
+    assert notes.read_text(encoding="utf-8") == "mine"

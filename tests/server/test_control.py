@@ -290,3 +290,16 @@ def test_the_default_socket_is_per_database_in_the_runtime_folder(tmp_path: Path
     assert without is not None
     assert without.parent == tmp_path / ".local" / "share" / "trio_chat"
     assert default_control_socket(":memory:", environ) is None
+
+
+async def test_admin_flag_names_make_admins_of_accounts_added_later(
+    start_live_server: StartLiveServer, socket_dir: Path
+) -> None:
+    """--admin names an account that need not exist yet: once added (not as an admin),
+    it logs in as one, and user.list says so."""
+    live = await start_live_server(control_socket=str(socket_dir / "control.sock"), admins=("Bob",))
+    assert "--admin bob: there is no such account (yet)" in live.log.messages
+    assert (await ask(live, op="user.add", name="bob", password="pw"))["admin"] is True
+    assert (await live.server.accounts.authenticate("bob", "pw", "127.0.0.1")).admin is True
+    listed = await ask(live, op="user.list")
+    assert [(u["name"], u["admin"]) for u in listed["users"]] == [("bob", True)]

@@ -57,7 +57,9 @@ class ChatServer:
 
     Everything it does comes from ``config``: where it listens, the limits, and the
     chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
-    ``history_on_join``, ``max_message_lines``, ``nick_hold``).
+    ``history_on_join``, ``max_message_lines``, ``nick_hold``). Its :attr:`accounts` are kept in the same
+    store; its admin channel (:mod:`~trio_chat.server.control`) listens on
+    :attr:`control_socket` while it runs.
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -125,8 +127,9 @@ class ChatServer:
         Listens on ``config.host`` and ``config.port``, or, when ``listeners`` are
         given, on those instead (any ``trio.abc.Listener`` of streams; ``config.host``
         and ``config.port`` are then not used). Calls ``task_status.started(self)`` once
-        it is listening (:attr:`addresses` is filled in). Owns the listeners and every
-        connection's task: none outlives this call. Cancelling it is a hard stop that
+        it is listening (:attr:`addresses` is filled in), and its admin channel with it.
+        Owns the listeners, the admin channel and every connection's task: none outlives
+        this call. Cancelling it is a hard stop that
         drops connections without close frames; :meth:`shutdown` is the clean way.
         """
         try:
