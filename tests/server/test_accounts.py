@@ -160,6 +160,22 @@ async def test_removing_and_adding_again_makes_another_principal() -> None:
     assert await accounts.authenticate("bob", "second password", ADDRESS) == second
 
 
+async def test_the_removal_hook_is_told_each_removed_account() -> None:
+    removed: list[Principal] = []
+    accounts = Accounts(
+        MemoryStore(10),
+        Passwords(1, cheap_hasher()),
+        LoginThrottle(clock=trio.current_time),
+        admins=("bob",),
+        on_remove=removed.append,
+    )
+    bob = await accounts.add("Bob", "pw")
+    assert await accounts.remove("nobody") is False
+    assert await accounts.remove("BOB") is True
+    assert removed == [bob]
+    assert bob.admin
+
+
 async def test_set_password_replaces_the_old_one() -> None:
     """After set_password only the new password logs in; an unknown name is False."""
     accounts = make_accounts()

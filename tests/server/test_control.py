@@ -212,6 +212,21 @@ async def test_removing_an_account_closes_its_connections(control: LiveServer) -
     assert accounts.registered() == {"carol": "account:2"}
 
 
+async def test_removing_an_account_through_the_api_closes_its_connections_too(
+    live_server: LiveServer,
+) -> None:
+    accounts = live_server.server.accounts
+    bob = await accounts.add("bob", "pw")
+    async with open_plain(live_server) as watcher, open_plain(live_server) as device:
+        chat = live_server.server.chat
+        chat.authenticate(chat.members[device.key], bob)
+        await watcher.expect("* bob joined lobby")
+        assert await accounts.remove("bob") is True
+        await watcher.expect("* bob was kicked (account removed)")
+        close = await device.expect_close()
+        assert (close.code, close.reason) == (1008, "account removed")
+
+
 async def test_a_password_never_reaches_the_log(control: LiveServer) -> None:
     await ask(control, op="user.add", name="alice", password="sekrit-pass-1")
     await ask(control, op="user.passwd", name="alice", password="sekrit-pass-2")

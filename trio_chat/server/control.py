@@ -9,7 +9,8 @@ One JSON object per line each way::
     {"op": "user.remove", "name": "nobody"}
     {"ok": false, "error": "there is no account called nobody"}
 
-Ops: ``user.add``, ``user.remove`` (which also closes that account's connections),
+Ops: ``user.add``, ``user.remove`` (whose account's connections the server then
+closes: :func:`close_account`),
 ``user.list`` and ``user.passwd``; the bans of the abuse rules and the workers of a
 scaled-out server will add theirs to :class:`ControlOps`.
 
@@ -42,10 +43,12 @@ from typing import Any
 import trio
 
 from trio_chat.core import render
+from trio_chat.core.close import Kicked
 from trio_chat.core.commands import CommandError
+from trio_chat.core.identity import Principal
 
 from .accounts import Accounts
-from .chat import Chat
+from .chat import Chat, Member
 from .config import MEMORY
 from .store import StoreError, default_db_path
 
@@ -55,6 +58,8 @@ __all__ = [
     "ControlError",
     "ControlOps",
     "ControlSocketError",
+    "account_members",
+    "close_account",
     "control_request",
     "control_socket_for",
     "default_control_socket",
@@ -163,11 +168,10 @@ class ControlOps:
     async def user_remove(self, request: Mapping[str, Any]) -> dict[str, Any]:
         name = _text(request, "name")
         principal = await self.accounts.get(name)
+        # Counted before: the removal closes them (the server's hook on its accounts).
+        closed = 0 if principal is None else len(account_members(self.chat, principal.id))
         if principal is None or not await self.accounts.remove(name):
             raise ControlError(no_such_account(name))
-        closed = self._disconnect(principal.id)
-        if closed:
-            logger.info("closed %d connection(s) of the removed account %s", closed, name)
         return {"name": principal.name, "closed": closed}
 
     async def user_list(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,20 +187,33 @@ class ControlOps:
             raise ControlError(no_such_account(name))
         return {"name": name}
 
-    def _disconnect(self, principal_id: str) -> int:
-        """Close every connection in the chat acting as ``principal_id`` (announced as a
-        kick, once for all its devices); how many were closed."""
-        if self.chat is None:
-            return 0
-        members = [
-            member
-            for member in self.chat.members.values()
-            if member.known_principal is not None and member.known_principal.id == principal_id
-        ]
-        nick = next((member.nick for member in members if member.nick), None)
-        if nick is not None:
-            self.chat.kick(nick, render.ACCOUNT_REMOVED)
-        return len(members)
+
+def account_members(chat: Chat | None, principal_id: str) -> list[Member]:
+    """The members of ``chat`` (None: no chat) acting as ``principal_id``."""
+    if chat is None:
+        return []
+    return [
+        member
+        for member in chat.members.values()
+        if member.known_principal is not None and member.known_principal.id == principal_id
+    ]
+
+
+def close_account(chat: Chat, principal: Principal) -> int:
+    """Close every connection in ``chat`` acting as the removed account ``principal``
+    (announced as a kick, once for all its devices); how many were closed."""
+    members = account_members(chat, principal.id)
+    nick = next((member.nick for member in members if member.nick), None)
+    if nick is not None:
+        chat.kick(nick, render.ACCOUNT_REMOVED)
+    else:
+        for member in members:
+            member.disconnect(Kicked(render.ACCOUNT_REMOVED))
+    if members:
+        logger.info(
+            "closed %d connection(s) of the removed account %s", len(members), principal.name
+        )
+    return len(members)
 
 
 def no_such_account(name: str) -> str:

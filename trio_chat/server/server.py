@@ -38,7 +38,7 @@ from .chat import Chat
 from .config import ServerConfig
 from .connection import ChatConnection, describe_peer
 from .console import CONSOLE_HELP, run_console
-from .control import ControlOps, control_socket_for, serve_control
+from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
 from .net.seam import Address
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
@@ -87,6 +87,7 @@ class ChatServer:
                 clock=trio.current_time,
             ),
             admins=config.admins,
+            on_remove=functools.partial(close_account, self.chat),
         )
         #: The admin channel's socket (None: none, for a database in memory).
         self.control_socket = control_socket_for(config.db, config.control_socket)

@@ -108,7 +108,9 @@ class Accounts:
 
     ``admins`` (folded names, from ``--admin``) are admins whatever the store says, for
     as long as the server runs with the flag: removing the flag takes the role away.
-    Call :meth:`load` once the store is open, before :meth:`registered` is used.
+    ``on_remove`` is called with the principal of each account removed (the server
+    closes its connections). Call :meth:`load` once the store is open, before
+    :meth:`registered` is used.
     """
 
     def __init__(
@@ -119,12 +121,14 @@ class Accounts:
         *,
         admins: Collection[str] = (),
         clock: Callable[[], datetime] = _utc_now,
+        on_remove: Callable[[Principal], object] | None = None,
     ) -> None:
         self.store = store
         self.passwords = passwords
         self.throttle = throttle
         self.admins = frozenset(name.casefold() for name in admins)
         self._clock = clock
+        self._on_remove = on_remove
         #: folded name -> principal id, kept current by add and remove.
         self._registered: dict[str, str] = {}
 
@@ -164,12 +168,15 @@ class Accounts:
 
     async def remove(self, name: str) -> bool:
         """Remove the account called ``name`` (in any case); False when there is none.
-        Its id is never given again. Open connections are the caller's business."""
-        removed = await self.store.remove_account(name)
-        if removed:
-            self._registered.pop(name.casefold(), None)
-            logger.info("account %s removed", name)
-        return removed
+        Its id is never given again; ``on_remove`` is told (its connections closed)."""
+        row = await self.store.get_account(name)
+        if row is None or not await self.store.remove_account(name):
+            return False
+        self._registered.pop(name.casefold(), None)
+        logger.info("account %s removed", row.name)
+        if self._on_remove is not None:
+            self._on_remove(self._principal(row))
+        return True
 
     async def set_password(self, name: str, password: str) -> bool:
         """Give the account ``name`` a new password; False when there is no such account.
