@@ -46,6 +46,8 @@ __all__ = ["UserCommandError", "build_user_parser", "run_user_command"]
 
 #: The exit status of a command that failed (as for a usage error).
 FAILED = USAGE_ERROR
+#: The exit status after Ctrl-C (128 + SIGINT, as the shell reports it).
+INTERRUPTED = 130
 #: Longest password file read: a password is one line, and this is no place for a dump.
 MAX_PASSWORD_FILE = 64 * 1024
 
@@ -131,7 +133,7 @@ def run_user_command(
         return FAILED
     except KeyboardInterrupt:
         print(file=err or sys.stderr)
-        return 130
+        return INTERRUPTED
     for line in _report(request, answer):
         print(line, file=terminal.out)
     return 0
