@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from inproc import LiveServer, StartLiveServer, open_plain
+from inproc import LiveServer, StartLiveServer, lose_connection, open_json, open_plain
 
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.control import (
@@ -29,7 +29,7 @@ from trio_chat.server.control import (
 )
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT
+from support import EVENT_TIMEOUT, error
 
 pytest_plugins = ["inproc"]
 
@@ -225,6 +225,26 @@ async def test_removing_an_account_through_the_api_closes_its_connections_too(
         await watcher.expect("* bob was kicked (account removed)")
         close = await device.expect_close()
         assert (close.code, close.reason) == (1008, "account removed")
+
+
+async def test_removing_an_account_ends_its_held_sessions(control: LiveServer) -> None:
+    """A device of the account whose connection was lost holds its session; once the
+    account is removed, its secret resumes nothing (a new guest, invalid_session)."""
+    accounts, chat = control.server.accounts, control.server.chat
+    bob = await accounts.add("bob", "pw")
+    async with open_json(control) as device:
+        (member,) = chat.members.values()
+        chat.authenticate(member, bob)
+        secret = device.session
+        await lose_connection(device)
+    await control.wait_for("disconnected: ")
+    assert chat.sessions.held_count == 1
+    assert (await ask(control, op="user.remove", name="bob"))["closed"] == 0
+    assert chat.sessions.held_count == 0
+    async with open_json(control, f"/?session={secret}") as again:
+        assert await again.event() == error(
+            "invalid_session", "that session is unknown or has expired; it cannot be resumed"
+        )
 
 
 async def test_a_password_never_reaches_the_log(control: LiveServer) -> None:

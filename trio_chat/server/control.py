@@ -201,7 +201,8 @@ def account_members(chat: Chat | None, principal_id: str) -> list[Member]:
 
 def close_account(chat: Chat, principal: Principal) -> int:
     """Close every connection in ``chat`` acting as the removed account ``principal``
-    (announced as a kick, once for all its devices); how many were closed."""
+    (announced as a kick, once for all its devices) and end its sessions, held ones too,
+    so that no secret resumes it; how many connections were closed."""
     members = account_members(chat, principal.id)
     nick = next((member.nick for member in members if member.nick), None)
     if nick is not None:
@@ -209,6 +210,7 @@ def close_account(chat: Chat, principal: Principal) -> int:
     else:
         for member in members:
             member.disconnect(Kicked(render.ACCOUNT_REMOVED))
+    chat.sessions.end_principal(principal.id)
     if members:
         logger.info(
             "closed %d connection(s) of the removed account %s", len(members), principal.name

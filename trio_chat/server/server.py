@@ -57,9 +57,9 @@ class ChatServer:
 
     Everything it does comes from ``config``: where it listens, the limits, and the
     chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
-    ``history_on_join``, ``max_message_lines``, ``nick_hold``). Its :attr:`accounts` are kept in the same
-    store; its admin channel (:mod:`~trio_chat.server.control`) listens on
-    :attr:`control_socket` while it runs.
+    ``history_on_join``, ``max_message_lines``, ``nick_hold``). Its :attr:`accounts` are
+    kept in the same store; its admin channel (:mod:`~trio_chat.server.control`) listens
+    on :attr:`control_socket` while it runs.
     """
 
     def __init__(self, config: ServerConfig) -> None:

@@ -159,6 +159,15 @@ class Sessions:
         if self._sessions.get(session.digest) is session:
             del self._sessions[session.digest]
 
+    def end_principal(self, principal_id: str) -> int:
+        """End every session of ``principal_id`` (a removed account: none of its secrets
+        may bring it back); how many there were. Goes through every session: for rare
+        operator actions, not for the chat's own paths."""
+        sessions = [s for s in self._sessions.values() if s.principal.id == principal_id]
+        for session in sessions:
+            self.end(session)
+        return len(sessions)
+
     def _unhold(self, session: Session) -> None:
         if session.held_until is None:
             return
