@@ -106,9 +106,12 @@ def test_on_a_running_server_the_command_goes_through_its_control_socket(
     """With the database locked by a server, every command is carried out by it (and
     says so); what it did is in the database once the server has stopped."""
     succeeds("add", "alice", "--db", db, "--password-file", password_file)
-    server = server_process("--no-console", db=db)
     path = socket_of(db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)
+    server = server_process("--no-console", db=db)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     through = "(through the running server)"
     assert succeeds("add", "bob", "--db", db, "--password-file", password_file) == [
         f"added the account bob {through}"

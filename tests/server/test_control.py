@@ -269,6 +269,17 @@ async def test_the_socket_is_removed_at_a_clean_exit(socket_dir: Path) -> None:
     assert not path.exists()
 
 
+async def test_a_folder_the_operator_named_keeps_its_mode(
+    start_live_server: StartLiveServer, socket_dir: Path
+) -> None:
+    """An existing folder given with --control-socket may be shared: only the socket is
+    made private."""
+    os.chmod(socket_dir, 0o755)
+    live = await start_live_server(control_socket=str(socket_dir / "control.sock"))
+    assert stat.S_IMODE(socket_of(live).stat().st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(socket_dir).st_mode) == 0o755
+
+
 async def test_a_stale_socket_file_is_replaced(control: LiveServer, socket_dir: Path) -> None:
     """A socket file whose server was killed (nobody answers) is replaced."""
     stale = socket_dir / "stale.sock"

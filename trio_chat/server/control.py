@@ -241,16 +241,18 @@ async def serve_control(
     path: Path,
     ops: ControlOps,
     *,
+    own_folder: bool = False,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on the Unix socket ``path`` and answer requests with ``ops`` until cancelled.
 
-    Makes the socket (see :func:`open_control_listener`), then calls
+    Makes the socket (see :func:`open_control_listener`; ``own_folder``: the folder is
+    the server's own, made 0700 even when it exists), then calls
     ``task_status.started(path)``. Each client is a task in this call's nursery; none
     outlives it. The socket file is removed on the way out, however it ends (unless
     another process has put its own there meanwhile). Raises :class:`ControlSocketError`
     when the socket cannot be made."""
-    listener, identity = await open_control_listener(path)
+    listener, identity = await open_control_listener(path, own_folder=own_folder)
     try:
         async with listener, trio.open_nursery() as clients:
             slots = trio.Semaphore(MAX_CLIENTS)
@@ -269,11 +271,14 @@ async def serve_control(
         _remove_socket(path, identity)
 
 
-async def open_control_listener(path: Path) -> tuple[trio.SocketListener, tuple[int, int]]:
-    """A listener on the Unix socket ``path`` (its folder made 0700 when missing, the
-    socket 0600), and the socket file's (device, inode). A stale socket file (nobody
-    answers on it: its server was killed) is replaced; anything else at ``path`` is
-    refused with :class:`ControlSocketError`."""
+async def open_control_listener(
+    path: Path, *, own_folder: bool = False
+) -> tuple[trio.SocketListener, tuple[int, int]]:
+    """A listener on the Unix socket ``path`` (its folder made 0700 when missing, and
+    when it exists too if it is the server's ``own_folder``: not a folder the operator
+    named, which may be shared; the socket 0600), and the socket file's (device, inode).
+    A stale socket file (nobody answers on it: its server was killed) is replaced;
+    anything else at ``path`` is refused with :class:`ControlSocketError`."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise ControlSocketError(
             f"cannot make the control socket {path}: the path is longer than "
@@ -281,6 +286,8 @@ async def open_control_listener(path: Path) -> tuple[trio.SocketListener, tuple[
         )
     try:
         path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        if own_folder:
+            os.chmod(path.parent, FOLDER_MODE)
         await _clear_stale(path)
         # Bound under a temporary name and made private before it takes its name: no
         # moment where another user could connect.

@@ -173,7 +173,11 @@ class ChatServer:
         await self.accounts.load()
         if self.control_socket is not None:
             ops = ControlOps(self.accounts, self.chat)
-            await nursery.start(serve_control, self.control_socket, ops)
+            # The default folder is the server's own (named by --control-socket, not).
+            own_folder = self.config.control_socket is None
+            await nursery.start(
+                functools.partial(serve_control, self.control_socket, ops, own_folder=own_folder)
+            )
 
     async def open_listeners(self) -> list[trio.SocketListener]:
         """Bind ``config.host`` and ``config.port`` (every address the host resolves
