@@ -29,7 +29,7 @@ from trio_chat.server.accounts import (
     Passwords,
 )
 from trio_chat.server.accounts.passwords import Verdict
-from trio_chat.server.accounts.throttle import MAX_DELAY
+from trio_chat.server.accounts.throttle import MAX_DELAY, NAME_KEY_LENGTH
 from trio_chat.server.store import MemoryStore
 
 from support import EVENT_TIMEOUT
@@ -505,6 +505,15 @@ def test_the_throttle_remembers_a_bounded_number_of_pairs() -> None:
     assert throttle.tracked == 6
     assert throttle.begin("name9", "192.0.2.9").delay == 0.5
     assert throttle.begin("name0", "192.0.2.0").delay == 0.0
+
+
+def test_a_huge_name_is_counted_under_its_first_characters() -> None:
+    """What a client sends as a name may be long: the counts keep only its start (far
+    longer than any account name), so they stay small."""
+    throttle = LoginThrottle(failures=5, lockout=900, clock=FakeClock())
+    start = "n" * NAME_KEY_LENGTH
+    fail(throttle, start + "a" * 60_000)
+    assert throttle.begin(start + "b" * 60_000, ADDRESS).delay == 0.5
 
 
 def test_the_lockout_is_logged_once_per_refusal(caplog: pytest.LogCaptureFixture) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_LOGIN_FAILURES",
     "MAX_DELAY",
     "MAX_TRACKED",
+    "NAME_KEY_LENGTH",
     "Attempt",
     "LoginThrottle",
 ]
@@ -59,6 +60,9 @@ ADDRESS_STEP = 5
 MAX_TRACKED = 100_000
 K = TypeVar("K")
 
+#: How much of a name the counts key on: longer than any account name (32), and short
+#: enough that the counts stay small whatever a client sends as a name.
+NAME_KEY_LENGTH = 64
 #: How much of a name a log line shows (names that fail may be anything a client sent).
 LOGGED_NAME_LENGTH = 40
 
@@ -92,6 +96,11 @@ def _delay(failures: int) -> float:
     if failures <= 0:
         return 0.0
     return min(BASE_DELAY * 2.0 ** min(failures - 1, 32), MAX_DELAY)
+
+
+def _pair_key(name: str, address: str) -> tuple[str, str]:
+    """What a pair's count is kept under: the name in any case, cut short, and the address."""
+    return name[:NAME_KEY_LENGTH].casefold(), address
 
 
 def _shown(name: str) -> str:
@@ -128,7 +137,7 @@ class LoginThrottle:
         attempts under way already make ``failures``; else counted as a failure until it
         succeeds. Either way the attempt says how long to wait before answering."""
         now = self._clock()
-        key = (name.casefold(), address)
+        key = _pair_key(name, address)
         pair = self._current(self._pairs, key, now)
         place = self._current(self._addresses, address, now)
         delay = max(_delay(pair.failures), _delay(place.failures // ADDRESS_STEP))
@@ -149,14 +158,14 @@ class LoginThrottle:
     def succeeded(self, attempt: Attempt) -> None:
         """``attempt`` logged in: its pair starts afresh (the address's count stays, so
         one good login does not hide a guesser's many failures at other names)."""
-        self._pairs.pop((attempt.name.casefold(), attempt.address), None)
+        self._pairs.pop(_pair_key(attempt.name, attempt.address), None)
         self._uncount(self._addresses, attempt.address)
 
     def failed(self, attempt: Attempt) -> None:
         """``attempt`` failed (an unknown name or a wrong password; never told apart):
         logged, one line without the password; the pair is locked out for ``lockout``
         seconds when that was its ``failures``-th."""
-        pair = self._pairs.get((attempt.name.casefold(), attempt.address))
+        pair = self._pairs.get(_pair_key(attempt.name, attempt.address))
         failures = 0 if pair is None else pair.failures
         if pair is not None and failures >= self.failures:
             pair.locked_until = self._clock() + self.lockout
@@ -178,12 +187,12 @@ class LoginThrottle:
     def abandoned(self, attempt: Attempt) -> None:
         """``attempt`` was never answered (its connection went, or it was cancelled): it
         counts for nothing, since whoever made it learnt nothing."""
-        self._uncount(self._pairs, (attempt.name.casefold(), attempt.address))
+        self._uncount(self._pairs, _pair_key(attempt.name, attempt.address))
         self._uncount(self._addresses, attempt.address)
 
     def locked_for(self, name: str, address: str) -> float | None:
         """The seconds the pair stays locked out, None when it is not."""
-        pair = self._pairs.get((name.casefold(), address))
+        pair = self._pairs.get(_pair_key(name, address))
         now = self._clock()
         if pair is None or pair.locked_until <= now:
             return None
