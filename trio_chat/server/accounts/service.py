@@ -106,7 +106,7 @@ class Accounts:
     """The accounts kept in ``store``, their passwords hashed by ``passwords``, logins
     slowed down by ``throttle``.
 
-    ``admins`` (folded names, from ``--admin``) are admins whatever the store says, for
+    ``admins`` (names in any case, from ``--admin``) are admins whatever the store says, for
     as long as the server runs with the flag: removing the flag takes the role away.
     ``on_remove`` is called with the principal of each account removed (the server
     closes its connections). Call :meth:`load` once the store is open, before
