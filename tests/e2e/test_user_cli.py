@@ -9,10 +9,12 @@ same way by the server and the command.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pexpect
@@ -201,6 +203,26 @@ def test_bad_names_and_password_files_are_one_line_and_exit_status_2(
         f"{prog} passwd: the password file {binary} is not UTF-8 text"
     )
     assert not Path(db).exists()
+
+
+def test_a_server_on_another_control_socket_is_named_as_the_cure(
+    server_process: type[ServerProcess], db: str, tmp_path: Path
+) -> None:
+    """The database is locked but nothing answers where its socket would be: the line
+    says what to give."""
+    elsewhere = Path(tempfile.mkdtemp(prefix="tc-")) / "control.sock"
+    try:
+        server_process("--no-console", "--control-socket", str(elsewhere), db=db)
+        assert fails("list", "--db", db) == (
+            f"trio-chat-server user list: the database {db} is in use by a running server, "
+            f"but nothing answers on its control socket {socket_of(db)} (was it started "
+            "with --control-socket PATH? give it here too)"
+        )
+        assert succeeds("list", "--control-socket", str(elsewhere)) == [
+            "no accounts (through the running server)"
+        ]
+    finally:
+        shutil.rmtree(elsewhere.parent, ignore_errors=True)
 
 
 def test_a_database_in_memory_needs_the_servers_socket() -> None:

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from inproc import LiveServer, StartLiveServer, lose_connection, open_json, open_plain
 
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.control import (
+    MAX_CLIENTS,
     MAX_LINE,
     ControlSocketError,
     control_request,
@@ -178,6 +180,25 @@ async def test_a_line_too_long_is_answered_and_the_connection_closed(
         "ok": False,
         "error": f"request too long (over {MAX_LINE} bytes)",
     }
+    assert (await ask(control, op="user.list"))["ok"] is True
+
+
+async def test_past_the_client_limit_a_client_is_answered_busy(control: LiveServer) -> None:
+    """MAX_CLIENTS connections at once are served; one more is told so and closed; once
+    they go, requests are answered again."""
+    path = socket_of(control)
+    with trio.fail_after(EVENT_TIMEOUT):
+        idle = [await trio.open_unix_socket(os.fspath(path)) for _ in range(MAX_CLIENTS)]
+        await trio.testing.wait_all_tasks_blocked()
+    try:
+        assert await talk(path, b"") == [
+            {"ok": False, "error": "busy: too many control clients at once"}
+        ]
+    finally:
+        for stream in idle:
+            await stream.aclose()
+    with trio.fail_after(EVENT_TIMEOUT):
+        await trio.testing.wait_all_tasks_blocked()
     assert (await ask(control, op="user.list"))["ok"] is True
 
 

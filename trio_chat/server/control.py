@@ -431,18 +431,23 @@ async def control_request(path: Path, request: Mapping[str, Any]) -> dict[str, A
     Raises :class:`ConnectionRefusedError` / :class:`FileNotFoundError` when no server
     listens there, :class:`ControlError` when the conversation fails (no answer within
     :data:`REQUEST_TIMEOUT`, an answer that is not JSON)."""
+    buffer = bytearray()
     with trio.move_on_after(REQUEST_TIMEOUT) as scope:
         stream = await trio.open_unix_socket(os.fspath(path))
-        async with stream:
-            await stream.send_all(json.dumps(request).encode() + b"\n")
-            buffer = bytearray()
-            while b"\n" not in buffer:
-                data = await stream.receive_some(64 * 1024)
-                if not data:
-                    raise ControlError(f"the server on {path} closed the connection unanswered")
-                buffer += data
-                if len(buffer) > MAX_LINE + 1:
-                    raise ControlError(f"the server on {path} answered too much")
+        try:
+            async with stream:
+                await stream.send_all(json.dumps(request).encode() + b"\n")
+                while b"\n" not in buffer:
+                    data = await stream.receive_some(64 * 1024)
+                    if not data:
+                        break
+                    buffer += data
+                    if len(buffer) > MAX_LINE + 1:
+                        raise ControlError(f"the server on {path} answered too much")
+        except trio.BrokenResourceError:
+            pass  # told below: no answer
+        if b"\n" not in buffer:
+            raise ControlError(f"the server on {path} closed the connection unanswered")
     if scope.cancelled_caught:
         raise ControlError(f"the server on {path} did not answer within {REQUEST_TIMEOUT:g} s")
     try:
