@@ -8,15 +8,20 @@ import pytest
 
 from trio_chat.core.commands import (
     HELP,
+    Announce,
     CommandError,
     Help,
     History,
     Join,
+    Kick,
     Leave,
     ListRooms,
+    Login,
     Nick,
     Private,
     Quit,
+    Refresh,
+    Register,
     Resume,
     Say,
     Topic,
@@ -158,6 +163,11 @@ def test_bad_json_commands_carry_their_code_and_cid(document: str, code: str, ci
         "/topic",
         "/help",
         "/quit later",
+        "/login alice pass word",
+        "/register alice secret",
+        "/refresh a.b.c",
+        "/kick bob spamming again",
+        "/say dev hello all",
     ],
 )
 def test_the_clients_json_parses_back_to_the_same_command(line: str) -> None:
@@ -181,6 +191,11 @@ def test_help_covers_every_plain_command() -> None:
         "/topic",
         "/help",
         "/quit",
+        "/login",
+        "/register",
+        "/refresh",
+        "/kick",
+        "/say",
     ]
 
 
@@ -190,3 +205,91 @@ def test_a_session_secret_is_never_shown() -> None:
     with pytest.raises(CommandError) as info:
         parse_json('{"type":"resume","since":1,"session":"s3cr3t!"}')
     assert "s3cr3t" not in info.value.text
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("/login alice s3cret", Login("alice", "s3cret")),
+        ("/LOGIN alice  two words ", Login("alice", "two words")),
+        ("/register bob hunter2", Register("bob", "hunter2")),
+        ("/refresh eyJ.abc.def", Refresh("eyJ.abc.def")),
+        ("/kick bob", Kick("bob")),
+        ("/kick bob too loud", Kick("bob", "too loud")),
+        ("/say Dev hello there", Announce("dev", "hello there")),
+    ],
+)
+def test_login_and_admin_lines(line: str, command: object) -> None:
+    """/login and /register take a name and the rest of the line as the password."""
+    assert parse_plain(line) == command
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        ("/login", "usage: /login NAME PASSWORD"),
+        ("/login alice", "usage: /login NAME PASSWORD"),
+        ("/register alice", "usage: /register NAME PASSWORD"),
+        (
+            "/login al!ce pw",
+            "invalid account name 'al!ce': use 1-32 letters, digits, '_', '-' or '.'",
+        ),
+        ("/refresh", "usage: /refresh TOKEN"),
+        ("/refresh a b", "usage: /refresh TOKEN"),
+        ("/kick", "usage: /kick NICK [REASON]"),
+        ("/say dev", "usage: /say ROOM TEXT"),
+        ("/login alice " + "x" * 1025, "the password is longer than 1024 characters"),
+    ],
+)
+def test_bad_login_lines(line: str, text: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_plain(line)
+    assert info.value.text == text
+
+
+@pytest.mark.parametrize(
+    ("document", "command"),
+    [
+        ('{"type": "login", "name": "alice", "password": "pw"}', Login("alice", "pw")),
+        ('{"type": "login", "token": "a.b.c"}', Login(token="a.b.c")),
+        ('{"type": "register", "name": "bob", "password": " pw "}', Register("bob", " pw ")),
+        ('{"type": "refresh", "token": "a.b.c"}', Refresh("a.b.c")),
+        ('{"type": "kick", "nick": "bob", "reason": "spam"}', Kick("bob", "spam")),
+        ('{"type": "announce", "room": "Dev", "text": "hi"}', Announce("dev", "hi")),
+    ],
+)
+def test_login_and_admin_json(document: str, command: object) -> None:
+    assert parse_json(document) == (command, None)
+
+
+@pytest.mark.parametrize(
+    ("document", "text"),
+    [
+        ('{"type": "login"}', "'login' needs a 'name' and a 'password', or a 'token'"),
+        ('{"type": "login", "name": "alice"}', "'login' needs a string 'password'"),
+        (
+            '{"type": "login", "token": "t", "name": "a"}',
+            "'login' takes a 'token', or a 'name' and a 'password'",
+        ),
+        ('{"type": "login", "name": "a", "password": ""}', "the password is empty"),
+        ('{"type": "login", "name": "a", "password": "x\\ny"}', "the password must be one line"),
+        ('{"type": "refresh"}', "'refresh' needs a string 'token'"),
+        ('{"type": "announce", "text": "hi"}', "'announce' needs a string 'room'"),
+    ],
+)
+def test_bad_login_json(document: str, text: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_json(document)
+    assert (info.value.code, info.value.text) == ("bad_request", text)
+
+
+def test_secrets_stay_out_of_a_commands_repr() -> None:
+    """A command shown in a log line or a traceback never shows a password or a token."""
+    for command in (
+        Login("alice", "s3cret"),
+        Login(token="tok.en"),
+        Register("a", "s3cret"),
+        Refresh("tok.en"),
+    ):
+        assert "s3cret" not in repr(command)
+        assert "tok.en" not in repr(command)

@@ -162,12 +162,13 @@ def test_topic_notice_welcome_ack_error() -> None:
 def test_help_lists_every_command_in_both_modes() -> None:
     """/help: aligned '* ' lines in plain, a list of usages in JSON."""
     plain_lines = FakeViewer(BOB).render(help_ack(None)).split("\n")
-    assert (
-        plain_lines[0] == "* /nick NAME      set your nickname (letters, digits, _ - ., up to 32)"
+    assert plain_lines[0] == (
+        "* /nick NAME               set your nickname (letters, digits, _ - ., up to 32)"
     )
-    assert plain_lines[-1] == "* /quit [REASON]  leave the chat"
+    assert plain_lines[9] == "* /quit [REASON]           leave the chat"
+    assert plain_lines[-1] == "* /say ROOM TEXT           speak as the server in ROOM (admins only)"
     commands = json.loads(FakeViewer(BOB, json=True).render(help_ack(1)))["commands"]
-    assert len(commands) == len(plain_lines) == 10
+    assert len(commands) == len(plain_lines) == 15
     assert commands[0] == {
         "usage": "/nick NAME",
         "description": "set your nickname (letters, digits, _ - ., up to 32)",

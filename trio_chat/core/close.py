@@ -13,10 +13,13 @@ from dataclasses import dataclass
 __all__ = [
     "BINARY_NOT_SUPPORTED",
     "INTERNAL_ERROR",
+    "INVALID_TOKEN",
+    "LOGIN_TIMED_OUT",
     "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
     "SESSION_TAKEN_OVER",
     "SLOW_CONSUMER",
+    "TOKEN_EXPIRED",
     "CloseCode",
     "Departure",
     "Kicked",
@@ -53,6 +56,12 @@ BINARY_NOT_SUPPORTED = "binary messages are not supported; send text"
 #: A connection whose session another connection resumed (it was half-open, usually):
 #: the client must not reconnect, or the two would take the session from each other.
 SESSION_TAKEN_OVER = "session resumed by another connection"
+#: 1008: a connection that logged in with a token did not hand in a new one in time.
+TOKEN_EXPIRED = "token expired"
+#: 1008: a connection that had to log in did not within ``--login-timeout``.
+LOGIN_TIMED_OUT = "no login in time"
+#: 1008: a bad token sent as the first command (at the handshake it gets HTTP 401).
+INVALID_TOKEN = "invalid token"
 
 
 def describe_close(code: int | None, reason: str | None) -> str:

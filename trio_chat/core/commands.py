@@ -14,19 +14,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "BEFORE_LOGIN",
     "HELP",
     "MAX_MESSAGE_LINES",
+    "MAX_PASSWORD_LENGTH",
+    "MAX_TOKEN_LENGTH",
     "PROTOCOL",
+    "Announce",
     "Command",
     "CommandError",
     "Help",
     "History",
     "Join",
+    "Kick",
     "Leave",
     "ListRooms",
+    "Login",
     "Nick",
     "Private",
     "Quit",
+    "Refresh",
+    "Register",
     "Resume",
     "Say",
     "Topic",
@@ -53,6 +61,11 @@ MAX_CID_LENGTH = 64
 #: Lines one JSON message may carry by default (the server's ``--max-message-lines``):
 #: a paste of a few lines is one message; a wall of text is refused.
 MAX_MESSAGE_LINES = 20
+#: The longest password accepted, in characters: a password is hashed (argon2id) in a
+#: worker thread, and nobody's password is a megabyte long.
+MAX_PASSWORD_LENGTH = 1024
+#: The longest token accepted, in characters: a JWT with a few claims is a few hundred.
+MAX_TOKEN_LENGTH = 8192
 
 
 class CommandError(Exception):
@@ -144,9 +157,71 @@ class Quit:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Log in as account ``name`` with ``password``, or with a signed ``token`` (JWT).
+
+    The secrets are left out of the ``repr``, so that no log line or traceback that
+    shows a command can show them."""
+
+    name: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Create account ``name`` with ``password`` and log in as it (``--open-registration``)."""
+
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new ``token`` (same subject) for a connection that logged in with one."""
+
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Close ``nick``'s connections, for ``reason`` (admins only)."""
+
+    nick: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Speak as the server to the members of ``room`` (admins only)."""
+
+    room: str
+    text: str
+
+
 Command = (
-    Say | Private | Nick | Join | Leave | ListRooms | Who | Topic | Help | Quit | History | Resume
+    Say
+    | Private
+    | Nick
+    | Join
+    | Leave
+    | ListRooms
+    | Who
+    | Topic
+    | Help
+    | Quit
+    | History
+    | Resume
+    | Login
+    | Register
+    | Refresh
+    | Kick
+    | Announce
 )
+#: The commands a connection may send before it has logged in (when the server
+#: requires a login): anything else is refused with ``login_required``.
+BEFORE_LOGIN = (Login, Register, Help, Quit)
 #: The most messages one ``history`` command returns.
 MAX_HISTORY_PAGE = 500
 #: Message ids are SQLite integers: nothing above this can name a message.
@@ -164,6 +239,11 @@ HELP: tuple[tuple[str, str], ...] = (
     ("/topic [TEXT]", "show or set the current room's topic"),
     ("/help", "list the commands"),
     ("/quit [REASON]", "leave the chat"),
+    ("/login NAME PASSWORD", "log in to your account (on servers with accounts)"),
+    ("/register NAME PASSWORD", "create an account and log in (where registration is open)"),
+    ("/refresh TOKEN", "hand in a new login token before the current one expires"),
+    ("/kick NICK [REASON]", "close NICK's connections (admins only)"),
+    ("/say ROOM TEXT", "speak as the server in ROOM (admins only)"),
 )
 
 
@@ -187,6 +267,27 @@ def valid_secret(secret: str) -> str:
 
 def _room(name: str) -> str:
     return valid_name(name, "room name").lower()
+
+
+def _secret(value: str, what: str, limit: int) -> str:
+    """``value`` if it is a usable password or token: not empty, one line, at most
+    ``limit`` characters. The refusal never repeats the value."""
+    if not value:
+        raise CommandError("bad_request", f"the {what} is empty")
+    if len(value) > limit:
+        raise CommandError("bad_request", f"the {what} is longer than {limit} characters")
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise CommandError("bad_request", f"the {what} must be one line")
+    return value
+
+
+def _credentials(kind: str, rest: str) -> tuple[str, str]:
+    """The ``NAME PASSWORD`` of a plain ``/login`` or ``/register`` line: the password
+    is the rest of the line after the name (spaces inside it kept)."""
+    parts = rest.split(None, 1)
+    if len(parts) != 2:
+        raise _usage(kind)
+    return valid_name(parts[0], "account name"), _secret(parts[1], "password", MAX_PASSWORD_LENGTH)
 
 
 def _usage(command: str) -> CommandError:
@@ -227,7 +328,31 @@ def parse_plain(line: str) -> Command:
             return Help()
         case "/quit":
             return Quit(rest or None)
-        case "/nick" | "/join" | "/leave" | "/rooms" | "/who" | "/msg" | "/me" | "/help":
+        case "/login":
+            return Login(*_credentials(name, rest))
+        case "/register":
+            return Register(*_credentials(name, rest))
+        case "/refresh" if len(args) == 1:
+            return Refresh(_secret(args[0], "token", MAX_TOKEN_LENGTH))
+        case "/kick" if args:
+            reason = rest.split(None, 1)[1] if len(args) > 1 else None
+            return Kick(valid_name(args[0], "nickname"), reason)
+        case "/say" if len(args) >= 2:
+            room, text = rest.split(None, 1)
+            return Announce(_room(room), text)
+        case (
+            "/nick"
+            | "/join"
+            | "/leave"
+            | "/rooms"
+            | "/who"
+            | "/msg"
+            | "/me"
+            | "/help"
+            | "/refresh"
+            | "/kick"
+            | "/say"
+        ):
             raise _usage(name)
     raise CommandError("unknown_command", f"unknown command {name}; /help lists the commands")
 
@@ -320,7 +445,39 @@ def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
         case "quit":
             reason = _field(data, "reason", required=False)
             return Quit(_one_line(reason) if reason is not None else None)
+        case "login":
+            return _login(data)
+        case "register":
+            return Register(
+                valid_name(_field(data, "name") or "", "account name"),
+                _secret(_field(data, "password") or "", "password", MAX_PASSWORD_LENGTH),
+            )
+        case "refresh":
+            return Refresh(_secret(_field(data, "token") or "", "token", MAX_TOKEN_LENGTH))
+        case "kick":
+            reason = _field(data, "reason", required=False)
+            nick = valid_name(_field(data, "nick") or "", "nickname")
+            return Kick(nick, _one_line(reason) if reason is not None else None)
+        case "announce":
+            if room is None:
+                raise CommandError("bad_request", "'announce' needs a string 'room'")
+            return Announce(room, message_text(_field(data, "text") or "", max_lines))
     raise CommandError("unknown_command", f"unknown command type {kind!r}")
+
+
+def _login(data: dict[str, Any]) -> Login:
+    """A ``login`` object: ``name`` and ``password``, or ``token``, never both."""
+    token = _field(data, "token", required=False)
+    if token is not None:
+        if "name" in data or "password" in data:
+            raise CommandError(
+                "bad_request", "'login' takes a 'token', or a 'name' and a 'password'"
+            )
+        return Login(token=_secret(token, "token", MAX_TOKEN_LENGTH))
+    if "name" not in data and "password" not in data:
+        raise CommandError("bad_request", "'login' needs a 'name' and a 'password', or a 'token'")
+    name = valid_name(_field(data, "name") or "", "account name")
+    return Login(name, _secret(_field(data, "password") or "", "password", MAX_PASSWORD_LENGTH))
 
 
 def parse_json(
@@ -362,6 +519,11 @@ _JSON_TYPES = {
     Quit: "quit",
     History: "history",
     Resume: "resume",
+    Login: "login",
+    Register: "register",
+    Refresh: "refresh",
+    Kick: "kick",
+    Announce: "announce",
 }
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Notice",
     "Presence",
     "PrivateMessage",
+    "TokenRefresh",
     "TopicChanged",
     "Welcome",
     "help_ack",
@@ -262,6 +263,21 @@ class Welcome(Event):
         if self.session is not None:
             data["session"] = self.session
         return data
+
+
+class TokenRefresh(Event):
+    """The connection's login token expires at ``expires`` (in ``seconds``): the server
+    asks for a new one (a ``refresh`` command), or closes with 1008 ``token expired``."""
+
+    __slots__ = ("expires", "seconds")
+
+    def __init__(self, expires: str, seconds: int) -> None:
+        super().__init__()
+        self.expires = expires
+        self.seconds = seconds
+
+    def data(self) -> dict[str, Any]:
+        return {"type": "refresh", "expires": self.expires, "seconds": self.seconds}
 
 
 class Ack(Event):

@@ -30,26 +30,44 @@ from .commands import HELP, Command, Topic
 __all__ = [
     "ACCOUNT_REMOVED",
     "AS_SENT",
+    "BAD_AUTHORIZATION",
     "EMPTY_PASSWORD",
     "HISTORY_MARK",
     "HISTORY_UNAVAILABLE",
+    "INSECURE_AUTH",
     "INVALID_SESSION",
     "LOGIN_REFUSED",
     "NICK_REQUIRED",
+    "NOT_ADMIN",
     "NOT_STORED",
+    "NOT_TOKEN",
+    "NO_ACCOUNTS",
+    "NO_TOKENS",
+    "ONE_CREDENTIAL",
     "PRIVATE_MARK",
+    "REGISTRATION_CLOSED",
     "SOMEONE",
+    "TOKEN_BAD_ALGORITHM",
+    "TOKEN_BAD_SIGNATURE",
+    "TOKEN_EXPIRED",
+    "TOKEN_MALFORMED",
+    "TOKEN_NOT_YET_VALID",
+    "TOKEN_NO_NICK",
     "Hooks",
     "account_exists",
     "ack_lines",
     "action_line",
+    "already_logged_in",
     "chat_lines",
     "describe_missed",
     "describe_roster",
     "error_line",
     "help_lines",
     "in_room",
+    "invalid_token",
+    "logged_in",
     "login_locked_out",
+    "login_required",
     "nick_taken",
     "no_such_nick",
     "no_such_room",
@@ -64,6 +82,10 @@ __all__ = [
     "roster_line",
     "says",
     "text_lines",
+    "token_bad_claim",
+    "token_missing_claim",
+    "token_refresh",
+    "token_subject_changed",
     "topic_changed",
     "who",
 ]
@@ -175,6 +197,17 @@ def notice(data: Mapping[str, Any], hooks: Hooks = AS_SENT) -> str:
     return f"{SERVER_SAYS} {hooks.text(data['text'])}"
 
 
+def logged_in(nick: str, *, admin: bool = False) -> str:
+    """The answer to a login: who the connection now is."""
+    return f"* You are logged in as {nick}" + (" (admin)" if admin else "")
+
+
+def token_refresh(data: Mapping[str, Any], hooks: Hooks = AS_SENT) -> str:
+    """The server asks for a new login token before the current one expires."""
+    seconds = int(data["seconds"])
+    return f"* Your login token expires in {seconds} s; send a new one with /refresh TOKEN"
+
+
 def error_line(text: str) -> str:
     """A command that failed."""
     return f"Error: {text}"
@@ -270,6 +303,16 @@ def ack_lines(
             return []
         case "help":
             return help_lines((text(c["usage"]), text(c["description"])) for c in data["commands"])
+        case "login":
+            return [logged_in(hooks.nick(data["nick"]), admin=data.get("admin") is True)]
+        case "register":
+            return [f"* Registered {hooks.nick(data['nick'])}; you are logged in"]
+        case "refresh":
+            return ["* Your login token was renewed"]
+        case "kick":
+            return [f"* You kicked {hooks.nick(data['nick'])}"]
+        case "announce":
+            return [f"* Said in {text(data['room'])} ({int(data['reached'])} reached)"]
     return [f"* Done: {text(data['command'])}"]
 
 
@@ -283,6 +326,25 @@ NOT_STORED = "the message could not be stored; try again"
 HISTORY_UNAVAILABLE = "history is unavailable right now"
 #: ``invalid_session``: a session secret that opens nothing (unknown, or its hold is over).
 INVALID_SESSION = "that session is unknown or has expired; it cannot be resumed"
+#: ``no_accounts``: a login or a registration on a server without accounts.
+NO_ACCOUNTS = "this server has no accounts; just chat"
+#: ``no_tokens``: a token on a server that was given no key to check tokens with.
+NO_TOKENS = "this server does not take login tokens"
+#: ``registration_closed``: ``/register`` without ``--open-registration``.
+REGISTRATION_CLOSED = "registration is closed on this server; ask its operator for an account"
+#: ``insecure_auth``: a password over plain ``ws://`` from another machine.
+INSECURE_AUTH = (
+    "passwords are refused over an unencrypted connection from another machine: "
+    "connect with wss://, or the operator may allow it with --allow-insecure-auth"
+)
+#: ``not_admin``: a moderation command from a connection that is not an admin's.
+NOT_ADMIN = "only an admin may do that"
+#: ``not_token``: a ``refresh`` from a connection that did not log in with a token.
+NOT_TOKEN = "this connection did not log in with a token; there is nothing to refresh"
+#: HTTP 400 for an ``Authorization`` header that cannot be read.
+BAD_AUTHORIZATION = "the Authorization header must be Basic (name:password) or Bearer (a token)"
+#: HTTP 400 for a request that carries more than one credential.
+ONE_CREDENTIAL = "give one credential: an Authorization header or a token= query, not both"
 
 
 def not_in_room(room: str, *, to_say: bool = False) -> str:
@@ -304,6 +366,47 @@ def nick_taken(nick: str) -> str:
 def only_room(room: str) -> str:
     """``only_room``: leaving the one room its sender is in."""
     return f"{room} is your only room; /join another first"
+
+
+def login_required(*, registration: bool) -> str:
+    """``login_required``: anything but a login before logging in."""
+    if registration:
+        return "log in first: /login NAME PASSWORD, or /register NAME PASSWORD"
+    return "log in first: /login NAME PASSWORD"
+
+
+def already_logged_in(nick: str) -> str:
+    """``already_logged_in``: a second login on one connection."""
+    return f"you are already logged in as {nick}"
+
+
+def token_subject_changed() -> str:
+    """``invalid_token`` for a refresh: the new token names somebody else."""
+    return "the new token is for another subject; log in again instead"
+
+
+#: Why a token is refused (the end of :func:`invalid_token`).
+TOKEN_EXPIRED = "it has expired"
+TOKEN_BAD_SIGNATURE = "its signature does not match this server's key"
+TOKEN_MALFORMED = "it is not a signed JWT"
+TOKEN_NOT_YET_VALID = "it is not valid yet"
+TOKEN_BAD_ALGORITHM = "it is not signed with an algorithm this server accepts"
+TOKEN_NO_NICK = "it has no 'nick' claim, and its 'sub' is not a valid nickname"
+
+
+def token_missing_claim(claim: str) -> str:
+    """Why a token is refused: a required claim is missing."""
+    return f"it has no {claim!r} claim"
+
+
+def token_bad_claim(claim: str, rule: str) -> str:
+    """Why a token is refused: ``claim`` breaks ``rule`` (``must be a list of rooms``)."""
+    return f"its {claim!r} claim {rule}"
+
+
+def invalid_token(why: str) -> str:
+    """``invalid_token``: a token that cannot be used, and ``why`` (never the token)."""
+    return f"invalid login token: {why}"
 
 
 def no_such_room(room: str) -> str:

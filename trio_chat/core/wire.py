@@ -32,6 +32,7 @@ from .events import (
     Notice,
     Presence,
     PrivateMessage,
+    TokenRefresh,
     TopicChanged,
     Welcome,
 )
@@ -144,6 +145,8 @@ def _plain_lines(event: Event) -> tuple[list[str], list[str]]:
             lines = [render.notice(data)]
         case ErrorEvent():
             lines = [render.error_line(event.text)]
+        case TokenRefresh():
+            lines = [render.token_refresh(data)]
         case _:
             raise ValueError(f"no plain wording for a {data['type']!r} event")
     return lines, lines

@@ -30,16 +30,21 @@ from trio_chat.core.arrival import Arrival
 from trio_chat.core.close import Departure, Kicked, Quitting, TakenOver
 from trio_chat.core.commands import (
     MAX_MESSAGE_LINES,
+    Announce,
     Command,
     CommandError,
     Help,
     History,
     Join,
+    Kick,
     Leave,
     ListRooms,
+    Login,
     Nick,
     Private,
     Quit,
+    Refresh,
+    Register,
     Resume,
     Say,
     Topic,
@@ -553,6 +558,12 @@ class Chat:
                 self._reply(member, Ack("quit", cid))
                 member.disconnect(Quitting())
                 return None
+            case Login() | Register() | Refresh():
+                # The connection carries out logins (it knows the peer and the server's
+                # accounts); one that reaches the chat is on a server without any.
+                raise CommandError("no_accounts", render.NO_ACCOUNTS)
+            case Kick() | Announce():
+                raise CommandError("not_admin", render.NOT_ADMIN)
         raise AssertionError(f"unhandled command {command!r}")
 
     def _members_of(self, name: str) -> Iterable[int]:
