@@ -26,6 +26,7 @@ import trio
 
 from trio_chat.arguments import ArgumentParser
 
+from .accounts.tokens import TokenKeyError
 from .config import SETTINGS, ServerConfig
 from .control import ControlSocketError
 from .server import ChatServer, serve
@@ -208,16 +209,21 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 def startup_failure(error: BaseException, config: ServerConfig, *, listening: bool) -> str | None:
     """The one line that explains ``error`` when it means the server could not start or
     keep running for a reason the operator can fix (the history file, the ready file, the
-    control socket, or, before it was ``listening``, the port); None for anything else (a
-    bug: its traceback must show)."""
-    fixable: tuple[type[BaseException], ...] = (StoreError, ReadyFileError, ControlSocketError)
+    control socket, a JWT key file, or, before it was ``listening``, the port); None for
+    anything else (a bug: its traceback must show)."""
+    fixable: tuple[type[BaseException], ...] = (
+        StoreError,
+        ReadyFileError,
+        ControlSocketError,
+        TokenKeyError,
+    )
     if not listening:
         fixable += (OSError,)
     leaves = list(_leaves(error))
     if not all(isinstance(leaf, fixable) for leaf in leaves):
         return None
     for leaf in leaves:
-        if isinstance(leaf, StoreError | ReadyFileError | ControlSocketError):
+        if isinstance(leaf, StoreError | ReadyFileError | ControlSocketError | TokenKeyError):
             return str(leaf)
     leaf = leaves[0]
     assert isinstance(leaf, OSError)
@@ -244,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
     )
     config = config_from_args(args)
+    problem = config.login_problem()
+    if problem is not None:
+        build_parser().error(problem)
     file_limit = raise_open_file_limit()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -265,7 +274,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 progress=progress,
             )
         )
-    except (StoreError, ReadyFileError, ControlSocketError, OSError, BaseExceptionGroup) as error:
+    except (
+        StoreError,
+        ReadyFileError,
+        ControlSocketError,
+        TokenKeyError,
+        OSError,
+        BaseExceptionGroup,
+    ) as error:
         failure = startup_failure(error, config, listening=progress.listening)
         if failure is None:
             raise

@@ -93,6 +93,42 @@ class ServerConfig:
     #: Seconds a session outlives its connection (0: not at all): meanwhile its secret
     #: resumes it and its nick is held for it. At most ``max_connections`` are held.
     nick_hold: float = 120.0
+    #: Require a login with an account (or a token, with a JWT key) before anything else.
+    accounts: bool = False
+    #: Let anyone create an account with ``register`` (needs ``accounts``).
+    open_registration: bool = False
+    #: With ``accounts`` or a JWT key: let connections that do not log in chat as guests
+    #: (who can never take a registered name) instead of requiring a login.
+    guests: bool = False
+    #: Take passwords over plain ``ws://`` from other machines too (behind a proxy that
+    #: terminates TLS without ``--trusted-proxy``, say). Off: they would travel in clear.
+    allow_insecure_auth: bool = False
+    #: A PEM public key (RSA: RS256, EC P-256: ES256) that checks login tokens.
+    jwt_key: str | None = None
+    #: A file holding the shared secret (at least 32 bytes) that checks HS256 tokens.
+    jwt_secret_file: str | None = None
+    #: Seconds before a token's ``exp`` at which the server asks for a new one.
+    token_refresh: float = 30.0
+    #: Seconds a connection that must log in has to do so before it is closed (1008).
+    login_timeout: float = 30.0
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the server takes login tokens (it was given a key to check them)."""
+        return self.jwt_key is not None or self.jwt_secret_file is not None
+
+    @property
+    def login_required(self) -> bool:
+        """Whether a connection must log in before it is in the chat."""
+        return (self.accounts or self.tokens) and not self.guests
+
+    def login_problem(self) -> str | None:
+        """Why these login settings do not go together, in one line; None when they do."""
+        if self.open_registration and not self.accounts:
+            return "--open-registration needs --accounts"
+        if self.guests and not (self.accounts or self.tokens):
+            return "--guests needs --accounts, --jwt-key or --jwt-secret-file (it is the default)"
+        return None
 
 
 # --- parsers: text to value, or argparse.ArgumentTypeError saying why not --------------------
@@ -367,6 +403,63 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "SECONDS",
         "time given at shutdown for every client to answer its 1001 close; "
         "the rest are then dropped",
+    ),
+    Setting(
+        "accounts",
+        None,
+        "",
+        "accounts with passwords: a connection must log in (`/login NAME PASSWORD`, a "
+        "`login` command or HTTP Basic) before anything else; manage them with "
+        "`trio-chat-server user`",
+    ),
+    Setting(
+        "open_registration",
+        None,
+        "",
+        "with `--accounts`: anyone may create an account (`/register NAME PASSWORD`)",
+    ),
+    Setting(
+        "guests",
+        None,
+        "",
+        "with `--accounts` or a JWT key: connections that do not log in chat as guests, "
+        "who can never take a registered name",
+    ),
+    Setting(
+        "allow_insecure_auth",
+        None,
+        "",
+        "take passwords over plain `ws://` from other machines too (they travel in clear "
+        "text); otherwise they are refused unless the connection is TLS or from loopback",
+    ),
+    Setting(
+        "jwt_key",
+        _path,
+        "FILE",
+        "a PEM public key (RSA for RS256, EC P-256 for ES256) that checks login tokens "
+        "(`Authorization: Bearer`, `?token=`, a `login` command); `exp` and `sub` required",
+        shown_default="none",
+    ),
+    Setting(
+        "jwt_secret_file",
+        _path,
+        "FILE",
+        "a file holding the shared secret (at least 32 bytes) that checks HS256 login tokens",
+        shown_default="none",
+    ),
+    Setting(
+        "token_refresh",
+        _seconds,
+        "SECONDS",
+        "how long before a login token expires the server sends a `refresh` event; without "
+        "a new token by `exp` the connection is closed with **1008 `token expired`**",
+    ),
+    Setting(
+        "login_timeout",
+        _seconds,
+        "SECONDS",
+        "time a connection that must log in has to do so; then it is closed with "
+        "**1008 `no login in time`**",
     ),
     Setting(
         "ready_file",
