@@ -1,0 +1,208 @@
+"""Admission: who a new connection is, decided once from its handshake.
+
+From the HTTP request (its ``Authorization`` header and ``token=`` query), the peer's
+address and whether the connection is encrypted, :func:`decide` says one of:
+
+* :class:`Refuse`: answer the handshake with an HTTP status and one line (a bad or
+  expired token: 401; a password sent in clear from another machine: 403);
+* :class:`Admit`: into the chat at once, as the principal the credentials name (a
+  verified token), or as a guest (``principal`` None: the open chat's guest, made lazily);
+* :class:`CheckPassword`: HTTP Basic credentials, which the accounts service checks
+  (:func:`admit` does, and answers 401 when they are wrong);
+* :class:`PendingLogin`: the server requires a login and none came with the request:
+  the connection starts outside the chat and must send a ``login`` first.
+
+:func:`decide` is pure (a token is checked with CPU only); :func:`admit` adds the one
+step that waits, the password check. Every later rule (the login phase's insecure-auth
+check; per-address limits) uses the same peer address and TLS flag, which the transport
+resolved (through trusted proxies) before calling this.
+"""
+
+from __future__ import annotations
+
+import binascii
+import ipaddress
+from base64 import b64decode
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from trio_chat.core import render
+from trio_chat.core.commands import MAX_PASSWORD_LENGTH, MAX_TOKEN_LENGTH
+from trio_chat.core.identity import Principal
+
+from .accounts.tokens import TokenRefused, TokenVerifier, VerifiedToken
+from .config import ServerConfig
+from .net.seam import Address, Request
+
+__all__ = [
+    "Admit",
+    "CheckPassword",
+    "Decision",
+    "PasswordCheck",
+    "PendingLogin",
+    "Refuse",
+    "admit",
+    "decide",
+    "passwords_allowed",
+]
+
+#: The challenge a 401 for a password carries (RFC 7617); UTF-8 names and passwords.
+BASIC_CHALLENGE = ("www-authenticate", 'Basic realm="trio_chat", charset="UTF-8"')
+#: The challenge a 401 for a token carries (RFC 6750, section 3).
+BEARER_CHALLENGE = ("www-authenticate", 'Bearer realm="trio_chat", error="invalid_token"')
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Answer the handshake with ``status``, one line of ``text`` and ``headers``."""
+
+    status: int
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Into the chat at once as ``principal`` (None: a guest, made when first needed),
+    with the ``token`` it logged in with, if any (its rooms and expiry)."""
+
+    principal: Principal | None = None
+    token: VerifiedToken | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPassword:
+    """HTTP Basic credentials for the accounts service to check."""
+
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """Outside the chat until the connection logs in (or its login time runs out)."""
+
+
+Decision = Refuse | Admit | CheckPassword | PendingLogin
+#: How a password is checked: ``(name, password, address) -> principal``, raising the
+#: refusal (with its text) for a wrong one; the accounts service's ``authenticate``.
+PasswordCheck = Callable[[str, str, str], Awaitable[Principal]]
+
+
+def is_loopback(address: Address | None) -> bool:
+    """Whether the peer is this machine (127.0.0.0/8, ``::1``, or IPv4 loopback in IPv6)."""
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def passwords_allowed(peer: Address | None, tls: bool, config: ServerConfig) -> bool:
+    """Whether a password may come over this connection: it is encrypted, or from this
+    machine (nothing crosses a network in clear), or ``--allow-insecure-auth`` says so.
+    A peer whose address is not known (a memory stream) counts as another machine."""
+    return tls or config.allow_insecure_auth or is_loopback(peer)
+
+
+def _basic(credentials: str) -> CheckPassword | Refuse:
+    """The name and password of a Basic ``credentials`` (base64 of ``name:password``)."""
+    try:
+        decoded = b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return Refuse(400, render.BAD_AUTHORIZATION)
+    name, colon, password = decoded.partition(":")
+    if not colon or not name or not password or len(password) > MAX_PASSWORD_LENGTH:
+        return Refuse(400, render.BAD_AUTHORIZATION)
+    return CheckPassword(name, password)
+
+
+def _credential(request: Request) -> CheckPassword | str | Refuse | None:
+    """What the request offers to log in with: Basic credentials, a token (from
+    ``Authorization: Bearer`` or the ``token=`` query), a refusal when it cannot be read
+    or offers more than one, or None."""
+    query_tokens = parse_qs(request.query, keep_blank_values=True).get("token", [])
+    authorization = request.header("authorization")
+    offered = len(query_tokens) + (authorization is not None)
+    if offered > 1:
+        return Refuse(400, render.ONE_CREDENTIAL)
+    if query_tokens:
+        token = query_tokens[0]
+    elif authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        match scheme.lower():
+            case "basic":
+                return _basic(credentials)
+            case "bearer":
+                token = credentials.strip()
+            case _:
+                return Refuse(400, render.BAD_AUTHORIZATION)
+    else:
+        return None
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return Refuse(401, render.invalid_token(render.TOKEN_MALFORMED), (BEARER_CHALLENGE,))
+    return token
+
+
+def decide(
+    request: Request,
+    peer: Address | None,
+    tls: bool,
+    config: ServerConfig,
+    tokens: TokenVerifier | None,
+) -> Decision:
+    """What to do with a connection that sent ``request`` from ``peer`` (``tls``: over
+    an encrypted connection), on a server configured by ``config`` that checks tokens
+    with ``tokens`` (None: it takes none). Never waits."""
+    credential = _credential(request)
+    match credential:
+        case Refuse():
+            return credential
+        case CheckPassword():
+            if not config.accounts:
+                return Refuse(401, render.NO_ACCOUNTS)
+            if not passwords_allowed(peer, tls, config):
+                return Refuse(403, render.INSECURE_AUTH)
+            return credential
+        case str():
+            if tokens is None:
+                return Refuse(401, render.NO_TOKENS)
+            try:
+                verified = tokens.verify(credential)
+            except TokenRefused as refused:
+                return Refuse(401, refused.text, (BEARER_CHALLENGE,))
+            return Admit(verified.principal, verified)
+    return PendingLogin() if config.login_required else Admit()
+
+
+async def admit(  # noqa: PLR0917 (replaced by Gate.admit next)
+    request: Request,
+    peer: Address | None,
+    tls: bool,
+    config: ServerConfig,
+    tokens: TokenVerifier | None,
+    check_password: PasswordCheck | None,
+    refused: type[Exception],
+) -> Refuse | Admit | PendingLogin:
+    """:func:`decide`, with Basic credentials checked by ``check_password`` (which
+    raises ``refused``, whose ``str()`` is the answer, for wrong ones: HTTP 401).
+
+    Waits as long as the check does (a hash in a worker thread, and the throttle's delay
+    after failures); cancelled, nothing is decided and the caller drops the connection.
+    """
+    decision = decide(request, peer, tls, config, tokens)
+    if not isinstance(decision, CheckPassword):
+        return decision
+    if check_password is None:
+        return Refuse(401, render.NO_ACCOUNTS)
+    address = peer.host if peer is not None else "unknown"
+    try:
+        principal = await check_password(decision.name, decision.password, address)
+    except refused as refusal:
+        return Refuse(401, str(refusal), (BASIC_CHALLENGE,))
+    return Admit(principal)
