@@ -177,12 +177,16 @@ async def live_server(start_live_server: StartLiveServer) -> LiveServer:
 # --- the ``websockets`` Trio client ----------------------------------------------------------
 
 
-def connect_to(url: str, subprotocols: list[str] | None = None) -> connect:
-    """``websockets``' Trio client for ``url``, offering ``subprotocols``: no proxy, no
-    keepalive pings, the opening and the closing handshake each time-limited."""
+def connect_to(
+    url: str, subprotocols: list[str] | None = None, headers: dict[str, str] | None = None
+) -> connect:
+    """``websockets``' Trio client for ``url``, offering ``subprotocols`` and sending
+    ``headers`` too: no proxy, no keepalive pings, the opening and the closing handshake
+    each time-limited."""
     return connect(
         url,
         subprotocols=subprotocols,  # type: ignore[arg-type]
+        additional_headers=headers,
         proxy=None,
         ping_interval=None,
         open_timeout=EVENT_TIMEOUT,

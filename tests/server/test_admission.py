@@ -8,14 +8,12 @@ import time
 import jwt
 import pytest
 
-from trio_chat.core.identity import Principal
 from trio_chat.server.accounts.tokens import TokenVerifier
 from trio_chat.server.admission import (
     Admit,
     CheckPassword,
     PendingLogin,
     Refuse,
-    admit,
     decide,
     is_loopback,
 )
@@ -146,31 +144,3 @@ def test_is_loopback() -> None:
     assert not is_loopback(Address("10.0.0.1", 1))
     assert not is_loopback(Address("not an address", 1))
     assert not is_loopback(None)
-
-
-class Refused(Exception):
-    pass
-
-
-async def test_admit_checks_a_password() -> None:
-    """A right password admits the account's principal; a wrong one gets 401 with the
-    service's text and a Basic challenge."""
-    alice = Principal.account(1, "alice")
-    seen: list[tuple[str, str, str]] = []
-
-    async def check(name: str, password: str, address: str) -> Principal:
-        seen.append((name, password, address))
-        if password != "right":
-            raise Refused("wrong name or password")
-        return alice
-
-    right = request(authorization=basic("alice", "right"))
-    assert await admit(right, LOCAL, False, ACCOUNTS, None, check, Refused) == Admit(alice)
-    wrong = request(authorization=basic("alice", "wrong"))
-    assert await admit(wrong, LOCAL, False, ACCOUNTS, None, check, Refused) == Refuse(
-        401,
-        "wrong name or password",
-        (("www-authenticate", 'Basic realm="trio_chat", charset="UTF-8"'),),
-    )
-    assert seen == [("alice", "right", "127.0.0.1"), ("alice", "wrong", "127.0.0.1")]
-    assert await admit(request(), LOCAL, False, ACCOUNTS, None, check, Refused) == PendingLogin()

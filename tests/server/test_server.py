@@ -25,6 +25,7 @@ import websockets
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
 from trio_chat import _version
+from trio_chat.core.commands import Command, Say
 from trio_chat.server.chat import Chat, Member
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
@@ -125,14 +126,16 @@ async def test_a_crash_in_one_connection_closes_only_it(
 ) -> None:
     """An exception while handling one client's line is logged with its traceback and
     closes that client with 1011; the server and the other clients carry on."""
-    original = Chat.receive_text
+    original = Chat.execute
 
-    async def explode_on_boom(self: Chat, member: Member, text: str) -> None:
-        if text == "boom":
+    async def explode_on_boom(
+        self: Chat, member: Member, command: Command, cid: str | int | None
+    ) -> None:
+        if command == Say("boom"):
             raise RuntimeError("boom")
-        await original(self, member, text)
+        await original(self, member, command, cid)
 
-    monkeypatch.setattr(Chat, "receive_text", explode_on_boom)
+    monkeypatch.setattr(Chat, "execute", explode_on_boom)
     server = await start_server()
     url = server.urls[0]
     async with open_client(url) as victim:

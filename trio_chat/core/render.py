@@ -65,6 +65,7 @@ __all__ = [
     "help_lines",
     "in_room",
     "invalid_token",
+    "kicked_by",
     "logged_in",
     "login_locked_out",
     "login_required",
@@ -368,11 +369,19 @@ def only_room(room: str) -> str:
     return f"{room} is your only room; /join another first"
 
 
-def login_required(*, registration: bool) -> str:
-    """``login_required``: anything but a login before logging in."""
+def login_required(*, accounts: bool, registration: bool) -> str:
+    """``login_required``: anything but a login before logging in, on a server with
+    ``accounts`` (else it takes tokens only) and open ``registration``."""
+    if not accounts:
+        return "log in first with your login token (a login command with a token)"
     if registration:
         return "log in first: /login NAME PASSWORD, or /register NAME PASSWORD"
     return "log in first: /login NAME PASSWORD"
+
+
+def kicked_by(nick: str) -> str:
+    """The reason of a kick by an admin who gave none."""
+    return f"kicked by {nick}"
 
 
 def already_logged_in(nick: str) -> str:

@@ -23,12 +23,17 @@ from __future__ import annotations
 import binascii
 import ipaddress
 from base64 import b64decode
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from trio_chat.core import render
-from trio_chat.core.commands import MAX_PASSWORD_LENGTH, MAX_TOKEN_LENGTH
+from trio_chat.core.commands import (
+    MAX_PASSWORD_LENGTH,
+    MAX_TOKEN_LENGTH,
+    CommandError,
+    Login,
+    Register,
+)
 from trio_chat.core.identity import Principal
 
 from .accounts.tokens import TokenRefused, TokenVerifier, VerifiedToken
@@ -39,10 +44,9 @@ __all__ = [
     "Admit",
     "CheckPassword",
     "Decision",
-    "PasswordCheck",
+    "Gate",
     "PendingLogin",
     "Refuse",
-    "admit",
     "decide",
     "passwords_allowed",
 ]
@@ -85,9 +89,6 @@ class PendingLogin:
 
 
 Decision = Refuse | Admit | CheckPassword | PendingLogin
-#: How a password is checked: ``(name, password, address) -> principal``, raising the
-#: refusal (with its text) for a wrong one; the accounts service's ``authenticate``.
-PasswordCheck = Callable[[str, str, str], Awaitable[Principal]]
 
 
 def is_loopback(address: Address | None) -> bool:
@@ -180,29 +181,58 @@ def decide(
     return PendingLogin() if config.login_required else Admit()
 
 
-async def admit(  # noqa: PLR0917 (replaced by Gate.admit next)
-    request: Request,
-    peer: Address | None,
-    tls: bool,
-    config: ServerConfig,
-    tokens: TokenVerifier | None,
-    check_password: PasswordCheck | None,
-    refused: type[Exception],
-) -> Refuse | Admit | PendingLogin:
-    """:func:`decide`, with Basic credentials checked by ``check_password`` (which
-    raises ``refused``, whose ``str()`` is the answer, for wrong ones: HTTP 401).
+class Gate:
+    """The server's logins: admission at the handshake (:meth:`admit`) and the
+    ``login``, ``register`` and ``refresh`` commands (:meth:`log_in`, :meth:`refresh`),
+    with the server's ``config``, its token verifier (``tokens``) and its accounts.
 
-    Waits as long as the check does (a hash in a worker thread, and the throttle's delay
-    after failures); cancelled, nothing is decided and the caller drops the connection.
-    """
-    decision = decide(request, peer, tls, config, tokens)
-    if not isinstance(decision, CheckPassword):
+    Holds no per-connection state: each call is given the peer and TLS flag of the
+    connection it is for."""
+
+    def __init__(self, config: ServerConfig, tokens: TokenVerifier | None) -> None:
+        self.config = config
+        self.tokens = tokens
+
+    async def admit(
+        self, request: Request, peer: Address | None, tls: bool
+    ) -> Refuse | Admit | PendingLogin:
+        """:func:`decide` for one handshake, with HTTP Basic credentials checked by the
+        accounts (a wrong password: 401). Waits as long as the check does (a hash in a
+        worker thread, the throttle's delay after failures); cancelled, nothing is
+        decided and the caller drops the connection."""
+        decision = decide(request, peer, tls, self.config, self.tokens)
+        if isinstance(decision, CheckPassword):
+            return Refuse(401, render.NO_ACCOUNTS)
         return decision
-    if check_password is None:
-        return Refuse(401, render.NO_ACCOUNTS)
-    address = peer.host if peer is not None else "unknown"
-    try:
-        principal = await check_password(decision.name, decision.password, address)
-    except refused as refusal:
-        return Refuse(401, str(refusal), (BASIC_CHALLENGE,))
-    return Admit(principal)
+
+    async def log_in(self, command: Login | Register, peer: Address | None, tls: bool) -> Admit:
+        """Carry out a ``login`` or ``register`` command from a connection from
+        ``peer``: the principal it logs in as (with its token, for a token login).
+        Raises :class:`CommandError` saying why not (``invalid_token``,
+        ``no_accounts``, ``no_tokens``, ``insecure_auth``...)."""
+        if isinstance(command, Login) and command.token is not None:
+            return Admit(*self._verify(command.token))
+        if not self.config.accounts:
+            raise CommandError("no_accounts", render.NO_ACCOUNTS)
+        if isinstance(command, Register) and not self.config.open_registration:
+            raise CommandError("registration_closed", render.REGISTRATION_CLOSED)
+        if not passwords_allowed(peer, tls, self.config):
+            raise CommandError("insecure_auth", render.INSECURE_AUTH)
+        raise CommandError("no_accounts", render.NO_ACCOUNTS)
+
+    def refresh(self, token: str, current: VerifiedToken) -> VerifiedToken:
+        """The new token of a connection logged in with ``current``: verified, and for
+        the same subject. Raises :class:`CommandError` (``invalid_token``)."""
+        principal, verified = self._verify(token)
+        if principal.id != current.principal.id:
+            raise CommandError("invalid_token", render.token_subject_changed())
+        return verified
+
+    def _verify(self, token: str) -> tuple[Principal, VerifiedToken]:
+        if self.tokens is None:
+            raise CommandError("no_tokens", render.NO_TOKENS)
+        try:
+            verified = self.tokens.verify(token)
+        except TokenRefused as refused:
+            raise CommandError("invalid_token", refused.text) from None
+        return verified.principal, verified

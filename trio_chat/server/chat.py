@@ -562,9 +562,29 @@ class Chat:
                 # The connection carries out logins (it knows the peer and the server's
                 # accounts); one that reaches the chat is on a server without any.
                 raise CommandError("no_accounts", render.NO_ACCOUNTS)
-            case Kick() | Announce():
-                raise CommandError("not_admin", render.NOT_ADMIN)
+            case Kick():
+                self._require_admin(member)
+                reason = command.reason or render.kicked_by(member.nick or render.SOMEONE)
+                if not self.kick(command.nick, reason):
+                    raise CommandError("no_such_nick", render.no_such_nick(command.nick))
+                return Ack("kick", cid, nick=command.nick, reason=reason)
+            case Announce():
+                self._require_admin(member)
+                self._existing_room(command.room)
+                reached = self.operator_says(command.text, command.room)
+                return Ack("announce", cid, room=command.room, reached=reached)
         raise AssertionError(f"unhandled command {command!r}")
+
+    @staticmethod
+    def _is_admin(member: Member) -> bool:
+        """Whether ``member`` acts as an admin (a guest never does: none is made)."""
+        principal = member.known_principal
+        return principal is not None and principal.admin
+
+    def _require_admin(self, member: Member) -> None:
+        """Refuse a moderation command (``not_admin``) from a member that is no admin's."""
+        if not self._is_admin(member):
+            raise CommandError("not_admin", render.NOT_ADMIN)
 
     def _members_of(self, name: str) -> Iterable[int]:
         """The keys of the members of room ``name`` now (none once it is gone)."""
@@ -696,7 +716,8 @@ class Chat:
         room = self._existing_room(name)
         if command.text is None:
             return Ack("topic", cid, request=command, room=name, topic=room.topic)
-        if name not in member.rooms:
+        if name not in member.rooms and not self._is_admin(member):
+            # An admin may set the topic of any room, from wherever it is.
             raise CommandError("not_in_room", render.not_in_room(name))
         room.topic = command.text or None
         self._reply(member, Ack("topic", cid, request=command, room=name, topic=room.topic))

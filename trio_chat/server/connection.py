@@ -7,29 +7,59 @@ only task that sends chat frames to this socket. Whatever ends the connection (t
 peer, a close request, a slow consumer, a bug), :meth:`ChatConnection.run` finishes by
 sending one close frame with the right code, shielded and time-limited, and only then
 returns.
+
+A connection the admission left pending (the server requires a login) first runs its
+login phase (:meth:`ChatConnection._log_in`): outside the chat, sent nothing unasked,
+it may only log in, register, ask for help or quit, within ``login_timeout``. The
+``login``, ``register`` and ``refresh`` commands are the connection's to carry out
+(it knows its peer, and the server's :class:`~trio_chat.server.admission.Gate`), in the
+chat too; a connection logged in with a token has its expiry watched
+(:meth:`ChatConnection._watch_token`): a ``refresh`` event ``token_refresh`` seconds
+before, and a 1008 ``token expired`` close at the end unless a new token came.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
 
 import trio
 
+from trio_chat.core import render
 from trio_chat.core.arrival import Arrival
 from trio_chat.core.close import (
     BINARY_NOT_SUPPORTED,
     INTERNAL_ERROR,
+    INVALID_TOKEN,
+    LOGIN_TIMED_OUT,
+    QUIT_REASON,
     SLOW_CONSUMER,
+    TOKEN_EXPIRED,
     CloseCode,
     Departure,
     close_for,
     describe_close,
 )
-from trio_chat.core.events import ErrorEvent
-from trio_chat.core.wire import PLAIN, WireFormat
+from trio_chat.core.commands import (
+    CommandError,
+    Help,
+    Login,
+    Quit,
+    Refresh,
+    Register,
+)
+from trio_chat.core.events import Ack, ErrorEvent, Event, TokenRefresh, help_ack, timestamp
+from trio_chat.core.identity import PrincipalKind
+from trio_chat.core.wire import PLAIN, Parsed, WireFormat
 
+from .accounts.tokens import VerifiedToken
+from .admission import Admit, Gate, PendingLogin
 from .bus import Subscription
-from .chat import Chat, Member
+from .chat import LOBBY, Chat, Member
 from .config import ServerConfig
 from .net.seam import Address, ChatSocket
 from .replay import Replayer
@@ -52,10 +82,50 @@ def describe_peer(address: Address | None) -> str:
     return UNKNOWN_PEER if address is None else str(address)
 
 
+@dataclass(frozen=True, slots=True)
+class _Outside:
+    """The viewer of a connection not in the chat yet (its login phase)."""
+
+    key: int
+    wire: WireFormat
+    current_room: str = LOBBY
+
+
+@dataclass(eq=False, slots=True)
+class _TokenWatch:
+    """The login token a connection holds (None until it logs in with one), and the
+    event that wakes its watcher when a login or a ``refresh`` gives it one. Made only
+    on servers that take tokens."""
+
+    token: VerifiedToken | None = None
+    renewed: trio.Event = field(default_factory=trio.Event)
+
+    def renew(self, token: VerifiedToken) -> None:
+        self.token = token
+        self.renewed.set()
+        self.renewed = trio.Event()
+
+
+#: What the login phase returns to say the connection is to close.
+_CLOSE = object()
+#: The command that logged a connection in (``login`` or ``register``) and its cid.
+LoginAnswer = tuple[str, str | int | None]
+
+
+def _login_kind(command: Login | Register) -> str:
+    return "register" if isinstance(command, Register) else "login"
+
+
+def _expiry(token: VerifiedToken) -> str:
+    """When ``token`` expires, as events write times."""
+    return timestamp(datetime.fromtimestamp(token.expires, UTC))
+
+
 class ChatConnection:
     """A connected client, from accepted handshake to sent close frame."""
 
     __slots__ = (
+        "_admission",
         "_arrival",
         "_chat",
         "_close_code",
@@ -64,9 +134,11 @@ class ChatConnection:
         "_closed",
         "_config",
         "_finished",
+        "_gate",
         "_io_scope",
         "_stream_broken",
         "_subscription",
+        "_token_watch",
         "_ws",
         "key",
         "wire",
@@ -81,9 +153,16 @@ class ChatConnection:
         config: ServerConfig,
         wire: WireFormat = PLAIN,
         arrival: Arrival | None = None,
+        gate: Gate | None = None,
+        admission: Admit | PendingLogin | None = None,
     ) -> None:
         self.key = key
         self._arrival = arrival
+        self._gate = gate if gate is not None else Gate(config, None)
+        # How the admission let it in: as whom (None: a guest), or pending a login.
+        self._admission = admission
+        # The token it logged in with, watched for expiry; None for most connections.
+        self._token_watch: _TokenWatch | None = None
         #: How this client's frames read and its events are written (plain or JSON).
         self.wire = wire
         self._ws = ws
@@ -143,41 +222,262 @@ class ChatConnection:
     async def run(self) -> None:
         """Serve the connection until it closes, then send the close frame.
 
-        Owns the reader and writer tasks and the bus subscription; all three are gone
-        when this returns. An exception in either task is logged with its traceback
-        and closes this connection alone with 1011. Cancelling ``run`` abandons the
-        close handshake and returns promptly (at most ``shutdown_grace`` seconds for the
-        member's last messages to be delivered, and as long again for the close).
+        A connection admitted pending a login first runs its login phase (outside the
+        chat). Owns the reader and writer tasks (and the token watcher, on a server that
+        takes tokens) and the bus subscription; all are gone when this returns. An
+        exception in either task is logged with its traceback and closes this
+        connection alone with 1011. Cancelling ``run`` abandons the close handshake and
+        returns promptly (at most ``shutdown_grace`` seconds for the member's last
+        messages to be delivered, and as long again for the close).
         """
-        member, subscription = self._chat.arrive(
-            self.key,
-            wire=self.wire,
-            disconnect=self._depart,
-            queue_depth=self._config.queue_depth,
-            on_overflow=self._overflowed,
-            arrival=self._arrival,
-        )
-        self._arrival = None  # used once: an open connection keeps no copy of its URL's query
-        self._subscription = subscription
+        admission = self._admission
+        self._admission = None
+        arrived: tuple[Member, Subscription] | None = None
         try:
             with self._io_scope:
+                login_ack: LoginAnswer | None = None
+                pending: Sequence[Parsed] = ()
+                if not isinstance(admission, Admit):
+                    logged_in = await self._log_in()
+                    if logged_in is None:
+                        return
+                    admission, login_ack, pending = logged_in
+                else:
+                    self._logged_in(admission)  # at the handshake
+                arrived = member, subscription = self._arrive(admission)
+                del admission
+                if login_ack is not None:
+                    # Before the welcome the writer is about to send: the login's answer,
+                    # with the nick the principal holds now.
+                    await self._send_now(self._login_ack(member, *login_ack))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, subscription)
+                    if self._token_watch is not None:
+                        nursery.start_soon(self._watch_token, self._token_watch, subscription)
+                    for parsed in pending:  # what came after the login in its frame
+                        await self._carry_out(member, subscription, parsed)
+                    del pending
                     await self._read_loop(member, subscription)
                     nursery.cancel_scope.cancel()
         except Exception:
             logger.exception("client #%d (%s) failed", self.key, self.peer)
             self.close_soon(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR)
         finally:
-            # What the member said last (still being committed) reaches its rooms before
-            # the notice that it left. Bounded: the committer may be stopping too.
-            with trio.move_on_after(self._config.shutdown_grace, shield=True):
-                await member.window.drained()
-            self._chat.leave(member, subscription, resumable=self._may_resume())
+            if arrived is not None:
+                member, subscription = arrived
+                # What the member said last (still being committed) reaches its rooms
+                # before the notice that it left. Bounded: the committer may be stopping.
+                with trio.move_on_after(self._config.shutdown_grace, shield=True):
+                    await member.window.drained()
+                self._chat.leave(member, subscription, resumable=self._may_resume())
             await self._send_close_frame()
-            self._finished = True
-            if self._closed is not None:
-                self._closed.set()
+            self._finish()
+
+    def _arrive(self, admission: Admit) -> tuple[Member, Subscription]:
+        """Into the chat as the admission decided: the member and its subscription."""
+        arrival = self._arrival
+        self._arrival = None  # used once: an open connection keeps no copy of its URL's query
+        if self._gate.tokens is not None:
+            self._token_watch = _TokenWatch(admission.token)
+            if (
+                admission.token is not None
+                and admission.token.rooms
+                and not (arrival is not None and arrival.rooms)
+            ):
+                # A token that limits the rooms starts in the first of them.
+                arrival = replace(arrival or Arrival(), rooms=admission.token.rooms[:1])
+        member, subscription = self._chat.arrive(
+            self.key,
+            wire=self.wire,
+            disconnect=self._depart,
+            queue_depth=self._config.queue_depth,
+            on_overflow=self._overflowed,
+            arrival=arrival,
+            principal=admission.principal,
+        )
+        self._subscription = subscription
+        return member, subscription
+
+    def _finish(self) -> None:
+        """:meth:`run` is over: say so to whoever waits on :attr:`closed`."""
+        self._finished = True
+        if self._closed is not None:
+            self._closed.set()
+
+    # --- logging in ---------------------------------------------------------------------
+
+    async def _log_in(self) -> tuple[Admit, LoginAnswer, Sequence[Parsed]] | None:
+        """The login phase of a connection that must log in before it is in the chat.
+
+        Reads frames until one logs in (``login``, or ``register`` where open), answering
+        ``help`` and refusing anything else with ``login_required``. Returns how it was
+        admitted, the command and cid to acknowledge once in the chat, and the rest of
+        the frame's commands (plain lines after the ``/login``); None when the
+        connection is to close instead (close code set): a ``quit``, a bad token,
+        ``login_timeout`` running out, or the peer leaving. Cancelled (a shutdown), it
+        returns nothing and the caller closes."""
+        with trio.move_on_after(self._config.login_timeout):
+            while True:
+                message = await self._ws.receive()
+                if message is None:
+                    return None
+                if not isinstance(message, str):
+                    await self._send_now(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
+                    continue
+                parsed = self.wire.parse(message, max_lines=self._chat.max_message_lines)
+                for index, item in enumerate(parsed):
+                    outcome = await self._before_login(item)
+                    if outcome is _CLOSE:
+                        return None
+                    if isinstance(outcome, tuple):
+                        return (*outcome, parsed[index + 1 :])
+        logger.info(
+            "client #%d (%s) did not log in within %g s",
+            self.key,
+            self.peer,
+            self._config.login_timeout,
+        )
+        self.close_soon(CloseCode.POLICY_VIOLATION, LOGIN_TIMED_OUT)
+        return None
+
+    async def _before_login(self, item: Parsed) -> tuple[Admit, LoginAnswer] | object | None:
+        """One command of the login phase: the admission and the answer to send once in
+        the chat when it logged in, :data:`_CLOSE` when the connection is to close
+        (close code set), None to go on waiting (its answer sent)."""
+        if isinstance(item, CommandError):
+            await self._send_now(ErrorEvent(item.code, item.text, item.cid))
+            return None
+        command, cid = item
+        match command:
+            case Login() | Register():
+                try:
+                    admitted = await self._gate.log_in(command, self._ws.peer_address, self._ws.tls)
+                except CommandError as error:
+                    await self._send_now(ErrorEvent(error.code, error.text, cid))
+                    if error.code == "invalid_token":
+                        self.close_soon(CloseCode.POLICY_VIOLATION, INVALID_TOKEN)
+                        return _CLOSE
+                    return None
+                self._logged_in(admitted)
+                return admitted, (_login_kind(command), cid)
+            case Help():
+                await self._send_now(help_ack(cid))
+            case Quit():
+                await self._send_now(Ack("quit", cid))
+                self.close_soon(CloseCode.NORMAL_CLOSURE, QUIT_REASON)
+                return _CLOSE
+            case _:
+                config = self._config
+                text = render.login_required(
+                    accounts=config.accounts,
+                    registration=config.accounts and config.open_registration,
+                )
+                await self._send_now(ErrorEvent("login_required", text, cid))
+        return None
+
+    def _logged_in(self, admitted: Admit) -> None:
+        """Log who this connection logged in as (never with what)."""
+        principal = admitted.principal
+        if principal is not None:
+            logger.info(
+                "client #%d (%s) logged in as %s %s",
+                self.key,
+                self.peer,
+                principal.kind.value,
+                principal.name,
+            )
+
+    def _login_ack(self, member: Member, command: str, cid: str | int | None) -> Ack:
+        """The answer to a login (or registration) of ``member``: its nick, whether it
+        is an admin, and when its token expires (for a token login)."""
+        principal = member.principal
+        result: dict[str, Any] = {"nick": member.nick, "admin": principal.admin}
+        watch = self._token_watch
+        if watch is not None and watch.token is not None:
+            result["expires"] = _expiry(watch.token)
+        return Ack(command, cid, **result)
+
+    async def _send_now(self, event: Event) -> None:
+        """Send ``event`` at once, outside the writer: in the login phase (the member is
+        not made yet), or before the writer starts."""
+        text = self.wire.render(event, _Outside(self.key, self.wire))
+        if text is not None:
+            await self._send_frame([text])
+
+    async def _carry_out(self, member: Member, subscription: Subscription, item: Parsed) -> None:
+        """One command read from a frame: the chat's to carry out, or, for ``login``,
+        ``register`` and ``refresh``, this connection's."""
+        if isinstance(item, CommandError):
+            subscription.offer(ErrorEvent(item.code, item.text, item.cid))
+            return
+        command, cid = item
+        if not isinstance(command, Login | Register | Refresh):
+            await self._chat.execute(member, command, cid)
+            return
+        answer: Event
+        try:
+            if isinstance(command, Refresh):
+                answer = self._refresh(command, cid)
+            else:
+                answer = await self._log_in_member(member, command, cid)
+        except CommandError as error:
+            answer = ErrorEvent(error.code, error.text, cid)
+        subscription.offer(answer)
+
+    async def _log_in_member(
+        self, member: Member, command: Login | Register, cid: str | int | None
+    ) -> Ack:
+        """A login from a member already in the chat (a guest, with ``--guests``): it
+        acts as the account or token subject from now on. Raises CommandError."""
+        principal = member.known_principal
+        if principal is not None and principal.kind is not PrincipalKind.GUEST:
+            raise CommandError("already_logged_in", render.already_logged_in(member.nick or ""))
+        admitted = await self._gate.log_in(command, self._ws.peer_address, self._ws.tls)
+        assert admitted.principal is not None
+        self._chat.authenticate(member, admitted.principal)
+        self._logged_in(admitted)
+        if admitted.token is not None and self._token_watch is not None:
+            self._token_watch.renew(admitted.token)
+        return self._login_ack(
+            member, "register" if isinstance(command, Register) else "login", cid
+        )
+
+    def _refresh(self, command: Refresh, cid: str | int | None) -> Ack:
+        """A new token for this connection: same subject, later expiry. Raises
+        CommandError (``not_token``, ``invalid_token``)."""
+        watch = self._token_watch
+        if watch is None or watch.token is None:
+            raise CommandError("not_token", render.NOT_TOKEN)
+        token = self._gate.refresh(command.token, watch.token)
+        watch.renew(token)
+        return Ack("refresh", cid, expires=_expiry(token))
+
+    async def _watch_token(self, watch: _TokenWatch, subscription: Subscription) -> None:
+        """Watch this connection's login token (from when it has one): ``token_refresh``
+        seconds before it expires, ask for a new one (a ``refresh`` event, once per
+        token); when it expires with no new one, close with 1008 ``token expired``. A
+        ``refresh`` wakes it to count again from the new expiry. Runs until cancelled."""
+        assert self._gate.tokens is not None
+        clock = self._gate.tokens.clock
+        asked_for: float | None = None  # the expiry a new token was asked for
+        while True:
+            token = watch.token
+            if token is None:
+                await watch.renewed.wait()
+                continue
+            now = clock()
+            if token.expires <= now:
+                logger.info("client #%d (%s): its login token expired", self.key, self.peer)
+                self.close_soon(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED)
+                return
+            ask_at = token.expires - self._config.token_refresh
+            if asked_for != token.expires and ask_at <= now:
+                asked_for = token.expires
+                seconds = math.ceil(token.expires - now)
+                subscription.offer(TokenRefresh(_expiry(token), seconds))
+            wake = token.expires if asked_for == token.expires else ask_at
+            with trio.move_on_after(wake - now):
+                await watch.renewed.wait()
 
     def _may_resume(self) -> bool:
         """Whether this connection's session outlives it (held for ``--nick-hold``): not
@@ -213,7 +513,8 @@ class ChatConnection:
             if message is None:
                 return
             if isinstance(message, str):
-                await self._chat.receive_text(member, message)
+                for parsed in member.wire.parse(message, max_lines=self._chat.max_message_lines):
+                    await self._carry_out(member, subscription, parsed)
             else:
                 subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
 

@@ -34,13 +34,15 @@ from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from trio_chat.core.wire import WireFormat, negotiate
 
 from .accounts import Accounts, LoginThrottle, Passwords
+from .accounts.tokens import TokenVerifier
+from .admission import Admit, Gate, PendingLogin, Refuse
 from .chat import Chat
 from .config import ServerConfig
 from .connection import ChatConnection, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
-from .net.seam import Address
+from .net.seam import Address, Request
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
 from .net.websocket import Handshake, WebSocket, offered_subprotocols
 from .store import describe_db, open_store
@@ -91,6 +93,14 @@ class ChatServer:
         )
         #: The admin channel's socket (None: none, for a database in memory).
         self.control_socket = control_socket_for(config.db, config.control_socket)
+        #: Who may log in, and how: the handshake's credentials, the login commands.
+        #: The keys that check tokens are read here (TokenKeyError when they cannot be).
+        self.gate = Gate(
+            config,
+            TokenVerifier.from_files(
+                jwt_key=config.jwt_key, jwt_secret_file=config.jwt_secret_file
+            ),
+        )
         self.connections: dict[int, ChatConnection] = {}
         #: Where the server listens: the address of each socket listener, read from its
         #: socket once it is bound (the port chosen, when asked for port 0).
@@ -223,7 +233,9 @@ class ChatServer:
                 await trio.aclose_forcefully(listener)
         logger.info("server stopped")
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+    async def handle_stream(
+        self, stream: trio.abc.Stream, *, peer_address: Address | None = None
+    ) -> None:
         """The one place a new connection enters: its HTTP request, the limits, then
         the WebSocket until it closes. ``stream`` may be any ``trio.abc.Stream``: a
         plain ``trio.SocketStream`` gets the direct write path, any other a sender task
@@ -233,23 +245,35 @@ class ChatServer:
         this connection (ours or a protocol library's) is logged here, closes this
         connection alone, and never reaches the server. Cancelled, it drops the
         connection without a close frame.
+
+        ``peer_address`` is the peer's address when ``stream`` cannot tell it (a memory
+        stream in a test, a listener that knows it otherwise).
         """
         key = next(self._keys)
         # Only the address is kept for the connection's life (by its WebSocket): its
         # text is formatted for each log line, not kept by every open connection.
         address, tls = describe_transport(stream)
+        if address is None:
+            address = peer_address
         try:
             async with open_connection_stream(stream) as connection_stream:
                 accepted = await self._handshake(connection_stream, address, tls)
                 if accepted is None:
                     return
-                ws, arrival, wire = accepted
+                ws, arrival, wire, admission = accepted
                 connection = ChatConnection(
-                    ws, key, self.chat, config=self.config, wire=wire, arrival=arrival
+                    ws,
+                    key,
+                    self.chat,
+                    config=self.config,
+                    wire=wire,
+                    arrival=arrival,
+                    gate=self.gate,
+                    admission=admission,
                 )
                 # Not kept while the connection runs (the connection uses its arrival
                 # once, as it joins the chat): about 120 bytes per open connection.
-                del accepted, arrival
+                del accepted, arrival, admission
                 self.connections[key] = connection
                 logger.info(
                     "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
@@ -272,9 +296,9 @@ class ChatServer:
 
     async def _handshake(
         self, stream: ConnectionStream, address: Address | None, tls: bool
-    ) -> tuple[WebSocket, Arrival, WireFormat] | None:
-        """The accepted WebSocket, the arrival its URL asks for and its wire format;
-        or None when the request was refused, or did not come within
+    ) -> tuple[WebSocket, Arrival, WireFormat, Admit | PendingLogin] | None:
+        """The accepted WebSocket, the arrival its URL asks for, its wire format and
+        its admission; or None when the request was refused, or did not come within
         ``handshake_timeout`` (logged)."""
         with trio.move_on_after(self.config.handshake_timeout):
             return await self._answer_request(Handshake(stream), address, tls)
@@ -287,10 +311,11 @@ class ChatServer:
 
     async def _answer_request(
         self, handshake: Handshake, address: Address | None, tls: bool
-    ) -> tuple[WebSocket, Arrival, WireFormat] | None:
+    ) -> tuple[WebSocket, Arrival, WireFormat, Admit | PendingLogin] | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
         status saying why not (None then). A request that is not a valid upgrade is
-        refused first (4xx); then the server's state (503); then the URL (400)."""
+        refused first (4xx); then the server's state (503); then the URL (400); then
+        its credentials (401, or 403 for a password in clear)."""
         request = await handshake.read_request()
         if request is None:
             return None
@@ -312,6 +337,13 @@ class ChatServer:
         except ValueError as exc:
             await handshake.respond(400, str(exc))
             return None
+        admission = await self.gate.admit(
+            Request.of(request.target.decode("ascii", "replace"), request.headers), address, tls
+        )
+        if isinstance(admission, Refuse):
+            logger.info("%s refused: %s", describe_peer(address), admission.text)
+            await handshake.respond(admission.status, admission.text, admission.headers)
+            return None
         # The JSON subprotocol when the client offers it; plain text otherwise.
         wire = negotiate(offered_subprotocols(request))
         ws = await handshake.accept(
@@ -321,7 +353,7 @@ class ChatServer:
             peer_address=address,
             tls=tls,
         )
-        return None if ws is None else (ws, arrival, wire)
+        return None if ws is None else (ws, arrival, wire, admission)
 
     async def _close_all(self) -> None:
         """Close every connection with 1001, concurrently, within ``shutdown_grace``.
