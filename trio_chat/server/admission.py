@@ -36,6 +36,7 @@ from trio_chat.core.commands import (
 )
 from trio_chat.core.identity import Principal
 
+from .accounts.service import LOGIN_LOCKED, Accounts, LoginRefused
 from .accounts.tokens import TokenRefused, TokenVerifier, VerifiedToken
 from .config import ServerConfig
 from .net.seam import Address, Request
@@ -109,6 +110,11 @@ def passwords_allowed(peer: Address | None, tls: bool, config: ServerConfig) -> 
     machine (nothing crosses a network in clear), or ``--allow-insecure-auth`` says so.
     A peer whose address is not known (a memory stream) counts as another machine."""
     return tls or config.allow_insecure_auth or is_loopback(peer)
+
+
+def _address(peer: Address | None) -> str:
+    """The peer's address as the login throttle counts it."""
+    return peer.host if peer is not None else "unknown"
 
 
 def _basic(credentials: str) -> CheckPassword | Refuse:
@@ -187,11 +193,17 @@ class Gate:
     with the server's ``config``, its token verifier (``tokens``) and its accounts.
 
     Holds no per-connection state: each call is given the peer and TLS flag of the
-    connection it is for."""
+    connection it is for. ``accounts`` is None unless the server runs ``--accounts``."""
 
-    def __init__(self, config: ServerConfig, tokens: TokenVerifier | None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        tokens: TokenVerifier | None,
+        accounts: Accounts | None = None,
+    ) -> None:
         self.config = config
         self.tokens = tokens
+        self.accounts = accounts if config.accounts else None
 
     async def admit(
         self, request: Request, peer: Address | None, tls: bool
@@ -201,15 +213,28 @@ class Gate:
         worker thread, the throttle's delay after failures); cancelled, nothing is
         decided and the caller drops the connection."""
         decision = decide(request, peer, tls, self.config, self.tokens)
-        if isinstance(decision, CheckPassword):
+        if not isinstance(decision, CheckPassword):
+            return decision
+        if self.accounts is None:
             return Refuse(401, render.NO_ACCOUNTS)
-        return decision
+        try:
+            principal = await self.accounts.authenticate(
+                decision.name, decision.password, _address(peer)
+            )
+        except LoginRefused as refused:
+            # A locked-out pair is told to wait (429); a wrong password gets the challenge.
+            if refused.code == LOGIN_LOCKED:
+                return Refuse(429, refused.text)
+            return Refuse(401, refused.text, (BASIC_CHALLENGE,))
+        return Admit(principal)
 
     async def log_in(self, command: Login | Register, peer: Address | None, tls: bool) -> Admit:
         """Carry out a ``login`` or ``register`` command from a connection from
         ``peer``: the principal it logs in as (with its token, for a token login).
-        Raises :class:`CommandError` saying why not (``invalid_token``,
-        ``no_accounts``, ``no_tokens``, ``insecure_auth``...)."""
+        Raises :class:`CommandError` saying why not (``invalid_token``, ``login_failed``,
+        ``login_locked``, ``account_exists``, ``no_accounts``, ``no_tokens``,
+        ``insecure_auth``...). Waits for the password's hash and the throttle's delay;
+        cancelled, nothing is decided (a registration may have been stored)."""
         if isinstance(command, Login) and command.token is not None:
             return Admit(*self._verify(command.token))
         if not self.config.accounts:
@@ -218,7 +243,16 @@ class Gate:
             raise CommandError("registration_closed", render.REGISTRATION_CLOSED)
         if not passwords_allowed(peer, tls, self.config):
             raise CommandError("insecure_auth", render.INSECURE_AUTH)
-        raise CommandError("no_accounts", render.NO_ACCOUNTS)
+        accounts = self.accounts
+        if accounts is None:
+            raise CommandError("no_accounts", render.NO_ACCOUNTS)
+        if isinstance(command, Register):
+            # Raises account_exists, invalid_password; the name is reserved from now on.
+            return Admit(await accounts.add(command.name, command.password))
+        assert command.name is not None
+        assert command.password is not None
+        # Raises LoginRefused (a CommandError: login_failed, login_locked).
+        return Admit(await accounts.authenticate(command.name, command.password, _address(peer)))
 
     def refresh(self, token: str, current: VerifiedToken) -> VerifiedToken:
         """The new token of a connection logged in with ``current``: verified, and for

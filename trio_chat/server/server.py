@@ -95,12 +95,11 @@ class ChatServer:
         self.control_socket = control_socket_for(config.db, config.control_socket)
         #: Who may log in, and how: the handshake's credentials, the login commands.
         #: The keys that check tokens are read here (TokenKeyError when they cannot be).
-        self.gate = Gate(
-            config,
-            TokenVerifier.from_files(
-                jwt_key=config.jwt_key, jwt_secret_file=config.jwt_secret_file
-            ),
+        tokens = TokenVerifier.from_files(
+            jwt_key=config.jwt_key, jwt_secret_file=config.jwt_secret_file
         )
+        # Logins use the accounts only with --accounts (the admin channel always may).
+        self.gate = Gate(config, tokens, self.accounts)
         self.connections: dict[int, ChatConnection] = {}
         #: Where the server listens: the address of each socket listener, read from its
         #: socket once it is bound (the port chosen, when asked for port 0).
@@ -181,6 +180,10 @@ class ChatServer:
         until cancelled): before the listeners serve, so that once the server is ready,
         so is its control socket."""
         await self.accounts.load()
+        if self.config.accounts:
+            # The live mapping: a name registered from now on is reserved at once. Only
+            # with --accounts: an open chat's nicks are free for anyone to take.
+            self.chat.reserved_names = self.accounts.registered()
         if self.control_socket is not None:
             ops = ControlOps(self.accounts, self.chat)
             # The default folder is the server's own (named by --control-socket, not).
