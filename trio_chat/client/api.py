@@ -10,6 +10,12 @@ JSON as ``docs/protocol.md`` describes them.
 It does not reconnect (the terminal client does: :mod:`trio_chat.client.connection`);
 when the connection ends, iteration ends and commands raise :class:`ChatClosed`.
 
+On a server with accounts or tokens it logs in at the handshake: ``login=(name,
+password)`` (HTTP Basic) or ``token=provider`` (``Authorization: Bearer``), where the
+provider is a callable, plain or async, that returns a token: it is called on connect and
+whenever the server sends a ``refresh`` event (its answer goes back as a ``refresh``
+command, and the event is not yielded).
+
 Owns: the TCP stream (closed however the block ends, so the socket never leaks, even
 when the server closes first), the WebSocket's reader task and this module's own reader
 task, both in one nursery that the ``async with`` block owns.
@@ -17,10 +23,11 @@ task, both in one nursery that the ``async with`` block owns.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,18 +53,29 @@ from trio_chat.core.commands import (
     Nick,
     Private,
     Quit,
+    Refresh,
     Say,
     Topic,
     Who,
     command_to_json,
 )
 
-from .connection import ClientError, describe_refusal, open_tcp, parse_url
+from .connection import ClientError, authorization, describe_refusal, open_tcp, parse_url
 
-__all__ = ["ChatClosed", "ChatError", "CommandFailed", "Connection", "Event", "connect"]
+__all__ = [
+    "ChatClosed",
+    "ChatError",
+    "CommandFailed",
+    "Connection",
+    "Event",
+    "TokenProvider",
+    "connect",
+]
 
 #: An event as the server sends it: one decoded JSON object (``docs/protocol.md``).
 Event = dict[str, Any]
+#: Where a login token comes from: a callable, plain or async, returning the token.
+TokenProvider = Callable[[], str | Awaitable[str]]
 
 #: Time allowed by default for TCP connect, the handshake, the welcome, the nick and the
 #: joins together.
@@ -87,6 +105,17 @@ class CommandFailed(ChatError):
         self.code = str(event.get("code"))
         self.text = str(event.get("text"))
         super().__init__(f"{self.code}: {self.text}")
+
+
+async def _fetch_token(provider: TokenProvider) -> str:
+    """A token from ``provider`` (awaited if it is async); ChatError if it gives none.
+    The token never enters the error's text."""
+    token = provider()
+    if inspect.isawaitable(token):
+        token = await token
+    if not isinstance(token, str) or not token:
+        raise ChatError("the token provider returned no token (it must return a string)")
+    return token
 
 
 class ChatClosed(ChatError):
@@ -125,10 +154,22 @@ class Connection:
     """
 
     def __init__(
-        self, ws: WebSocketConnection, *, max_queued_events: int, resuming: str | None = None
+        self,
+        ws: WebSocketConnection,
+        *,
+        max_queued_events: int,
+        resuming: str | None = None,
+        nursery: trio.Nursery | None = None,
+        token: TokenProvider | None = None,
     ) -> None:
         self._ws = ws
         self._resuming = resuming
+        # Where a refresh asked by the server runs, and where its new token comes from.
+        self._nursery = nursery
+        self._token = token
+        #: Why the last token refresh failed (the provider's error, or the server's
+        #: refusal), None while none did; the server closes with 1008 at the token's exp.
+        self.refresh_failure: ChatError | None = None
         self.welcome: Event = {}
         self.nick: str | None = None
         self.rooms: list[str] = []
@@ -220,6 +261,9 @@ class Connection:
             self._follow(event)
             self._welcomed.set()
             return
+        if kind == "refresh" and self._token is not None and self._nursery is not None:
+            self._nursery.start_soon(self._refresh)
+            return
         answer = self._answers.get(cid) if isinstance(cid, str) else None
         if kind in ("ack", "error") and answer is not None:
             if kind == "ack":
@@ -255,6 +299,18 @@ class Connection:
             self.rooms = [name for name in self.rooms if name not in (room, current)]
             if isinstance(current, str):
                 self.rooms.append(current)
+
+    async def _refresh(self) -> None:
+        """Answer the server's ``refresh`` event: a new token from the provider, sent as
+        a ``refresh`` command. A failure is kept in :attr:`refresh_failure` (the server
+        will close the connection when the token expires); cancellation ends it."""
+        assert self._token is not None
+        try:
+            await self.send(Refresh(await _fetch_token(self._token)))
+        except ChatError as error:
+            self.refresh_failure = error
+        else:
+            self.refresh_failure = None
 
     # --- commands -------------------------------------------------------------------------
 
@@ -359,6 +415,8 @@ async def connect(
     since: int | None = None,
     connect_timeout: float = CONNECT_TIMEOUT,
     max_queued_events: int = MAX_QUEUED_EVENTS,
+    login: tuple[str, str] | None = None,
+    token: TokenProvider | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect to the trio_chat server at ``url`` (``ws://HOST[:PORT][/PATH]``), take
     ``nick`` and join ``rooms`` in order (the last one is current), all within
@@ -369,6 +427,11 @@ async def connect(
     :attr:`Connection.resumed`); with ``since`` (the last message id seen) every message
     missed after it is replayed first, its private messages included.
 
+    On a server that requires a login, give ``login=(name, password)`` for an account,
+    or ``token=provider`` for a token another application signs: a callable, plain or
+    async, called now and whenever the server asks for a new token. A wrong password
+    or a bad token is a refused handshake (:class:`ChatError` naming HTTP 401).
+
     Raises :class:`ChatError` when the connection cannot be made (no server, a refused
     handshake, a server that does not speak ``trio-chat.v1``, a timeout) and
     :class:`CommandFailed` when the nick is taken or a room cannot be joined. An
@@ -377,13 +440,19 @@ async def connect(
     On the way out the connection is closed with 1000 (shielded, within
     :data:`CLOSE_TIMEOUT`), both reader tasks are cancelled and the TCP stream closed.
     """
+    if login is not None and token is not None:
+        raise ValueError("give login or token, not both")
     try:
         host, port, resource = parse_url(url)
         if session is not None or since is not None:
             resource = resume_resource(resource, since=since, session=session)
+        with trio.fail_after(connect_timeout):
+            headers = authorization(login, None if token is None else await _fetch_token(token))
         stream = await open_tcp(url, host, port, connect_timeout)
     except ClientError as error:
         raise ChatError(str(error)) from None
+    except trio.TooSlowError:
+        raise ChatError(f"Could not connect to {url}: the token provider timed out") from None
     failure: ChatError | None = None
     raised: BaseException | None = None
     rejected: ConnectionRejected | None = None
@@ -400,6 +469,8 @@ async def connect(
                         url=url,
                         max_queued_events=max_queued_events,
                         resuming=session,
+                        headers=headers,
+                        token=token,
                     )
                     if nick is not None:
                         await chat.set_nick(nick)
@@ -444,6 +515,8 @@ async def _start(
     url: str,
     max_queued_events: int,
     resuming: str | None,
+    headers: list[tuple[bytes, bytes]],
+    token: TokenProvider | None,
 ) -> Connection:
     """The handshake (its reader task in ``nursery``), our reader task, the welcome."""
     ws = await wrap_client_stream(
@@ -452,13 +525,20 @@ async def _start(
         host,
         resource,
         subprotocols=[PROTOCOL],
+        extra_headers=headers,
         max_message_size=MAX_INCOMING_MESSAGE,
     )
     if ws.subprotocol != PROTOCOL:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await ws.aclose(CloseCode.NORMAL_CLOSURE)
         raise ChatError(f"{url} does not speak {PROTOCOL}")
-    chat = Connection(ws, max_queued_events=max_queued_events, resuming=resuming)
+    chat = Connection(
+        ws,
+        max_queued_events=max_queued_events,
+        resuming=resuming,
+        nursery=nursery,
+        token=token,
+    )
     await nursery.start(chat._read)
     await chat._welcomed.wait()
     if chat.closed is not None:

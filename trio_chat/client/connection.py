@@ -42,6 +42,7 @@ The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument o
 
 from __future__ import annotations
 
+import base64
 import enum
 import os
 import random
@@ -86,6 +87,7 @@ __all__ = [
     "Link",
     "Phase",
     "TypedLines",
+    "authorization",
     "describe_refusal",
     "open_tcp",
     "parse_url",
@@ -180,6 +182,19 @@ def describe_refusal(url: str, rejected: ConnectionRejected) -> str:
     return (
         f"Could not connect to {url}: the server refused with HTTP {rejected.status_code}{detail}"
     )
+
+
+def authorization(
+    login: tuple[str, str] | None = None, token: str | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The handshake's ``Authorization`` header for an account's ``login`` (name,
+    password: HTTP Basic) or a ``token`` (Bearer); none for neither."""
+    if login is not None:
+        name, password = login
+        return [(b"authorization", b"Basic " + base64.b64encode(f"{name}:{password}".encode()))]
+    if token is not None:
+        return [(b"authorization", b"Bearer " + token.strip().encode())]
+    return []
 
 
 def is_exit_command(line: str) -> bool:
