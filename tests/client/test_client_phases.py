@@ -198,6 +198,8 @@ def test_start_up_moves_outside_the_table_are_refused() -> None:
     """Only the moves NEXT_STEPS lists are possible: nothing follows READY but a new
     connection."""
     session = JsonSession(Style(colour=False), "sam")
-    with pytest.raises(RuntimeError, match="no start-up step from awaiting welcome to joining"):
-        session._move_to(StartUp.JOINING)
+    with pytest.raises(
+        RuntimeError, match="no start-up step from awaiting welcome to awaiting welcome"
+    ):
+        session._move_to(StartUp.AWAITING_WELCOME)
     assert NEXT_STEPS[StartUp.READY] == frozenset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
 from .connection import DEFAULT_URL, RECONNECT_CAP, RECONNECT_INITIAL, Backoff, ChatClient
 from .terminal import Screen
 
-__all__ = ["main", "parse_args", "reconnect_delay"]
+__all__ = ["ask_password", "main", "parse_args", "reconnect_delay"]
 
 #: The longest delay ``--reconnect-delay`` accepts (seconds): beyond an hour a user is
 #: better served by ``--no-reconnect``.
@@ -78,8 +79,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"plain text only: do not offer the {PROTOCOL} protocol",
     )
+    credentials = parser.add_mutually_exclusive_group()
+    credentials.add_argument(
+        "--login",
+        metavar="NAME",
+        help="log in to the account NAME (on a server with --accounts); you are asked for "
+        "its password, which is never shown",
+    )
+    credentials.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="log in with the token in FILE (on a server with a JWT key); read again at "
+        "each connection and whenever the server asks for a new token",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.login is not None:
+            args.login = valid_name(args.login, "account name")
         if args.name is not None:
             args.name = valid_name(args.name, "nickname")
         if args.room is not None:
@@ -97,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``--no-reconnect``).
     """
     args = parse_args(argv)
+    login = None
+    if args.login is not None:
+        login = (args.login, ask_password(args.login))
     client = ChatClient(
         args.url,
         Screen(),
@@ -106,5 +125,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         plain=args.plain,
         reconnect=args.reconnect,
         backoff=args.reconnect_delay,
+        login=login,
+        token_file=args.token_file,
     )
+    del login
     sys.exit(trio.run(client.run))
+
+
+def ask_password(name: str) -> str:
+    """The password of account ``name``, asked on the terminal without echo (getpass):
+    never shown, never in any history. Exits 1 when none comes (end of input, Ctrl-C)."""
+    try:
+        password = getpass.getpass(f"Password for {name}: ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        sys.exit(1)
+    if not password:
+        print("trio-chat: no password given", file=sys.stderr)
+        sys.exit(1)
+    return password

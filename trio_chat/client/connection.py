@@ -66,9 +66,7 @@ from trio_websocket import (
 
 from trio_chat.core.arrival import DEFAULT_PORT
 from trio_chat.core.close import CloseCode, describe_close, should_reconnect
-from trio_chat.core.commands import (
-    PROTOCOL,
-)
+from trio_chat.core.commands import PROTOCOL, Refresh, command_to_json
 from trio_chat.lines import read_lines
 
 from .session import JsonSession, login_nick
@@ -345,7 +343,10 @@ class ChatClient:
     """One chat session against ``url``, shown on ``screen``, typed on ``input_fd``.
 
     ``nick`` and ``room`` are used in JSON mode (``nick`` defaults to the login name);
-    ``plain`` does not offer the JSON subprotocol at all. ``reconnect`` (default on)
+    ``plain`` does not offer the JSON subprotocol at all. ``login`` (name, password)
+    logs in to an account at every handshake; ``token_file`` names a file holding a
+    login token, read at every handshake and whenever the server asks for a new token.
+    ``reconnect`` (default on)
     comes back after a lost connection, waiting between attempts as ``backoff`` says
     (default: 0.5 s doubling up to 10 s, see :class:`Backoff`). ``environ`` decides
     colour (``NO_COLOR``); ``tz`` the time zone of shown times (default: local time).
@@ -371,8 +372,16 @@ class ChatClient:
         backoff: Backoff | None = None,
         environ: Mapping[str, str] | None = None,
         tz: tzinfo | None = None,
+        login: tuple[str, str] | None = None,
+        token_file: str | None = None,
     ) -> None:
         self.url = url
+        # How this client logs in at each handshake: an account's name and password
+        # (kept in memory only, never shown), or a file read afresh for each token.
+        self._login = login
+        self._token_file = token_file
+        # The token read for the connection being made (from token_file).
+        self._token: str | None = None
         self._screen = screen
         self._input_fd = input_fd
         self._nick = nick
@@ -513,6 +522,8 @@ class ChatClient:
         failure: ClientError | None = None
         async with self._until_left():
             try:
+                if self._token_file is not None:
+                    self._token = await self._read_token()
                 stream = await open_tcp(self.url, host, port)
             except ClientError as error:
                 failure = error
@@ -602,9 +613,23 @@ class ChatClient:
                     host,
                     resource,
                     subprotocols=None if self._plain else [PROTOCOL],
+                    extra_headers=authorization(self._login, self._token),
                     max_message_size=MAX_INCOMING_MESSAGE,
                 )
         return None
+
+    async def _read_token(self) -> str:
+        """The token in :attr:`_token_file` now (it may have been renewed since the last
+        read); a :class:`ClientError` saying why not, never showing the token."""
+        assert self._token_file is not None
+        try:
+            token = (await trio.Path(self._token_file).read_text(encoding="utf-8")).strip()
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise ClientError(f"cannot read the token file {self._token_file}: {reason}") from None
+        if not token:
+            raise ClientError(f"the token file {self._token_file} is empty")
+        return token
 
     async def _chat(
         self, input_tasks: trio.Nursery, ws: WebSocketConnection, *, first: bool
@@ -636,7 +661,14 @@ class ChatClient:
             return None
         if self._json is None:
             style = Style(colour_wanted(self._screen.interactive, self._environ))
-            self._json = JsonSession(style, self._nick or login_nick(), self._room, self._tz)
+            self._json = JsonSession(
+                style,
+                self._nick or login_nick(),
+                self._room,
+                self._tz,
+                logged_in=self._login is not None or self._token_file is not None,
+            )
+            self._json.renews_tokens = self._token_file is not None
         return self._json
 
     async def _close(self, ws: WebSocketConnection | None) -> Ending:
@@ -738,6 +770,14 @@ class ChatClient:
             self._screen.show(shown)
         for request in output.send:
             await link.ws.send_message(request)
+        if session.refresh_asked:
+            session.refresh_asked = False
+            try:
+                token = await self._read_token()
+            except ClientError as error:
+                self._screen.status(str(error))
+            else:
+                await link.ws.send_message(command_to_json(Refresh(token)))
         if session.ready:
             link.ready.set()
 

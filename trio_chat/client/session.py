@@ -91,7 +91,7 @@ class StartUp(enum.Enum):
 #: The steps each start-up step may move to; a lost connection starts again from
 #: AWAITING_WELCOME whatever the step.
 NEXT_STEPS: Mapping[StartUp, frozenset[StartUp]] = {
-    StartUp.AWAITING_WELCOME: frozenset({StartUp.TAKING_NICK, StartUp.READY}),
+    StartUp.AWAITING_WELCOME: frozenset({StartUp.TAKING_NICK, StartUp.JOINING, StartUp.READY}),
     StartUp.TAKING_NICK: frozenset({StartUp.TAKING_NICK, StartUp.JOINING, StartUp.READY}),
     StartUp.JOINING: frozenset({StartUp.READY}),
     StartUp.READY: frozenset(),
@@ -147,8 +147,19 @@ class JsonSession:
         tz: tzinfo | None = None,
         *,
         cid_prefix: str | None = None,
+        logged_in: bool = False,
     ) -> None:
         self.style = style
+        #: The connection logs in at the handshake (an account or a token): it arrives
+        #: with the nick the server gives it, and asks for none.
+        self.logged_in = logged_in
+        #: Set when the server asked for a new login token (a ``refresh`` event) and the
+        #: session was told someone renews it (:attr:`renews_tokens`): that someone
+        #: sends it, and clears this.
+        self.refresh_asked = False
+        #: Whether a ``refresh`` event is for the caller to answer (a token file), not
+        #: for the user (it is then not shown).
+        self.renews_tokens = False
         self.nick = nick
         self.room = room
         self.tz = tz
@@ -280,6 +291,9 @@ class JsonSession:
             return self._welcome(event)
         if kind == "presence":
             self._follow_presence(event)
+        if kind == "refresh" and self.renews_tokens:
+            self.refresh_asked = True
+            return Output()
         if kind in ("message", "private") and not self._first_sight(event):
             return Output()
         if kind not in ("ack", "error"):
@@ -327,9 +341,14 @@ class JsonSession:
             self.rooms = [room for room in rooms if isinstance(room, str) and room != current]
             if isinstance(current, str):
                 self.rooms.append(current)
+        nick = event.get("nick")
+        if not self._resumable and self.logged_in and isinstance(nick, str):
+            # The account's (or token's) nick: the server chose it, nothing to ask.
+            self.nick = self._wanted = nick
+            self.nick_in_use = nick
+            return self._after_nick(Output())
         if not self._resumable:
             return self._ask_nick()
-        nick = event.get("nick")
         if self.nick_in_use is None or (
             isinstance(nick, str) and nick.casefold() == self.nick_in_use.casefold()
         ):

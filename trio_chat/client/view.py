@@ -202,4 +202,6 @@ def _render(
             return [style.error(render.error_line(_safe(event["text"])))]
         case "welcome":
             return []
+        case "refresh":
+            return [style.dim(render.token_refresh(event, SAFE))]
     return [style.dim(f"(unknown event: {_safe(kind)})")]
