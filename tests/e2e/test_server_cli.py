@@ -507,3 +507,49 @@ def test_a_read_only_folder_is_reported_as_read_only(tmp_path: Path) -> None:
     )
     assert list(folder.iterdir()) == []
     folder.chmod(0o755)  # for pytest's clean-up
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--open-registration"], "--open-registration needs --accounts"),
+        (
+            ["--guests"],
+            "--guests needs --accounts, --jwt-key or --jwt-secret-file (it is the default)",
+        ),
+    ],
+    ids=["registration", "guests"],
+)
+def test_login_flags_that_do_not_go_together(args: list[str], expected: str) -> None:
+    result = run_server_cli("--host", "127.0.0.1", "--port", "0", "--db", ":memory:", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{PROG}: error: {expected}; see --help\n"
+
+
+def test_a_jwt_key_that_cannot_be_used_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A short secret, a missing file, a file that is no public key: one line each."""
+    short = tmp_path / "short"
+    short.write_text("hunter2\n")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    cases = [
+        (
+            ["--jwt-secret-file", str(short)],
+            f"the JWT secret in {short} is 7 bytes; HS256 needs at least 32 "
+            f"(try: openssl rand -hex 32 > {short})",
+        ),
+        (
+            ["--jwt-secret-file", str(tmp_path / "none")],
+            f"cannot read the JWT secret file {tmp_path / 'none'}: No such file or directory",
+        ),
+        (
+            ["--jwt-key", str(garbage)],
+            f"{garbage} is not a PEM public key (-----BEGIN PUBLIC KEY-----); "
+            "give the public half of the key that signs the tokens",
+        ),
+    ]
+    for args, expected in cases:
+        result = run_server_cli(
+            "--host", "127.0.0.1", "--port", "0", "--db", ":memory:", "--no-console", *args
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", expected + "\n")

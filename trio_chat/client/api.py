@@ -309,6 +309,8 @@ class Connection:
             await self.send(Refresh(await _fetch_token(self._token)))
         except ChatError as error:
             self.refresh_failure = error
+        except Exception as error:  # the caller's provider: kept, never our task's end
+            self.refresh_failure = ChatError(f"the token provider failed: {type(error).__name__}")
         else:
             self.refresh_failure = None
 
