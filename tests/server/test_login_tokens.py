@@ -305,3 +305,16 @@ async def test_an_admin_sets_the_topic_of_any_room(token_server: LiveServer) -> 
         assert await bob.call({"type": "topic", "room": "lobby", "text": "x", "cid": 2}) == error(
             "not_in_room", "you are not in lobby", 2
         )
+
+
+async def test_a_shutdown_closes_a_connection_still_logging_in_with_1001(
+    token_server: LiveServer,
+) -> None:
+    async with json_client(token_server) as client:
+        await client.ws.send(b"\x00binary")
+        assert await client.event() == error(
+            "binary_frame", "binary messages are not supported; send text"
+        )
+        token_server.server.shutdown()
+        close = await client.expect_close()
+        assert (close.code, close.reason) == (1001, "server shutting down")
