@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -367,3 +368,22 @@ async def test_no_password_or_token_reaches_the_log(
     assert "logged in as account alice" in logged
     for secret in secrets:
         assert secret not in logged
+
+
+async def test_a_device_resumes_its_session_without_the_password(live: LiveServer) -> None:
+    """An account's session secret logs its device back in within the hold; an unknown
+    secret is no login."""
+    async with json_client(live) as phone:
+        await phone.send({"type": "login", "name": "alice", "password": "wonder land"})
+        assert (await phone.event())["command"] == "login"
+        secret = (await phone.event())["session"]
+        await phone.ws.aclose(code=4000)  # dropped, not a goodbye: the session is held
+    await live.wait_for(re.compile(r"Client #\d+ \(.*\) disconnected: 4000"))
+    async with json_client(live, f"/?session={secret}") as again:
+        welcomed = await again.event()
+        assert (welcomed["type"], welcomed["nick"]) == ("welcome", "alice")
+    async with json_client(live, "/?session=not-a-secret") as stranger:
+        assert await stranger.call({"type": "who", "cid": 1}) == error(
+            "login_required", "log in first: /login NAME PASSWORD", 1
+        )
+    assert secret not in "\n".join(live.log.messages)

@@ -318,3 +318,15 @@ async def test_a_shutdown_closes_a_connection_still_logging_in_with_1001(
         token_server.server.shutdown()
         close = await client.expect_close()
         assert (close.code, close.reason) == (1001, "server shutting down")
+
+
+async def test_a_token_session_resumes_only_with_a_valid_token(token_server: LiveServer) -> None:
+    """The secret alone is no login for a token's session; with a token it resumes."""
+    async with json_client(token_server, f"/?token={token()}") as alice:
+        secret = (await alice.event())["session"]
+        await alice.ws.aclose(code=4000)
+    async with json_client(token_server, f"/?session={secret}") as bare:
+        answer = await bare.call({"type": "who", "cid": 1})
+        assert (answer["type"], answer["code"]) == ("error", "login_required")
+    async with json_client(token_server, f"/?session={secret}&token={token()}") as again:
+        assert await again.event() == welcome("alice", session=secret)

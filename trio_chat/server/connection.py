@@ -237,6 +237,8 @@ class ChatConnection:
             with self._io_scope:
                 login_ack: LoginAnswer | None = None
                 pending: Sequence[Parsed] = ()
+                if not isinstance(admission, Admit) and self._resumes_account():
+                    admission = Admit()  # the session's secret stands for its login
                 if not isinstance(admission, Admit):
                     logged_in = await self._log_in()
                     if logged_in is None:
@@ -272,6 +274,16 @@ class ChatConnection:
                 self._chat.leave(member, subscription, resumable=self._may_resume())
             await self._send_close_frame()
             self._finish()
+
+    def _resumes_account(self) -> bool:
+        """Whether the URL's ``session=`` names an account's session still open or held:
+        its secret then logs the device back in, without the password (the chat resumes
+        it on arrival). A token's session needs a valid token all the same."""
+        arrival = self._arrival
+        if arrival is None or arrival.session is None:
+            return False
+        session = self._chat.sessions.find(arrival.session)
+        return session is not None and session.principal.kind is PrincipalKind.ACCOUNT
 
     def _arrive(self, admission: Admit) -> tuple[Member, Subscription]:
         """Into the chat as the admission decided: the member and its subscription."""
