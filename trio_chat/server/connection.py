@@ -20,6 +20,7 @@ before, and a 1008 ``token expired`` close at the end unless a new token came.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Sequence
@@ -106,10 +107,17 @@ class _TokenWatch:
         self.renewed = trio.Event()
 
 
-#: What the login phase returns to say the connection is to close.
-_CLOSE = object()
+class _Waiting(enum.Enum):
+    """What one command of the login phase leaves to do when it did not log in."""
+
+    #: Go on waiting for a login (the command was answered).
+    GO_ON = "go on"
+    #: Close the connection (its close code is set): a quit, a bad token.
+    CLOSE = "close"
+
+
 #: The command that logged a connection in (``login`` or ``register``) and its cid.
-LoginAnswer = tuple[str, str | int | None]
+_LoginAnswer = tuple[str, str | int | None]
 
 
 def _login_kind(command: Login | Register) -> str:
@@ -235,7 +243,7 @@ class ChatConnection:
         arrived: tuple[Member, Subscription] | None = None
         try:
             with self._io_scope:
-                login_ack: LoginAnswer | None = None
+                login_ack: _LoginAnswer | None = None
                 pending: Sequence[Parsed] = ()
                 if not isinstance(admission, Admit) and self._resumes_account():
                     admission = Admit()  # the session's secret stands for its login
@@ -318,7 +326,7 @@ class ChatConnection:
 
     # --- logging in ---------------------------------------------------------------------
 
-    async def _log_in(self) -> tuple[Admit, LoginAnswer, Sequence[Parsed]] | None:
+    async def _log_in(self) -> tuple[Admit, _LoginAnswer, Sequence[Parsed]] | None:
         """The login phase of a connection that must log in before it is in the chat.
 
         Reads frames until one logs in (``login``, or ``register`` where open), answering
@@ -339,9 +347,9 @@ class ChatConnection:
                 parsed = self.wire.parse(message, max_lines=self._chat.max_message_lines)
                 for index, item in enumerate(parsed):
                     outcome = await self._before_login(item)
-                    if outcome is _CLOSE:
+                    if outcome is _Waiting.CLOSE:
                         return None
-                    if isinstance(outcome, tuple):
+                    if outcome is not _Waiting.GO_ON:
                         return (*outcome, parsed[index + 1 :])
         logger.info(
             "client #%d (%s) did not log in within %g s",
@@ -352,13 +360,12 @@ class ChatConnection:
         self.close_soon(CloseCode.POLICY_VIOLATION, LOGIN_TIMED_OUT)
         return None
 
-    async def _before_login(self, item: Parsed) -> tuple[Admit, LoginAnswer] | object | None:
-        """One command of the login phase: the admission and the answer to send once in
-        the chat when it logged in, :data:`_CLOSE` when the connection is to close
-        (close code set), None to go on waiting (its answer sent)."""
+    async def _before_login(self, item: Parsed) -> tuple[Admit, _LoginAnswer] | _Waiting:
+        """One command of the login phase: when it logged in, the admission and the
+        answer to send once in the chat; else what to do next (its answer sent)."""
         if isinstance(item, CommandError):
             await self._send_now(ErrorEvent(item.code, item.text, item.cid))
-            return None
+            return _Waiting.GO_ON
         command, cid = item
         match command:
             case Login() | Register():
@@ -368,8 +375,8 @@ class ChatConnection:
                     await self._send_now(ErrorEvent(error.code, error.text, cid))
                     if error.code == "invalid_token":
                         self.close_soon(CloseCode.POLICY_VIOLATION, INVALID_TOKEN)
-                        return _CLOSE
-                    return None
+                        return _Waiting.CLOSE
+                    return _Waiting.GO_ON
                 self._logged_in(admitted)
                 return admitted, (_login_kind(command), cid)
             case Help():
@@ -377,7 +384,7 @@ class ChatConnection:
             case Quit():
                 await self._send_now(Ack("quit", cid))
                 self.close_soon(CloseCode.NORMAL_CLOSURE, QUIT_REASON)
-                return _CLOSE
+                return _Waiting.CLOSE
             case _:
                 config = self._config
                 text = render.login_required(
@@ -385,7 +392,7 @@ class ChatConnection:
                     registration=config.accounts and config.open_registration,
                 )
                 await self._send_now(ErrorEvent("login_required", text, cid))
-        return None
+        return _Waiting.GO_ON
 
     def _logged_in(self, admitted: Admit) -> None:
         """Log who this connection logged in as (never with what)."""
@@ -450,9 +457,7 @@ class ChatConnection:
         self._logged_in(admitted)
         if admitted.token is not None and self._token_watch is not None:
             self._token_watch.renew(admitted.token)
-        return self._login_ack(
-            member, "register" if isinstance(command, Register) else "login", cid
-        )
+        return self._login_ack(member, _login_kind(command), cid)
 
     def _refresh(self, command: Refresh, cid: str | int | None) -> Ack:
         """A new token for this connection: same subject, later expiry. Raises
