@@ -52,6 +52,13 @@ PHRASES = [
     "too many failed logins",
     "there is already an account",
     "the password is",
+    "You are logged in as",
+    "log in first",
+    "invalid login token",
+    "passwords are refused over",
+    "only an admin may",
+    "registration is closed",
+    "login token expires in",
 ]
 
 
@@ -146,3 +153,24 @@ def test_hooks_see_every_outside_string_and_each_line_alone() -> None:
     assert chat_lines(MESSAGE, hooks) == ["(alice) says: <a>", "(alice) says: <b>"]
     who = {"type": "ack", "command": "who", "room": "dev", "members": ["al"], "anonymous": 1}
     assert ack_lines(who, hooks) == ["* In <dev>: (al) and 1 without a nickname"]
+
+
+def test_the_login_answers_and_the_refresh_event_in_plain_words() -> None:
+    """Each login-related answer is one line; the refresh event says what to do."""
+    assert ack_lines({"command": "login", "nick": "alice", "admin": False}) == [
+        "* You are logged in as alice"
+    ]
+    assert ack_lines({"command": "login", "nick": "root", "admin": True}) == [
+        "* You are logged in as root (admin)"
+    ]
+    assert ack_lines({"command": "register", "nick": "bob"}) == [
+        "* Registered bob; you are logged in"
+    ]
+    assert ack_lines({"command": "refresh", "expires": "x"}) == ["* Your login token was renewed"]
+    assert ack_lines({"command": "kick", "nick": "bob", "reason": "r"}) == ["* You kicked bob"]
+    assert ack_lines({"command": "announce", "room": "dev", "reached": 3}) == [
+        "* Said in dev (3 reached)"
+    ]
+    assert render.token_refresh({"type": "refresh", "expires": "x", "seconds": 30}) == (
+        "* Your login token expires in 30 s; send a new one with /refresh TOKEN"
+    )
