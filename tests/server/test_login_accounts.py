@@ -387,3 +387,21 @@ async def test_a_device_resumes_its_session_without_the_password(live: LiveServe
             "login_required", "log in first: /login NAME PASSWORD", 1
         )
     assert secret not in "\n".join(live.log.messages)
+
+
+async def test_a_locked_out_pair_gets_429_at_the_handshake(
+    start_live_server: StartLiveServer,
+) -> None:
+    """After --login-failures wrong passwords from one address, HTTP Basic for that
+    name from there is refused with 429 and the time to wait, without a hash."""
+    live = await accounts_server(start_live_server, login_failures=1, login_lockout=900)
+    answers = []
+    for _ in range(2):
+        with pytest.raises(InvalidStatus) as info:
+            async with json_client(live, headers=basic("alice", "wrong")):
+                pass
+        answers.append((info.value.response.status_code, info.value.response.body.decode()))
+    assert answers == [
+        (401, f"{WRONG}\n"),
+        (429, "too many failed logins from your address; try again in 15 minutes\n"),
+    ]
