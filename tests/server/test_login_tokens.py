@@ -245,15 +245,19 @@ async def test_guests_may_chat_and_log_in_later(
     start_live_server: StartLiveServer, secret_file: str
 ) -> None:
     """With --guests a connection is in the chat at once; a token login turns it into
-    the token's subject, announced as a nick change."""
-    live = await start_live_server(jwt_secret_file=secret_file, guests=True)
+    the token's subject, announced as a nick change, and its expiry is watched from then
+    on (asked for at once: it is within token_refresh)."""
+    live = await start_live_server(jwt_secret_file=secret_file, guests=True, token_refresh=60)
     async with json_client(live, "/?nick=visitor") as guest, json_client(live) as other:
         assert await guest.event() == welcome("visitor")
         assert await other.event() == welcome()
-        answer = await guest.call({"type": "login", "token": token(nick="Alice"), "cid": 1})
-        answer.pop("expires")
+        login = {"type": "login", "token": token(nick="Alice", lifetime=30), "cid": 1}
+        answer = await guest.call(login)
+        expires = answer.pop("expires")
         assert answer == ack("login", 1, nick="Alice", admin=False)
         assert stamped(await other.event()) == presence("nick", "visitor", new_nick="Alice")
+        asked = await guest.event()
+        assert (asked["type"], asked["expires"]) == ("refresh", expires)
         assert await guest.call({"type": "login", "token": token(), "cid": 2}) == error(
             "already_logged_in", "you are already logged in as Alice", 2
         )

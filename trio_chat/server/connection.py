@@ -94,11 +94,10 @@ class _Outside:
 
 @dataclass(eq=False, slots=True)
 class _TokenWatch:
-    """The login token a connection holds (None until it logs in with one), and the
-    event that wakes its watcher when a login or a ``refresh`` gives it one. Made only
-    on servers that take tokens."""
+    """The login token a connection holds, and the event that wakes its watcher when a
+    ``refresh`` replaces it. Made only for connections that log in with a token."""
 
-    token: VerifiedToken | None = None
+    token: VerifiedToken
     renewed: trio.Event = field(default_factory=trio.Event)
 
     def renew(self, token: VerifiedToken) -> None:
@@ -231,8 +230,8 @@ class ChatConnection:
         """Serve the connection until it closes, then send the close frame.
 
         A connection admitted pending a login first runs its login phase (outside the
-        chat). Owns the reader and writer tasks (and the token watcher, on a server that
-        takes tokens) and the bus subscription; all are gone when this returns. An
+        chat). Owns the reader and writer tasks (and the token watcher, for a token
+        login) and the bus subscription; all are gone when this returns. An
         exception in either task is logged with its traceback and closes this
         connection alone with 1011. Cancelling ``run`` abandons the close handshake and
         returns promptly (at most ``shutdown_grace`` seconds for the member's last
@@ -265,9 +264,9 @@ class ChatConnection:
                     if self._token_watch is not None:
                         nursery.start_soon(self._watch_token, self._token_watch, subscription)
                     for parsed in pending:  # what came after the login in its frame
-                        await self._carry_out(member, subscription, parsed)
+                        await self._carry_out(member, subscription, parsed, nursery)
                     del pending
-                    await self._read_loop(member, subscription)
+                    await self._read_loop(member, subscription, nursery)
                     nursery.cancel_scope.cancel()
         except Exception:
             logger.exception("client #%d (%s) failed", self.key, self.peer)
@@ -297,7 +296,7 @@ class ChatConnection:
         """Into the chat as the admission decided: the member and its subscription."""
         arrival = self._arrival
         self._arrival = None  # used once: an open connection keeps no copy of its URL's query
-        if self._gate.tokens is not None:
+        if admission.token is not None:
             self._token_watch = _TokenWatch(admission.token)
             if (
                 admission.token is not None
@@ -412,7 +411,7 @@ class ChatConnection:
         principal = member.principal
         result: dict[str, Any] = {"nick": member.nick, "admin": principal.admin}
         watch = self._token_watch
-        if watch is not None and watch.token is not None:
+        if watch is not None:
             result["expires"] = _expiry(watch.token)
         return Ack(command, cid, **result)
 
@@ -423,9 +422,12 @@ class ChatConnection:
         if text is not None:
             await self._send_frame([text])
 
-    async def _carry_out(self, member: Member, subscription: Subscription, item: Parsed) -> None:
+    async def _carry_out(
+        self, member: Member, subscription: Subscription, item: Parsed, tasks: trio.Nursery
+    ) -> None:
         """One command read from a frame: the chat's to carry out, or, for ``login``,
-        ``register`` and ``refresh``, this connection's."""
+        ``register`` and ``refresh``, this connection's (a token login starts the watch
+        on its expiry in ``tasks``, the connection's I/O nursery)."""
         if isinstance(item, CommandError):
             subscription.offer(ErrorEvent(item.code, item.text, item.cid))
             return
@@ -438,16 +440,22 @@ class ChatConnection:
             if isinstance(command, Refresh):
                 answer = self._refresh(command, cid)
             else:
-                answer = await self._log_in_member(member, command, cid)
+                answer = await self._log_in_member(member, subscription, command, cid, tasks)
         except CommandError as error:
             answer = ErrorEvent(error.code, error.text, cid)
         subscription.offer(answer)
 
     async def _log_in_member(
-        self, member: Member, command: Login | Register, cid: str | int | None
+        self,
+        member: Member,
+        subscription: Subscription,
+        command: Login | Register,
+        cid: str | int | None,
+        tasks: trio.Nursery,
     ) -> Ack:
         """A login from a member already in the chat (a guest, with ``--guests``): it
-        acts as the account or token subject from now on. Raises CommandError."""
+        acts as the account or token subject from now on; a token's expiry is watched
+        from a task started in ``tasks``. Raises CommandError."""
         principal = member.known_principal
         if principal is not None and principal.kind is not PrincipalKind.GUEST:
             raise CommandError("already_logged_in", render.already_logged_in(member.nick or ""))
@@ -455,33 +463,31 @@ class ChatConnection:
         assert admitted.principal is not None
         self._chat.authenticate(member, admitted.principal)
         self._logged_in(admitted)
-        if admitted.token is not None and self._token_watch is not None:
-            self._token_watch.renew(admitted.token)
+        if admitted.token is not None:
+            self._token_watch = _TokenWatch(admitted.token)
+            tasks.start_soon(self._watch_token, self._token_watch, subscription)
         return self._login_ack(member, _login_kind(command), cid)
 
     def _refresh(self, command: Refresh, cid: str | int | None) -> Ack:
         """A new token for this connection: same subject, later expiry. Raises
         CommandError (``not_token``, ``invalid_token``)."""
         watch = self._token_watch
-        if watch is None or watch.token is None:
+        if watch is None:
             raise CommandError("not_token", render.NOT_TOKEN)
         token = self._gate.refresh(command.token, watch.token)
         watch.renew(token)
         return Ack("refresh", cid, expires=_expiry(token))
 
     async def _watch_token(self, watch: _TokenWatch, subscription: Subscription) -> None:
-        """Watch this connection's login token (from when it has one): ``token_refresh``
-        seconds before it expires, ask for a new one (a ``refresh`` event, once per
-        token); when it expires with no new one, close with 1008 ``token expired``. A
-        ``refresh`` wakes it to count again from the new expiry. Runs until cancelled."""
+        """Watch this connection's login token: ``token_refresh`` seconds before it
+        expires, ask for a new one (a ``refresh`` event, once per token); when it expires
+        with no new one, close with 1008 ``token expired``. A ``refresh`` wakes it to
+        count again from the new expiry. Runs until cancelled."""
         assert self._gate.tokens is not None
         clock = self._gate.tokens.clock
         asked_for: float | None = None  # the expiry a new token was asked for
         while True:
             token = watch.token
-            if token is None:
-                await watch.renewed.wait()
-                continue
             now = clock()
             if token.expires <= now:
                 logger.info("client #%d (%s): its login token expired", self.key, self.peer)
@@ -523,7 +529,9 @@ class ChatConnection:
             return "not closed"
         return describe_close(self._ws.close_code, self._ws.close_reason)
 
-    async def _read_loop(self, member: Member, subscription: Subscription) -> None:
+    async def _read_loop(
+        self, member: Member, subscription: Subscription, tasks: trio.Nursery
+    ) -> None:
         """Hand every text frame to the chat until the peer closes; answer binary ones."""
         while True:
             message = await self._ws.receive()
@@ -531,7 +539,7 @@ class ChatConnection:
                 return
             if isinstance(message, str):
                 for parsed in member.wire.parse(message, max_lines=self._chat.max_message_lines):
-                    await self._carry_out(member, subscription, parsed)
+                    await self._carry_out(member, subscription, parsed, tasks)
             else:
                 subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
 
