@@ -1,12 +1,13 @@
 """The chat itself: members, nicknames, rooms, and what each command does to them.
 
-A frame enters through :meth:`Chat.receive_text`, is read into
-:class:`~trio_chat.core.commands.Command` values by the member's wire format, and
-:meth:`Chat.execute` carries each out: it checks the rules, changes the state, and
-publishes events (data, worded elsewhere: :mod:`trio_chat.core.render`) on the bus to
-exactly the members who should see them. Room and private messages are handed to
-:class:`~trio_chat.server.messaging.Messaging`. A member is let go for a typed reason
-(:data:`~trio_chat.core.close.Departure`); its connection picks the close code.
+A frame is read into :class:`~trio_chat.core.commands.Command` values by the member's
+wire format (by its connection, which carries out ``login``, ``register`` and ``refresh``
+itself; or by :meth:`Chat.receive_text`), and :meth:`Chat.execute` carries each out: it
+checks the rules, changes the state, and publishes events (data, worded elsewhere:
+:mod:`trio_chat.core.render`) on the bus to exactly the members who should see them.
+Room and private messages are handed to :class:`~trio_chat.server.messaging.Messaging`.
+A member is let go for a typed reason (:data:`~trio_chat.core.close.Departure`); its
+connection picks the close code.
 
 Nicknames are held by principals (:class:`~trio_chat.core.identity.Principal`), not by
 connections: the devices of one account share its nick, its presence is announced once
