@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -114,11 +115,13 @@ class LiveServer:
 
     server: ChatServer
     log: ServerLog
+    #: What the test's clients verify a TLS server with (a test CA's context).
+    client_ssl: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        """``ws://127.0.0.1:PORT``: where the server listens."""
-        return f"ws://127.0.0.1:{self.server.port}"
+        """``ws://127.0.0.1:PORT`` (``wss://`` for a TLS server): where it listens."""
+        return self.server.urls[0]
 
     def console(self, line: str) -> str | None:
         """Type ``line`` at the operator console; return what the console prints."""
@@ -152,8 +155,8 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
 
     async def start(**settings: Any) -> LiveServer:
         # Messages in memory unless a test asks for a file: no test sees another's.
-        defaults: dict[str, Any] = {"history_on_join": 0, "db": ":memory:"}
-        config = ServerConfig(host="127.0.0.1", port=0, **{**defaults, **settings})
+        defaults: dict[str, Any] = {"port": 0, "history_on_join": 0, "db": ":memory:"}
+        config = ServerConfig(host="127.0.0.1", **{**defaults, **settings})
         server: ChatServer = await nursery.start(ChatServer(config).run)
         started.append(server)
         return LiveServer(server, log)
@@ -178,15 +181,20 @@ async def live_server(start_live_server: StartLiveServer) -> LiveServer:
 
 
 def connect_to(
-    url: str, subprotocols: list[str] | None = None, headers: dict[str, str] | None = None
+    url: str,
+    subprotocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> connect:
     """``websockets``' Trio client for ``url``, offering ``subprotocols`` and sending
-    ``headers`` too: no proxy, no keepalive pings, the opening and the closing handshake
-    each time-limited."""
+    ``headers`` too (a ``wss://`` server verified with ``ssl_context``): no proxy, no
+    keepalive pings, the opening and the closing handshake each time-limited."""
     return connect(
         url,
         subprotocols=subprotocols,  # type: ignore[arg-type]
         additional_headers=headers,
+        ssl=ssl_context,
         proxy=None,
         ping_interval=None,
         open_timeout=EVENT_TIMEOUT,
@@ -317,7 +325,7 @@ class JsonClient(LineReader):
 async def open_plain(live: LiveServer, query: str = "") -> AsyncIterator[PlainClient]:
     """A plain-mode client of ``live`` at ``url + query`` (no subprotocol offered), in
     the chat once its connect line is logged; closed (1000) on the way out."""
-    async with connect_to(live.url + query) as ws:
+    async with connect_to(live.url + query, ssl_context=live.client_ssl) as ws:
         assert ws.subprotocol is None
         yield PlainClient(ws, await wait_connected(live, ws))
 
@@ -335,7 +343,7 @@ async def open_json(
     arrives with ``nick`` in ``rooms``, and the secret ``session`` when it resumes one): once it
     is in, the client is subscribed. Closed
     on the way out."""
-    async with connect_to(live.url + query, [PROTOCOL]) as ws:
+    async with connect_to(live.url + query, [PROTOCOL], ssl_context=live.client_ssl) as ws:
         assert ws.subprotocol == PROTOCOL
         client = JsonClient(ws)
         greeting = await client.event()

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -143,7 +144,7 @@ async def open_client(url: str, **options: Any) -> AsyncIterator[WebSocketConnec
     ``open_websocket`` can leak the socket when the server closes first). A refused
     handshake raises a bare ``ConnectionRejected``.
     """
-    host, port, resource = parse_url(url)
+    host, port, resource, _ = parse_url(url)
     stream = await trio.open_tcp_stream(host, port)
     try:
         async with trio.open_nursery() as nursery:
@@ -461,3 +462,39 @@ async def transport_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stre
         client_end = trio.SocketStream(sock)  # owns sock from here on
         await sock.connect(listener.socket.getsockname())
         return client_end, await listener.accept()
+
+
+# --- TLS: certificates from a throwaway CA (trustme) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A server certificate for 127.0.0.1 and localhost from a fresh trustme CA, written
+    as PEM files: what ``--certfile``/``--keyfile`` and a client's ``--cafile`` take."""
+
+    ca: Any  # trustme.CA
+    certfile: str
+    keyfile: str
+    cafile: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA only."""
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+def make_certificates(folder: Path, name: str = "server") -> Certificates:
+    """A new CA and a server certificate from it, as PEM files in ``folder`` (named after
+    ``name``): the chain in NAME.crt, its key in NAME.key, the CA in NAME-ca.pem."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    certfile, keyfile, cafile = (
+        folder / f"{name}.crt",
+        folder / f"{name}.key",
+        folder / f"{name}-ca.pem",
+    )
+    certfile.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    return Certificates(ca, str(certfile), str(keyfile), str(cafile))

@@ -141,14 +141,16 @@ async def test_a_full_server_is_one_line_and_status_1(
 async def test_a_refused_resume_url_is_one_line_and_status_1(
     chat_server: ChatServer, pipe: tuple[int, int]
 ) -> None:
-    """A 400 (an invalid resume query in the URL) is not retried: one line, status 1."""
+    """A 400 (an invalid resume query in the URL) is not retried: one line, status 1. The
+    URL is shown without its query (it may hold a secret)."""
     url = f"ws://127.0.0.1:{chat_server.port}/?since=soon"
+    shown = f"ws://127.0.0.1:{chat_server.port}/?\N{HORIZONTAL ELLIPSIS}"
     client, output = make_client(url, pipe[0])
     with trio.fail_after(EVENT_TIMEOUT):
         assert await client.run() == 1
     (connecting, refused) = output.getvalue().splitlines()
-    assert connecting == f"Connecting to server at {url}..."
-    assert refused.startswith(f"Could not connect to {url}: the server refused with HTTP 400 (")
+    assert connecting == f"Connecting to server at {shown}..."
+    assert refused.startswith(f"Could not connect to {shown}: the server refused with HTTP 400 (")
 
 
 def test_moves_outside_the_table_are_refused() -> None:

@@ -158,11 +158,11 @@ def test_unreachable_server(start_client: Callable[..., Client], url: str, error
 
 
 def test_invalid_url(start_client: Callable[..., Client]) -> None:
-    """A URL that is not ws:// is one line saying so, and exit status 1."""
+    """A URL that is not ws:// or wss:// is one line saying so, and exit status 1."""
     client = start_client("http://x")
     assert client.wait_for_exit() == 1
     assert client.output == (
-        shown("Invalid URL 'http://x': expected ws://HOST[:PORT][/PATH]") + FINISH
+        shown("Invalid URL 'http://x': expected ws:// or wss://HOST[:PORT][/PATH]") + FINISH
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from trio_chat.server.cli import config_from_args, parse_args, startup_failure
 from trio_chat.server.config import SETTINGS, ServerConfig, Setting, flag_table
+from trio_chat.server.net.tls import TLSSetupError
 from trio_chat.server.store import StoreError
 
 from support import ROOT
@@ -50,6 +51,8 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "jwt_secret_file": ("secret", "secret"),
     "token_refresh": ("5", 5.0),
     "login_timeout": ("7.5", 7.5),
+    "certfile": ("cert.pem", "cert.pem"),
+    "keyfile": ("key.pem", "key.pem"),
     "ready_file": ("ready.json", "ready.json"),
     "no_console": (None, True),
     "log_level": ("debug", "DEBUG"),
@@ -145,3 +148,14 @@ def test_parse_args_reads_only_the_environment_it_is_given(
     flagged = parse_args(["--port", "9002"], {"TRIO_CHAT_PORT": "nope"})
     assert flagged.port == 9002
     assert config_from_args(defaults) == ServerConfig()
+
+
+def test_a_certificate_that_cannot_be_used_is_one_line() -> None:
+    """A TLSSetupError, before or after listening, is the operator's to fix: its line."""
+    config = ServerConfig()
+    failed = ExceptionGroup(
+        "", [TLSSetupError("cannot use the TLS key file k.pem: it is encrypted")]
+    )
+    assert startup_failure(failed, config, listening=False) == (
+        "cannot use the TLS key file k.pem: it is encrypted"
+    )

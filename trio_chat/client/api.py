@@ -16,7 +16,7 @@ provider is a callable, plain or async, that returns a token: it is called on co
 whenever the server sends a ``refresh`` event (its answer goes back as a ``refresh``
 command, and the event is not yielded).
 
-Owns: the TCP stream (closed however the block ends, so the socket never leaks, even
+Owns: the TCP (or TLS) stream (closed however the block ends, so the socket never leaks, even
 when the server closes first), the WebSocket's reader task and this module's own reader
 task, both in one nursery that the ``async with`` block owns.
 """
@@ -27,6 +27,7 @@ import inspect
 import itertools
 import json
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,8 +60,17 @@ from trio_chat.core.commands import (
     Who,
     command_to_json,
 )
+from trio_chat.core.redact import redact_url
 
-from .connection import ClientError, authorization, describe_refusal, open_tcp, parse_url
+from .connection import (
+    ClientError,
+    ClientStream,
+    authorization,
+    client_ssl_context,
+    describe_refusal,
+    open_stream,
+    parse_url,
+)
 
 __all__ = [
     "ChatClosed",
@@ -419,10 +429,17 @@ async def connect(
     max_queued_events: int = MAX_QUEUED_EVENTS,
     login: tuple[str, str] | None = None,
     token: TokenProvider | None = None,
+    cafile: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Connection]:
-    """Connect to the trio_chat server at ``url`` (``ws://HOST[:PORT][/PATH]``), take
-    ``nick`` and join ``rooms`` in order (the last one is current), all within
-    ``connect_timeout`` seconds; the :class:`Connection` for the block.
+    """Connect to the trio_chat server at ``url`` (``ws://`` or
+    ``wss://HOST[:PORT][/PATH]``), take ``nick`` and join ``rooms`` in order (the last
+    one is current), all within ``connect_timeout`` seconds; the :class:`Connection` for
+    the block.
+
+    A ``wss://`` server's certificate is verified against the system's CAs, or those in
+    ``cafile`` (PEM), or by ``ssl_context`` (give one or the other, for a ``wss://``
+    URL only).
 
     ``session`` (an earlier connection's :attr:`Connection.session`) resumes that
     session: the same participant, its nick and rooms back (see
@@ -435,26 +452,36 @@ async def connect(
     or a bad token is a refused handshake (:class:`ChatError` naming HTTP 401).
 
     Raises :class:`ChatError` when the connection cannot be made (no server, a refused
-    handshake, a server that does not speak ``trio-chat.v1``, a timeout) and
-    :class:`CommandFailed` when the nick is taken or a room cannot be joined. An
-    exception from the block comes out as it is, not in an exception group.
+    handshake, a certificate that is not valid, a server that does not speak
+    ``trio-chat.v1``, a timeout) and :class:`CommandFailed` when the nick is taken or a
+    room cannot be joined. An exception from the block comes out as it is, not in an
+    exception group. Error texts show ``url`` without its query or credentials.
 
     On the way out the connection is closed with 1000 (shielded, within
     :data:`CLOSE_TIMEOUT`), both reader tasks are cancelled and the TCP stream closed.
     """
     if login is not None and token is not None:
         raise ValueError("give login or token, not both")
+    shown = redact_url(url)
     try:
-        host, port, resource = parse_url(url)
+        server = parse_url(url)
+        if (cafile is not None or ssl_context is not None) and not server.tls:
+            raise ClientError(f"{shown}: cafile and ssl_context are for a wss:// URL")
+        if cafile is not None and ssl_context is not None:
+            raise ClientError("give cafile or ssl_context, not both")
+        if server.tls and ssl_context is None:
+            ssl_context = client_ssl_context(cafile)
+        resource = server.resource
         if session is not None or since is not None:
             resource = resume_resource(resource, since=since, session=session)
         with trio.fail_after(connect_timeout):
             headers = authorization(login, None if token is None else await _fetch_token(token))
-        stream = await open_tcp(url, host, port, connect_timeout)
+        stream = await open_stream(url, server, ssl_context, connect_timeout)
     except ClientError as error:
         raise ChatError(str(error)) from None
     except trio.TooSlowError:
-        raise ChatError(f"Could not connect to {url}: the token provider timed out") from None
+        raise ChatError(f"Could not connect to {shown}: the token provider timed out") from None
+    host = server.host
     failure: ChatError | None = None
     raised: BaseException | None = None
     rejected: ConnectionRejected | None = None
@@ -481,7 +508,7 @@ async def connect(
             except ChatError as error:
                 failure = error
             except trio.TooSlowError:
-                failure = ChatError(f"Could not connect to {url}: timed out")
+                failure = ChatError(f"Could not connect to {shown}: timed out")
             if chat is not None and failure is None:
                 try:
                     yield chat
@@ -495,7 +522,7 @@ async def connect(
         assert isinstance(refusal, ConnectionRejected)
         rejected = refusal
     except* HandshakeError:
-        failure = ChatError(f"Could not connect to {url}: handshake failed")
+        failure = ChatError(f"Could not connect to {shown}: handshake failed")
     finally:
         await trio.aclose_forcefully(stream)
     # Raised out here, not in the except* clauses (on Python 3.11.0-3.11.3 an exception
@@ -510,7 +537,7 @@ async def connect(
 
 async def _start(
     nursery: trio.Nursery,
-    stream: trio.SocketStream,
+    stream: ClientStream,
     *,
     host: str,
     resource: str,
@@ -533,7 +560,7 @@ async def _start(
     if ws.subprotocol != PROTOCOL:
         with trio.move_on_after(CLOSE_TIMEOUT):
             await ws.aclose(CloseCode.NORMAL_CLOSURE)
-        raise ChatError(f"{url} does not speak {PROTOCOL}")
+        raise ChatError(f"{redact_url(url)} does not speak {PROTOCOL}")
     chat = Connection(
         ws,
         max_queued_events=max_queued_events,

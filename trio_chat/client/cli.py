@@ -13,7 +13,15 @@ import trio
 from trio_chat.arguments import ArgumentParser
 from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
 
-from .connection import DEFAULT_URL, RECONNECT_CAP, RECONNECT_INITIAL, Backoff, ChatClient
+from .connection import (
+    DEFAULT_URL,
+    RECONNECT_CAP,
+    RECONNECT_INITIAL,
+    Backoff,
+    ChatClient,
+    ClientError,
+    client_ssl_context,
+)
 from .terminal import Screen
 
 __all__ = ["ask_password", "main", "parse_args", "reconnect_delay"]
@@ -75,6 +83,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"random 50-100%% of that",
     )
     parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="for a wss:// URL: trust the CA certificates in FILE (PEM) instead of the "
+        "system's (SSL_CERT_FILE works too)",
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help=f"plain text only: do not offer the {PROTOCOL} protocol",
@@ -102,6 +116,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.room = valid_name(args.room, "room name").lower()
     except CommandError as error:
         parser.error(error.text)
+    if args.cafile is not None and not args.url.startswith("wss://"):
+        parser.error("--cafile is for a wss:// URL")
     return args
 
 
@@ -113,12 +129,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``--no-reconnect``).
     """
     args = parse_args(argv)
+    screen = Screen()
+    ssl_context = None
+    if args.url.startswith("wss://"):
+        try:
+            ssl_context = client_ssl_context(args.cafile)
+        except ClientError as error:  # shown as a connection failure is: one line
+            screen.status(str(error))
+            sys.exit(1)
     login = None
     if args.login is not None:
         login = (args.login, ask_password(args.login))
     client = ChatClient(
         args.url,
-        Screen(),
+        screen,
         sys.stdin.fileno() if sys.stdin else os.open(os.devnull, os.O_RDONLY),
         nick=args.name,
         room=args.room,
@@ -127,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         backoff=args.reconnect_delay,
         login=login,
         token_file=args.token_file,
+        ssl_context=ssl_context,
     )
     del login
     sys.exit(trio.run(client.run))

@@ -1,4 +1,5 @@
-"""The interactive client: ``python -m trio_chat.client [URL] [--name NICK] [--room ROOM]``.
+"""The interactive client: ``python -m trio_chat.client [URL] [--name NICK] [--room ROOM]``
+(``ws://`` or ``wss://``, verified against ``--cafile`` or the system's CAs).
 
 The client offers the ``trio-chat.v1`` subprotocol. When the server selects it (JSON
 mode), the client takes a nickname (``--name``, or the login name; ``NAME-2``,
@@ -32,8 +33,9 @@ queue, the receiver shows what the server sends. The session ends or goes on thu
   same ``cid``, so the server stores none twice (within the session: a server restart
   ends it, and the client comes back as a new guest);
 * any other close (a kick, a session resumed by another connection, 1000 from the
-  server, a protocol error), a handshake refused with a 4xx status, or
-  ``--no-reconnect``: print the reason, exit status 1, at once.
+  server, a protocol error), a handshake refused with a 4xx status, a ``wss://`` server
+  whose certificate is not valid (or that speaks no TLS), or ``--no-reconnect``: print
+  the reason, exit status 1, at once.
 
 The first connection failing (no server) is one line and exit status 1, with no retry.
 The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument of
@@ -48,11 +50,13 @@ import os
 import random
 import signal
 import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
 import trio
@@ -67,6 +71,7 @@ from trio_websocket import (
 from trio_chat.core.arrival import DEFAULT_PORT
 from trio_chat.core.close import CloseCode, describe_close, should_reconnect
 from trio_chat.core.commands import PROTOCOL, Refresh, command_to_json
+from trio_chat.core.redact import redact_url
 from trio_chat.lines import read_lines
 
 from .session import JsonSession, login_nick
@@ -81,13 +86,16 @@ __all__ = [
     "Backoff",
     "ChatClient",
     "ClientError",
+    "ClientStream",
     "Ending",
     "Link",
     "Phase",
+    "ServerURL",
     "TypedLines",
     "authorization",
+    "client_ssl_context",
     "describe_refusal",
-    "open_tcp",
+    "open_stream",
     "parse_url",
 ]
 
@@ -126,21 +134,72 @@ class ClientError(Exception):
         self.retry = retry
 
 
-def parse_url(url: str) -> tuple[str, int, str]:
-    """Split a ``ws://host[:port][/path]`` URL into host, port and resource."""
+#: The connection to a server: TCP, or TLS over TCP for ``wss://``.
+ClientStream: TypeAlias = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+class ServerURL(NamedTuple):
+    """A server's WebSocket URL, taken apart: where to connect, what to ask for, and
+    whether over TLS (``wss://``)."""
+
+    host: str
+    port: int
+    #: The path and query of the request: ``/?nick=alice``.
+    resource: str
+    tls: bool
+
+
+def parse_url(url: str) -> ServerURL:
+    """Split a ``ws://`` or ``wss://host[:port][/path]`` URL (ports 80 and 443 by
+    default); :class:`ClientError` saying why not. Error texts show the URL redacted
+    (no query, no user-info: they may hold secrets)."""
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ClientError(f"Invalid URL {url!r}: {exc}") from None
-    if parts.scheme != "ws":
-        raise ClientError(f"Invalid URL {url!r}: expected ws://HOST[:PORT][/PATH]")
+        raise ClientError(f"Invalid URL {shown!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ClientError(f"Invalid URL {shown!r}: expected ws:// or wss://HOST[:PORT][/PATH]")
     if not parts.hostname:
-        raise ClientError(f"Invalid URL {url!r}: no host")
+        raise ClientError(f"Invalid URL {shown!r}: no host")
     resource = parts.path or "/"
     if parts.query:
         resource += f"?{parts.query}"
-    return parts.hostname, port if port is not None else 80, resource
+    tls = parts.scheme == "wss"
+    if port is None:
+        port = 443 if tls else 80
+    return ServerURL(parts.hostname, port, resource, tls)
+
+
+def client_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
+    """The context that verifies a ``wss://`` server: its certificate must chain to
+    ``cafile`` (PEM) when given, else to the system's trusted CAs (``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR`` are honoured), and name the host. :class:`ClientError` when
+    ``cafile`` cannot be used."""
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, ssl.SSLError):
+            detail = "not a PEM file of CA certificates"
+        raise ClientError(f"Cannot use the CA file {cafile}: {detail}") from None
+
+
+def explain_tls_error(exc: BaseException) -> tuple[str, bool]:
+    """Why a TLS handshake with the server failed, and whether trying again may help
+    (not when the certificate is refused, or the server does not speak TLS)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"the server's certificate is not valid: {cause.verify_message}", False
+    if cause is None or isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "the connection closed during the TLS handshake", True
+    if cause.reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return "the server does not speak TLS (try ws://)", False
+    reason = (cause.reason or str(cause)).lower().replace("_", " ")
+    return f"TLS handshake failed: {reason}", False
 
 
 def explain_connect_error(exc: OSError) -> str:
@@ -155,30 +214,56 @@ def explain_connect_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-async def open_tcp(
-    url: str, host: str, port: int, seconds: float = CONNECT_TIMEOUT
-) -> trio.SocketStream:
-    """The TCP connection to ``host`` and ``port`` (of ``url``), within ``seconds``;
-    or :class:`ClientError` (worth retrying) saying why not. The caller owns the
-    stream. Cancelled, nothing is left open."""
+async def open_stream(
+    url: str,
+    server: ServerURL,
+    ssl_context: ssl.SSLContext | None = None,
+    seconds: float = CONNECT_TIMEOUT,
+) -> ClientStream:
+    """The connection to ``server`` (parsed from ``url``): TCP, then, for ``wss://``, the
+    TLS handshake with ``ssl_context`` (default: :func:`client_ssl_context`, the
+    system's CAs), all within ``seconds``; or :class:`ClientError` saying why not (worth
+    retrying unless the certificate was refused or the server speaks no TLS). The caller
+    owns the stream. Cancelled, nothing is left open."""
+    shown = redact_url(url)
     try:
         with trio.fail_after(seconds):
-            return await trio.open_tcp_stream(host, port)
+            tcp = await trio.open_tcp_stream(server.host, server.port)
+            if not server.tls:
+                return tcp
+            if ssl_context is None:
+                ssl_context = client_ssl_context()
+            # https_compatible: a server may close without a TLS close_notify.
+            stream = trio.SSLStream(
+                tcp, ssl_context, server_hostname=server.host, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            except BaseException as exc:
+                await trio.aclose_forcefully(tcp)
+                if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
+                    reason, retry = explain_tls_error(exc)
+                    raise ClientError(
+                        f"Could not connect to {shown}: {reason}", retry=retry
+                    ) from None
+                raise
+            return stream
     except OSError as exc:
         raise ClientError(
-            f"Could not connect to {url}: {explain_connect_error(exc)}", retry=True
+            f"Could not connect to {shown}: {explain_connect_error(exc)}", retry=True
         ) from None
     except trio.TooSlowError:
-        raise ClientError(f"Could not connect to {url}: timed out", retry=True) from None
+        raise ClientError(f"Could not connect to {shown}: timed out", retry=True) from None
 
 
 def describe_refusal(url: str, rejected: ConnectionRejected) -> str:
-    """The line saying that the server at ``url`` refused the handshake, with its status
-    and, made safe to print, the body of its answer."""
+    """The line saying that the server at ``url`` (shown redacted) refused the
+    handshake, with its status and, made safe to print, the body of its answer."""
     body = (rejected.body or b"").decode(errors="replace").strip()
     detail = f" ({make_safe(body)})" if body else ""
     return (
-        f"Could not connect to {url}: the server refused with HTTP {rejected.status_code}{detail}"
+        f"Could not connect to {redact_url(url)}: the server refused with HTTP"
+        f" {rejected.status_code}{detail}"
     )
 
 
@@ -350,6 +435,9 @@ class ChatClient:
     comes back after a lost connection, waiting between attempts as ``backoff`` says
     (default: 0.5 s doubling up to 10 s, see :class:`Backoff`). ``environ`` decides
     colour (``NO_COLOR``); ``tz`` the time zone of shown times (default: local time).
+    ``ssl_context`` verifies a ``wss://`` server (default: :func:`client_ssl_context`,
+    the system's CAs); a certificate it refuses ends the session at once, since trying
+    again cannot help.
 
     The session is a state machine: :attr:`phase` (a :class:`Phase`) says where it is,
     and :meth:`_move_to` is the only code that changes it. Its inputs are the server
@@ -374,8 +462,12 @@ class ChatClient:
         tz: tzinfo | None = None,
         login: tuple[str, str] | None = None,
         token_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        # How the URL is shown: without its query or credentials (they may be secrets).
+        self._shown_url = redact_url(url)
+        self._ssl_context = ssl_context
         # How this client logs in at each handshake: an account's name and password
         # (kept in memory only, never shown), or a file read afresh for each token.
         self._login = login
@@ -462,12 +554,12 @@ class ChatClient:
         connection failing is a :class:`ClientError`; later ones are retried after a
         backoff, unless the server refused the handshake with a 4xx status.
         """
-        host, port, resource = parse_url(self.url)
-        self._screen.status(f"Connecting to server at {self.url}...")
+        server = parse_url(self.url)
+        self._screen.status(f"Connecting to server at {self._shown_url}...")
         failure: ClientError | None = None
         async with trio.open_nursery() as input_tasks:
             try:
-                status = await self._connections(input_tasks, host, port, resource)
+                status = await self._connections(input_tasks, server)
             except ClientError as error:
                 failure = error  # raised outside the nursery, so it is not in a group
             input_tasks.cancel_scope.cancel()
@@ -475,14 +567,12 @@ class ChatClient:
             raise failure
         return status
 
-    async def _connections(
-        self, input_tasks: trio.Nursery, host: str, port: int, resource: str
-    ) -> int:
+    async def _connections(self, input_tasks: trio.Nursery, server: ServerURL) -> int:
         """The reconnection loop: one connection after another, with a backoff between
         them, until one ends for good; the exit status."""
         first = True
         while True:
-            ending = await self._connection(input_tasks, host, port, resource, first=first)
+            ending = await self._connection(input_tasks, server, first=first)
             first = False
             if self.phase is Phase.DONE:
                 return ending.status
@@ -512,19 +602,20 @@ class ChatClient:
         return True
 
     async def _connection(
-        self, input_tasks: trio.Nursery, host: str, port: int, resource: str, *, first: bool
+        self, input_tasks: trio.Nursery, server: ServerURL, *, first: bool
     ) -> Ending:
         """One connection, from TCP connect to close, in phases CONNECTING, HANDSHAKING
         and CHATTING, then CLOSING if the user leaves; how it ended. Owns the TCP stream
         and closes it. A failure is a :class:`ClientError` on the first connection (and
         when trying again cannot help), shown and worth a reconnection otherwise."""
-        stream: trio.SocketStream | None = None
+        stream: ClientStream | None = None
         failure: ClientError | None = None
+        resource = server.resource
         async with self._until_left():
             try:
                 if self._token_file is not None:
                     self._token = await self._read_token()
-                stream = await open_tcp(self.url, host, port)
+                stream = await open_stream(self.url, server, self._ssl_context)
             except ClientError as error:
                 failure = error
         try:
@@ -535,7 +626,7 @@ class ChatClient:
                 return self._failed(failure, first=first)
             if self._json is not None:
                 resource = self._json.resume_resource(resource)
-            return await self._websocket(input_tasks, stream, host, resource, first=first)
+            return await self._websocket(input_tasks, stream, server.host, resource, first=first)
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -553,7 +644,7 @@ class ChatClient:
     async def _websocket(
         self,
         input_tasks: trio.Nursery,
-        stream: trio.SocketStream,
+        stream: ClientStream,
         host: str,
         resource: str,
         *,
@@ -587,21 +678,23 @@ class ChatClient:
                 describe_refusal(self.url, rejected), retry=rejected.status_code >= 500
             )
         elif handshake_failed:
-            failure = ClientError(f"Could not connect to {self.url}: handshake failed", retry=True)
+            failure = ClientError(
+                f"Could not connect to {self._shown_url}: handshake failed", retry=True
+            )
         elif ending is not None:
             return ending
         elif self._left.is_set():
             return await self._close(None)
         else:
             failure = ClientError(
-                f"Could not connect to {self.url}: the handshake timed out", retry=True
+                f"Could not connect to {self._shown_url}: the handshake timed out", retry=True
             )
         if self._left.is_set():
             return await self._close(None)
         return self._failed(failure, first=first)
 
     async def _handshake(
-        self, websocket_tasks: trio.Nursery, stream: trio.SocketStream, host: str, resource: str
+        self, websocket_tasks: trio.Nursery, stream: ClientStream, host: str, resource: str
     ) -> WebSocketConnection | None:
         """The WebSocket handshake, its reader task in ``websocket_tasks``; None if it
         timed out or the user left meanwhile. A refusal cancels this from the reader."""

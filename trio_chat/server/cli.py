@@ -29,6 +29,7 @@ from trio_chat.arguments import ArgumentParser
 from .accounts.tokens import TokenKeyError
 from .config import SETTINGS, ServerConfig
 from .control import ControlSocketError
+from .net.tls import TLSSetupError
 from .server import ChatServer, serve
 from .store import StoreError
 from .user_cli import run_user_command
@@ -209,13 +210,14 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 def startup_failure(error: BaseException, config: ServerConfig, *, listening: bool) -> str | None:
     """The one line that explains ``error`` when it means the server could not start or
     keep running for a reason the operator can fix (the history file, the ready file, the
-    control socket, a JWT key file, or, before it was ``listening``, the port); None for
-    anything else (a bug: its traceback must show)."""
+    control socket, a JWT key file, the TLS certificate or key, or, before it was
+    ``listening``, the port); None for anything else (a bug: its traceback must show)."""
     fixable: tuple[type[BaseException], ...] = (
         StoreError,
         ReadyFileError,
         ControlSocketError,
         TokenKeyError,
+        TLSSetupError,
     )
     if not listening:
         fixable += (OSError,)
@@ -223,7 +225,8 @@ def startup_failure(error: BaseException, config: ServerConfig, *, listening: bo
     if not all(isinstance(leaf, fixable) for leaf in leaves):
         return None
     for leaf in leaves:
-        if isinstance(leaf, StoreError | ReadyFileError | ControlSocketError | TokenKeyError):
+        fixable_here = StoreError | ReadyFileError | ControlSocketError | TokenKeyError
+        if isinstance(leaf, fixable_here | TLSSetupError):
             return str(leaf)
     leaf = leaves[0]
     assert isinstance(leaf, OSError)
@@ -279,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ReadyFileError,
         ControlSocketError,
         TokenKeyError,
+        TLSSetupError,
         OSError,
         BaseExceptionGroup,
     ) as error:

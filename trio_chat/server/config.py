@@ -112,6 +112,12 @@ class ServerConfig:
     #: Seconds a connection that must log in has to do so before it is closed (1008).
     login_timeout: float = 30.0
 
+    #: The certificate chain (PEM) served to clients; with :attr:`keyfile`, the server
+    #: speaks TLS only (``wss://``). Both or neither.
+    certfile: str | None = None
+    #: The private key (PEM, not encrypted) of :attr:`certfile`.
+    keyfile: str | None = None
+
     @property
     def tokens(self) -> bool:
         """Whether the server takes login tokens (it was given a key to check them)."""
@@ -341,6 +347,22 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _non_negative_int,
         "MESSAGES",
         "stored messages a client is sent when it joins a room (and on connecting); `0` for none",
+    ),
+    Setting(
+        "certfile",
+        _path,
+        "FILE",
+        "serve TLS (`wss://`) with this certificate chain (PEM; e.g. Let's Encrypt's "
+        "`fullchain.pem`); needs `--keyfile`. A file that is missing, unreadable or does not "
+        "match the key: one line, exit status 2",
+        shown_default="none",
+    ),
+    Setting(
+        "keyfile",
+        _path,
+        "FILE",
+        "the private key of `--certfile` (PEM, not encrypted; e.g. `privkey.pem`)",
+        shown_default="none",
     ),
     Setting(
         "presence_limit",

@@ -200,6 +200,12 @@ class ChatConnection:
         return self._closed
 
     @property
+    def socket(self) -> ChatSocket:
+        """The client's WebSocket as the seam shows it: what is known of the connection
+        (the client's address and scheme, as admitted; the request)."""
+        return self._ws
+
+    @property
     def peer(self) -> str:
         """The peer's address as the log writes it (``host:port``, or ``unknown``):
         formatted when a line needs it, not kept by every open connection."""

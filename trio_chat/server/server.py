@@ -44,6 +44,13 @@ from .control import ControlOps, close_account, control_socket_for, serve_contro
 from .history import MessageLog
 from .net.seam import Address, Request
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
+from .net.tls import (
+    TLSSetupError,
+    answer_plain_http,
+    describe_tls_failure,
+    is_plain_http,
+    server_ssl_context,
+)
 from .net.websocket import Handshake, WebSocket, offered_subprotocols
 from .store import describe_db, open_store
 
@@ -57,11 +64,13 @@ Listeners = Sequence[trio.abc.Listener[trio.abc.Stream]]
 class ChatServer:
     """A chat server: :meth:`run` listens and serves until :meth:`shutdown`.
 
-    Everything it does comes from ``config``: where it listens, the limits, and the
-    chat's store and settings (``db``, ``history_limit``, ``presence_limit``,
-    ``history_on_join``, ``max_message_lines``, ``nick_hold``). Its :attr:`accounts` are
-    kept in the same store; its admin channel (:mod:`~trio_chat.server.control`) listens
-    on :attr:`control_socket` while it runs.
+    Everything it does comes from ``config``: where it listens, the limits, TLS
+    (``certfile`` and ``keyfile``), and the chat's store and settings (``db``,
+    ``history_limit``, ``presence_limit``, ``history_on_join``, ``max_message_lines``,
+    ``nick_hold``). Its :attr:`accounts` are kept in the same store; its admin channel
+    (:mod:`~trio_chat.server.control`) listens on :attr:`control_socket` while it runs.
+    A certificate or key that cannot be used raises
+    :class:`~trio_chat.server.net.tls.TLSSetupError` here, before anything listens.
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -71,6 +80,14 @@ class ChatServer:
         # modules it loads (about 1.5 MB) would arrive with the first client, and that
         # client would wait while the metadata is found.
         server_name()
+        if (config.certfile is None) != (config.keyfile is None):
+            raise TLSSetupError("certfile and keyfile go together: give both, or neither")
+        #: The TLS context every accepted stream is wrapped with; None: plain TCP.
+        self.ssl_context = (
+            None
+            if config.certfile is None or config.keyfile is None
+            else server_ssl_context(config.certfile, config.keyfile)
+        )
         self.chat = Chat(
             MessageLog(open_store(config.db, config.history_limit)),
             presence_limit=config.presence_limit,
@@ -119,8 +136,10 @@ class ChatServer:
 
     @property
     def urls(self) -> list[str]:
-        """The ``ws://`` URL of each socket listener."""
-        return [f"ws://{address}" for address in self.addresses]
+        """The URL of each socket listener: ``wss://`` when the server speaks TLS,
+        ``ws://`` otherwise."""
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return [f"{scheme}://{address}" for address in self.addresses]
 
     def shutdown(self) -> None:
         """Ask :meth:`run` to stop: it closes every connection and returns. Idempotent."""
@@ -239,9 +258,10 @@ class ChatServer:
     async def handle_stream(
         self, stream: trio.abc.Stream, *, peer_address: Address | None = None
     ) -> None:
-        """The one place a new connection enters: its HTTP request, the limits, then
-        the WebSocket until it closes. ``stream`` may be any ``trio.abc.Stream``: a
-        plain ``trio.SocketStream`` gets the direct write path, any other a sender task
+        """The one place a new connection enters: TLS (when the server has a
+        certificate), its HTTP request, the limits, then the WebSocket until it closes.
+        ``stream`` may be any ``trio.abc.Stream``: a plain ``trio.SocketStream`` gets
+        the direct write path, any other (a ``trio.SSLStream`` too) a sender task
         (:func:`~trio_chat.server.net.stream.open_connection_stream`).
 
         Owns ``stream`` and closes it on the way out, whatever happens. An error in
@@ -253,6 +273,13 @@ class ChatServer:
         stream in a test, a listener that knows it otherwise).
         """
         key = next(self._keys)
+        tls_stream: trio.SSLStream[trio.abc.Stream] | None = None
+        if self.ssl_context is not None:
+            # https_compatible: the peer may close without a TLS close_notify (browsers
+            # do), which then reads as the end of the stream, not as an attack.
+            stream = tls_stream = trio.SSLStream(
+                stream, self.ssl_context, server_side=True, https_compatible=True
+            )
         # Only the address is kept for the connection's life (by its WebSocket): its
         # text is formatted for each log line, not kept by every open connection.
         address, tls = describe_transport(stream)
@@ -260,7 +287,7 @@ class ChatServer:
             address = peer_address
         try:
             async with open_connection_stream(stream) as connection_stream:
-                accepted = await self._handshake(connection_stream, address, tls)
+                accepted = await self._handshake(connection_stream, address, tls, tls_stream)
                 if accepted is None:
                     return
                 ws, arrival, wire, admission = accepted
@@ -298,12 +325,29 @@ class ChatServer:
             logger.exception("connection #%d (%s) failed", key, describe_peer(address))
 
     async def _handshake(
-        self, stream: ConnectionStream, address: Address | None, tls: bool
+        self,
+        stream: ConnectionStream,
+        address: Address | None,
+        tls: bool,
+        tls_stream: trio.SSLStream[trio.abc.Stream] | None,
     ) -> tuple[WebSocket, Arrival, WireFormat, Admit | PendingLogin] | None:
         """The accepted WebSocket, the arrival its URL asks for, its wire format and
-        its admission; or None when the request was refused, or did not come within
-        ``handshake_timeout`` (logged)."""
+        its admission; or None when the TLS handshake (``tls_stream``: the stream under
+        ``stream``, when the server speaks TLS) failed, the request was refused, or they
+        did not complete within ``handshake_timeout`` (each logged in one line)."""
         with trio.move_on_after(self.config.handshake_timeout):
+            if tls_stream is not None:
+                try:
+                    await tls_stream.do_handshake()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    logger.info(
+                        "%s: TLS handshake failed: %s",
+                        describe_peer(address),
+                        describe_tls_failure(exc),
+                    )
+                    if is_plain_http(exc):
+                        await answer_plain_http(tls_stream.transport_stream)
+                    return None
             return await self._answer_request(Handshake(stream), address, tls)
         logger.info(
             "%s: no WebSocket handshake within %g s",
