@@ -9,6 +9,7 @@ behaviour) is in tests/e2e/test_server_cli.py.
 from __future__ import annotations
 
 import errno
+import ipaddress
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +54,7 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "login_timeout": ("7.5", 7.5),
     "certfile": ("cert.pem", "cert.pem"),
     "keyfile": ("key.pem", "key.pem"),
+    "trusted_proxy": ("10.1.2.3/8", (ipaddress.ip_network("10.0.0.0/8"),)),
     "ready_file": ("ready.json", "ready.json"),
     "no_console": (None, True),
     "log_level": ("debug", "DEBUG"),
@@ -159,3 +161,13 @@ def test_a_certificate_that_cannot_be_used_is_one_line() -> None:
     assert startup_failure(failed, config, listening=False) == (
         "cannot use the TLS key file k.pem: it is encrypted"
     )
+
+
+def test_trusted_proxy_may_be_given_several_times() -> None:
+    """Each --trusted-proxy adds an address or a block; a bad one is a usage error."""
+    args = parse_args(["--trusted-proxy", "127.0.0.1", "--trusted-proxy", "fd00::/8"])
+    assert config_from_args(args).trusted_proxy == (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+    assert config_from_args(parse_args([])).trusted_proxy == ()

@@ -15,9 +15,10 @@ folder (:func:`trio_chat.server.store.default_db_path`), for the command line an
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Final, TypeAlias
 
 from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
 from trio_chat.core.commands import MAX_MESSAGE_LINES, CommandError, valid_name
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_PORT",
     "MEMORY",
     "SETTINGS",
+    "Network",
     "ServerConfig",
     "Setting",
     "flag_table",
@@ -37,6 +39,9 @@ __all__ = [
 
 #: The ``--db`` value that keeps messages in memory only.
 MEMORY: Final = ":memory:"
+
+#: An address block (``--trusted-proxy 10.0.0.0/8``; a single address is a block of one).
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,9 @@ class ServerConfig:
     certfile: str | None = None
     #: The private key (PEM, not encrypted) of :attr:`certfile`.
     keyfile: str | None = None
+    #: Peers whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` or ``Forwarded`` headers
+    #: are believed: the reverse proxies in front of the server. Nobody else's are.
+    trusted_proxy: tuple[Network, ...] = ()
 
     @property
     def tokens(self) -> bool:
@@ -207,6 +215,15 @@ def _path(text: str) -> str:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address or block (ADDRESS or ADDRESS/PREFIX)"
+        ) from None
 
 
 def _log_level(text: str) -> str:
@@ -363,6 +380,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "FILE",
         "the private key of `--certfile` (PEM, not encrypted; e.g. `privkey.pem`)",
         shown_default="none",
+    ),
+    Setting(
+        "trusted_proxy",
+        _network,
+        "ADDRESS[/PREFIX]",
+        "a reverse proxy whose `X-Forwarded-For`/`X-Forwarded-Proto` or `Forwarded` headers "
+        "give the client's address and scheme (repeat for several); those headers from any "
+        "other peer are ignored",
+        shown_default="none",
+        repeated=True,
     ),
     Setting(
         "presence_limit",

@@ -26,6 +26,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+import h11
 import trio
 
 from trio_chat._version import server_name
@@ -42,6 +43,7 @@ from .connection import ChatConnection, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
+from .net.proxy import forwarded_client
 from .net.seam import Address, Request
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
 from .net.tls import (
@@ -305,10 +307,13 @@ class ChatServer:
                 # once, as it joins the chat): about 120 bytes per open connection.
                 del accepted, arrival, admission
                 self.connections[key] = connection
+                # Behind a proxy, the proxy it came through too.
+                via = "" if ws.peer_address == address else f" via {describe_peer(address)}"
                 logger.info(
-                    "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s",
+                    "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s%s",
                     key,
                     connection.peer,
+                    via,
                     f" ({wire.subprotocol})" if wire.subprotocol else "",
                 )
                 try:
@@ -366,6 +371,9 @@ class ChatServer:
         request = await handshake.read_request()
         if request is None:
             return None
+        # Who the client is, once, before anything looks at the address: behind a
+        # trusted proxy, the one its headers name.
+        address, tls = self._admitted_client(request, address, tls)
         refusal = handshake.check(request)
         if refusal is not None:
             await handshake.respond(*refusal)
@@ -401,6 +409,24 @@ class ChatServer:
             tls=tls,
         )
         return None if ws is None else (ws, arrival, wire, admission)
+
+    def _admitted_client(
+        self, request: h11.Request, peer: Address | None, tls: bool
+    ) -> tuple[Address | None, bool]:
+        """The client's address and whether it reached us over TLS: ``peer`` and ``tls``,
+        or, from a ``trusted_proxy``, what its forwarding headers say
+        (:func:`~trio_chat.server.net.proxy.forwarded_client`; a malformed header is
+        ignored, and logged in one line)."""
+        if not self.config.trusted_proxy:
+            return peer, tls
+        forwarding = forwarded_client(request.headers, peer, tls, self.config.trusted_proxy)
+        if forwarding.problem is not None:
+            logger.warning(
+                "%s: ignored the trusted proxy's headers: %s",
+                describe_peer(peer),
+                forwarding.problem,
+            )
+        return forwarding.address, forwarding.tls
 
     async def _close_all(self) -> None:
         """Close every connection with 1001, concurrently, within ``shutdown_grace``.

@@ -20,13 +20,17 @@ __all__ = ["Address", "ChatSocket", "Request"]
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A peer's IP address and port."""
+    """A peer's IP address and port (0 when not known: a client named by a proxy's
+    ``X-Forwarded-For``, which gives no port)."""
 
     host: str
     port: int
 
     def __str__(self) -> str:
-        """``host:port``, with an IPv6 host in brackets (``[::1]:port``)."""
+        """``host:port``, with an IPv6 host in brackets (``[::1]:port``); the host alone
+        when the port is not known."""
+        if not self.port:
+            return self.host
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
