@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "redact_target", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "redact_quoted", "redact_target", "redact_text", "redact_url"]
 
 #: What stands in for a redacted part.
 REDACTED = "\N{HORIZONTAL ELLIPSIS}"
 
-#: Bytes or text that h11 and wsproto quote in their errors (``b'...'``, ``'...'``): a
-#: request line or a header value, which may hold a secret.
-_QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*'|b?"(?:[^"\\]|\\.)*\"""")
+#: Bytes that h11 quotes in its errors (``b'...'``, ``bytearray(b'...')``): a request
+#: line or a header line, which may hold a secret. (wsproto quotes only its own words,
+#: header names: those are kept.)
+_QUOTE = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+_QUOTED = re.compile(rf"bytearray\(b{_QUOTE}\)|b{_QUOTE}")
+#: Any quoted value, text too: what a refusal quotes of the request (``invalid nickname
+#: 'x'``) is the query's, and is left out of the log with the query.
+_ANY_QUOTED = re.compile(rf"bytearray\(b{_QUOTE}\)|b?{_QUOTE}")
 
 
 def redact_target(target: str) -> str:
     """A request target (path and query) with its query replaced: ``/?nick=a&token=t``
     becomes ``/?…``; a target without a query is returned as it is."""
-    path, mark, query = target.partition("?")
-    path = path.partition("#")[0]
+    path, mark, query = target.partition("#")[0].partition("?")
     return f"{path}?{REDACTED}" if mark and query else path
 
 
@@ -44,7 +48,13 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """A protocol library's error text with every quoted value replaced: h11 says
+    """A protocol library's error text with every quoted bytes value replaced: h11 says
     ``illegal header line: b'authorization: Bearer …'``, which becomes
     ``illegal header line: …``."""
     return _QUOTED.sub(REDACTED, text)
+
+
+def redact_quoted(text: str) -> str:
+    """``text`` with every quoted value, text or bytes, replaced: for a log line about a
+    request (``invalid nickname 'x'`` becomes ``invalid nickname …``)."""
+    return _ANY_QUOTED.sub(REDACTED, text)

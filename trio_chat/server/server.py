@@ -32,6 +32,7 @@ import trio
 from trio_chat._version import server_name
 from trio_chat.core.arrival import Arrival, parse_arrival
 from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
+from trio_chat.core.redact import redact_quoted, redact_target
 from trio_chat.core.wire import WireFormat, negotiate
 
 from .accounts import Accounts, LoginThrottle, Passwords
@@ -53,7 +54,7 @@ from .net.tls import (
     is_plain_http,
     server_ssl_context,
 )
-from .net.websocket import Handshake, WebSocket, offered_subprotocols
+from .net.websocket import Handshake, Refusal, WebSocket, offered_subprotocols
 from .store import describe_db, open_store
 
 __all__ = ["ChatServer", "serve"]
@@ -376,10 +377,10 @@ class ChatServer:
         address, tls = self._admitted_client(request, address, tls)
         refusal = handshake.check(request)
         if refusal is not None:
-            await handshake.respond(*refusal)
+            await self._refuse(handshake, request, address, refusal)
             return None
         if not self._accepting:
-            await handshake.respond(503, SERVER_SHUTTING_DOWN)
+            await self._refuse(handshake, request, address, Refusal(503, SERVER_SHUTTING_DOWN))
             return None
         if len(self.connections) >= self.config.max_connections:
             logger.warning(
@@ -390,7 +391,7 @@ class ChatServer:
         try:
             arrival = parse_arrival(request.target.decode("ascii", "replace"))
         except ValueError as exc:
-            await handshake.respond(400, str(exc))
+            await self._refuse(handshake, request, address, Refusal(400, str(exc)))
             return None
         admission = await self.gate.admit(
             Request.of(request.target.decode("ascii", "replace"), request.headers), address, tls
@@ -409,6 +410,28 @@ class ChatServer:
             tls=tls,
         )
         return None if ws is None else (ws, arrival, wire, admission)
+
+    async def _refuse(
+        self,
+        handshake: Handshake,
+        request: h11.Request,
+        address: Address | None,
+        refusal: Refusal,
+    ) -> None:
+        """Answer ``request`` with ``refusal``, and log it in one line: the method, the
+        target with its query redacted (it may carry a secret: ``?session=``,
+        ``?token=``) and the refusal without what it quotes of the request; never a
+        header."""
+        target = redact_target(request.target.decode("ascii", "replace"))
+        logger.info(
+            "%s: refused %s %s: %d %s",
+            describe_peer(address),
+            request.method.decode("ascii", "replace"),
+            target,
+            refusal.status,
+            redact_quoted(refusal.text),
+        )
+        await handshake.respond(*refusal)
 
     def _admitted_client(
         self, request: h11.Request, peer: Address | None, tls: bool

@@ -48,6 +48,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from trio_chat.core.close import CloseCode
+from trio_chat.core.redact import redact_text
 
 from .seam import Address, Request
 from .stream import ConnectionStream
@@ -191,7 +192,10 @@ class Handshake:
             try:
                 event = http.next_event()
             except h11.RemoteProtocolError as exc:
-                await self.respond(exc.error_status_hint, f"bad HTTP request: {exc}")
+                # h11 quotes the offending line (a request line, a header): it may hold
+                # a secret, so the answer leaves it out.
+                text = redact_text(str(exc))
+                await self.respond(exc.error_status_hint, f"bad HTTP request: {text}")
                 return None
             if event is h11.NEED_DATA:
                 http.receive_data(await self._stream.receive_some())
@@ -212,6 +216,7 @@ class Handshake:
         try:
             upgrade.initiate_upgrade_connection(list(request.headers), request.target)
         except RemoteProtocolError as exc:
+            # wsproto's texts name headers, never quote what the client sent.
             return Refusal(400, f"bad WebSocket handshake: {exc}")
         except UnicodeError:  # wsproto decodes the Host header as IDNA
             return Refusal(400, "bad WebSocket handshake: the Host header is not a host name")
