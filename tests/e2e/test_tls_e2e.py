@@ -4,6 +4,7 @@ start-up failures of a certificate that cannot be used (one line, exit status 2)
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,20 @@ def test_a_missing_or_lone_certificate_is_one_line_and_exit_2(tmp_path: Path) ->
         result = run(*base, *flags)
         assert (result.returncode, result.stdout) == (2, "")
         assert result.stderr.splitlines() == [line]
+
+
+def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
+    """SIGHUP makes a TLS server read its certificate again and keep serving."""
+    certificates = make_certificates(tmp_path)
+    server = ServerProcess("--certfile", certificates.certfile, "--keyfile", certificates.keyfile)
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for(f"reloaded the TLS certificate {certificates.certfile}\n")
+        with connect(
+            server.url, ssl=certificates.client_context(), open_timeout=EVENT_TIMEOUT, proxy=None
+        ) as ws:
+            ws.send("after the reload")
+            assert recv_text(ws) == "You said: after the reload"
+        assert server.proc.poll() is None
+    finally:
+        server.stop()

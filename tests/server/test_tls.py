@@ -7,6 +7,7 @@ logged (one line, never a traceback: the live server fixture fails on any error 
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -223,3 +224,36 @@ def test_a_certificate_that_cannot_be_used_stops_the_server_at_start(
         with pytest.raises(TLSSetupError) as failed:
             ChatServer(ServerConfig(db=":memory:", certfile=certfile, keyfile=keyfile))
         assert str(failed.value) == line
+
+
+async def test_a_renewed_certificate_is_served_once_reloaded(
+    tls_server: LiveServer, certificates: Certificates, tmp_path: Path
+) -> None:
+    """New files in place of the old (a renewal) are read on reload_certificate (SIGHUP):
+    new connections get the new certificate; an open connection is left alone."""
+    renewed = make_certificates(tmp_path, "renewed")
+    shutil.copy(renewed.certfile, certificates.certfile)
+    shutil.copy(renewed.keyfile, certificates.keyfile)
+    async with trio_chat.connect(tls_server.url, cafile=certificates.cafile) as before:
+        assert await tls_server.server.reload_certificate()
+        await tls_server.wait_for(f"reloaded the TLS certificate {certificates.certfile}")
+        async with trio_chat.connect(tls_server.url, cafile=renewed.cafile) as after:
+            await after.say("renewed")
+        await before.say("still here")
+    with pytest.raises(ChatError):
+        async with trio_chat.connect(tls_server.url, cafile=certificates.cafile):
+            pass
+
+
+async def test_a_reload_that_fails_keeps_the_certificate_it_had(
+    tls_server: LiveServer, certificates: Certificates
+) -> None:
+    """A broken file at reload: one warning line, and the old certificate is still served."""
+    await trio.Path(certificates.keyfile).write_text("not a key\n")
+    assert not await tls_server.server.reload_certificate()
+    await tls_server.wait_for(
+        f"cannot use the TLS key file {certificates.keyfile}: not a PEM private key; "
+        "still serving the certificate loaded before"
+    )
+    async with trio_chat.connect(tls_server.url, cafile=certificates.cafile) as chat:
+        await chat.say("as before")

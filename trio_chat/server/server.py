@@ -148,6 +148,23 @@ class ChatServer:
         """Ask :meth:`run` to stop: it closes every connection and returns. Idempotent."""
         self._shutdown_requested.set()
 
+    async def reload_certificate(self) -> bool:
+        """Read ``certfile`` and ``keyfile`` again (a renewed certificate, say): connections
+        accepted from now on get the new one, open ones keep theirs. True when reloaded;
+        False, logged, when the server has no certificate or the files cannot be used
+        (it goes on with the one it had). The files are read in a worker thread."""
+        certfile, keyfile = self.config.certfile, self.config.keyfile
+        if certfile is None or keyfile is None:
+            logger.warning("no TLS certificate to reload: the server speaks plain TCP")
+            return False
+        try:
+            self.ssl_context = await trio.to_thread.run_sync(server_ssl_context, certfile, keyfile)
+        except TLSSetupError as error:
+            logger.warning("%s; still serving the certificate loaded before", error)
+            return False
+        logger.info("reloaded the TLS certificate %s", certfile)
+        return True
+
     async def run(
         self,
         *,
@@ -487,7 +504,8 @@ async def serve(
     clean stop (every client gets 1001).
 
     Off unless asked, since a program owns its process: ``handle_signals`` turns SIGINT
-    and SIGTERM into a clean shutdown; ``console_fd`` runs the operator console on that
+    and SIGTERM into a clean shutdown (and, for a server with TLS, SIGHUP into
+    :meth:`ChatServer.reload_certificate`); ``console_fd`` runs the operator console on that
     file descriptor (its help printed on stdout), whose ``/quit`` shuts down too.
 
     Owns the server (its listeners, connections and history store), the signal watcher
@@ -517,11 +535,21 @@ async def serve(
 async def _watch_signals(
     server: ChatServer, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Turn SIGINT and SIGTERM into a clean shutdown (a second signal changes nothing);
-    started once the signals are caught. Runs until cancelled."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Turn SIGINT and SIGTERM into a clean shutdown (a second signal changes nothing),
+    and, when the server speaks TLS, SIGHUP into a reload of its certificate (a renewed
+    one, without dropping anybody); started once the signals are caught. Runs until
+    cancelled."""
+    caught = [signal.SIGINT, signal.SIGTERM]
+    if server.ssl_context is not None:
+        # Only then: a plain server keeps the usual meaning of SIGHUP (its terminal left).
+        caught.append(signal.SIGHUP)
+    with trio.open_signal_receiver(*caught) as signals:
         task_status.started()
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                logger.info("received SIGHUP; reloading the TLS certificate")
+                await server.reload_certificate()
+                continue
             logger.info("received %s; shutting down", signal.Signals(signum).name)
             server.shutdown()
 
