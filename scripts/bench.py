@@ -14,6 +14,11 @@ Two modes:
   and the time for one message to reach all of them (median of ROUNDS rounds, each
   started once the server is idle).
 
+With ``--tls`` trio_chat is measured a second time, as ``trio_chat+tls``: serving
+``wss://`` with a certificate from a throwaway CA the bench makes (trustme), its clients
+speaking TLS (asyncio's ssl). The report then gives the cost of TLS as ratios to plain TCP
+in the same run: server CPU per delivery, deliveries per second, RSS per connection.
+
 The load side is a minimal WebSocket client on asyncio's Protocol API: one callback
 per TCP read, frames parsed with slicing, bytes never decoded to text, and client frames
 masked with an all-zero key (valid framing; a server must not depend on the key's value,
@@ -22,6 +27,7 @@ a run where the load side was the bottleneck shows itself.
 
     .venv/bin/python scripts/bench.py                     # everything, full scale
     .venv/bin/python scripts/bench.py --mode throughput --clients 20 --messages 20
+    .venv/bin/python scripts/bench.py --tls --servers trio_chat   # what TLS costs
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import base64
 import contextlib
 import os
 import resource
+import ssl
 import statistics
 import struct
 import subprocess
@@ -53,32 +60,59 @@ START_TIMEOUT = 30.0
 # --- the servers under test ------------------------------------------------------------
 
 
+#: The name trio_chat is reported under when it serves TLS (``--tls``).
+TLS_NAME = "trio_chat+tls"
+
+
 @dataclass
 class ServerSpec:
     name: str
     command: list[str]
+    #: What the load side verifies the server's certificate with; None: plain TCP.
+    client_ssl: ssl.SSLContext | None = None
 
 
-def server_specs(db_dir: str) -> dict[str, ServerSpec]:
+@dataclass
+class Certificates:
+    certfile: str
+    keyfile: str
+    client_ssl: ssl.SSLContext
+
+
+def make_certificates(folder: str) -> Certificates:
+    """A throwaway CA (trustme, a test dependency) and a certificate for 127.0.0.1 from
+    it, as PEM files in ``folder``; the client context that trusts that CA only."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = Path(folder) / "bench.crt", Path(folder) / "bench.key"
+    certfile.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return Certificates(str(certfile), str(keyfile), context)
+
+
+def server_specs(db_dir: str, certificates: Certificates | None = None) -> dict[str, ServerSpec]:
     """Every server the benchmark knows, each run with its default settings (trio_chat
-    with its durable history store on, in a fresh database)."""
+    with its durable history store on, in a fresh database); with ``certificates``,
+    trio_chat serving TLS too (:data:`TLS_NAME`)."""
     python = sys.executable
-    return {
-        "trio_chat": ServerSpec(
-            "trio_chat",
-            [
-                python,
-                "-m",
-                "trio_chat.server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-console",
-                "--db",
-                str(Path(db_dir) / "bench.db"),
-            ],
-        ),
+    trio_chat = [
+        python,
+        "-m",
+        "trio_chat.server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-console",
+        "--db",
+        str(Path(db_dir) / "bench.db"),
+    ]
+    specs = {
+        "trio_chat": ServerSpec("trio_chat", trio_chat),
         "asyncio": ServerSpec(
             "asyncio",
             [
@@ -102,6 +136,13 @@ def server_specs(db_dir: str) -> dict[str, ServerSpec]:
             ],
         ),
     }
+    if certificates is not None:
+        specs[TLS_NAME] = ServerSpec(
+            TLS_NAME,
+            [*trio_chat, "--certfile", certificates.certfile, "--keyfile", certificates.keyfile],
+            certificates.client_ssl,
+        )
+    return specs
 
 
 class RunningServer(ReadyProcess):
@@ -110,6 +151,7 @@ class RunningServer(ReadyProcess):
     from /proc."""
 
     def __init__(self, spec: ServerSpec) -> None:
+        self.client_ssl = spec.client_ssl
         super().__init__(
             spec.command,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -254,10 +296,13 @@ class BenchClient(asyncio.Protocol):
 
 
 async def connect_all(
-    port: int, count: int, make: Callable[[int], BenchClient]
+    server: RunningServer, count: int, make: Callable[[int], BenchClient]
 ) -> list[BenchClient]:
-    """Connect ``count`` clients, 200 handshakes at a time. Client i binds to a loopback
-    address of its own group, so that many runs do not exhaust one address's ports."""
+    """Connect ``count`` clients, 200 handshakes at a time (over TLS when the server
+    speaks it). Client i binds to a loopback address of its own group, so that many runs
+    do not exhaust one address's ports."""
+    port, context = server.port, server.client_ssl
+    tls = {} if context is None else {"ssl": context, "server_hostname": "127.0.0.1"}
     loop = asyncio.get_running_loop()
     clients: list[BenchClient] = []
     for start in range(0, count, 200):
@@ -265,7 +310,7 @@ async def connect_all(
         for index, client in enumerate(batch, start):
             source = f"127.0.{1 + index // 20000}.{1 + (os.getpid() % 200)}"
             await loop.create_connection(
-                lambda client=client: client, "127.0.0.1", port, local_addr=(source, 0)
+                lambda client=client: client, "127.0.0.1", port, local_addr=(source, 0), **tls
             )
         await asyncio.gather(*(client.handshake for client in batch))
         clients.extend(batch)
@@ -336,7 +381,7 @@ async def throughput(server: RunningServer, args: argparse.Namespace) -> Through
 
         return BenchClient(on_line)
 
-    clients = await connect_all(server.port, args.clients, make)
+    clients = await connect_all(server, args.clients, make)
     senders.extend(Sender(i, clients[i], args.messages, args.window) for i in range(args.senders))
     await server.wait_idle()
     cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
@@ -410,7 +455,7 @@ async def fanout(server: RunningServer, args: argparse.Namespace) -> FanoutResul
 
         return BenchClient(on_line)
 
-    clients = await connect_all(server.port, count, make)
+    clients = await connect_all(server, count, make)
     await server.wait_idle()
     rss_per_connection = (server.rss_bytes() - rss_before) / count / 1024
     rounds: list[float] = []
@@ -442,10 +487,12 @@ async def main(args: argparse.Namespace) -> None:
     if args.fanout_clients + 100 > limit and args.mode in ("fanout", "all"):
         sys.exit(f"open-file limit {limit} is too low for {args.fanout_clients} connections")
     names = args.servers.split(",")
+    if args.tls and TLS_NAME not in names:
+        names.append(TLS_NAME)
     throughput_runs: dict[str, list[ThroughputResult]] = {name: [] for name in names}
     fanout_runs: dict[str, list[FanoutResult]] = {name: [] for name in names}
-    with tempfile.TemporaryDirectory() as db_dir:
-        specs = server_specs(db_dir)
+    with tempfile.TemporaryDirectory() as db_dir, tempfile.TemporaryDirectory() as tls_dir:
+        specs = server_specs(db_dir, make_certificates(tls_dir) if TLS_NAME in names else None)
         # Repetitions interleave the servers, so that a disturbance of the machine lands
         # on all of them alike; the report takes the median of each figure.
         for _ in range(args.repeat):
@@ -511,7 +558,7 @@ def report(
     throughput_results: dict[str, ThroughputResult],
     fanout_results: dict[str, FanoutResult],
 ) -> None:
-    peers = [name for name in names if name != "trio_chat"]
+    peers = [name for name in names if name not in ("trio_chat", TLS_NAME)]
     runs = f" (median of {args.repeat} runs each)" if args.repeat > 1 else ""
     if throughput_results:
         print(
@@ -519,12 +566,12 @@ def report(
             f" x {args.messages} messages, window {args.window}{runs}"
         )
         print(
-            f"{'server':<10} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+            f"{'server':<13} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
             f" {'server us/dlv':>13} {'load us/dlv':>11} {'dup':>4} {'miss':>5}"
         )
         for name, r in throughput_results.items():
             print(
-                f"{name:<10} {r.deliveries_per_second:>13.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+                f"{name:<13} {r.deliveries_per_second:>13.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
                 f" {r.max_ms:>8.2f} {r.server_cpu_us_per_delivery:>13.2f}"
                 f" {r.load_cpu_us_per_delivery:>11.2f} {r.duplicates:>4} {r.missing:>5}"
             )
@@ -537,12 +584,19 @@ def report(
                     f"trio_chat / {peer}: deliveries/s {speed},"
                     f" p99 {ratio(ours.p99_ms, theirs.p99_ms)}"
                 )
+        tls = throughput_results.get(TLS_NAME)
+        if ours and tls:
+            print(
+                f"{TLS_NAME} / trio_chat: server CPU per delivery"
+                f" {ratio(tls.server_cpu_us_per_delivery, ours.server_cpu_us_per_delivery)},"
+                f" deliveries/s {ratio(tls.deliveries_per_second, ours.deliveries_per_second)}"
+            )
     if fanout_results:
         print(f"fan-out: {args.fanout_clients} idle connections, {args.rounds} rounds{runs}")
-        print(f"{'server':<10} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
+        print(f"{'server':<13} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
         for name, f in fanout_results.items():
             rounds = " ".join(f"{value:.1f}" for value in f.rounds_ms)
-            print(f"{name:<10} {f.rss_per_connection_kib:>12.1f} {f.median_ms:>10.2f}  {rounds}")
+            print(f"{name:<13} {f.rss_per_connection_kib:>12.1f} {f.median_ms:>10.2f}  {rounds}")
         ours_fanout = fanout_results.get("trio_chat")
         for peer in peers:
             theirs_fanout = fanout_results.get(peer)
@@ -554,6 +608,13 @@ def report(
                 print(
                     f"trio_chat / {peer}: fan-out time {time_ratio}, RSS per connection {rss_ratio}"
                 )
+        tls_fanout = fanout_results.get(TLS_NAME)
+        if ours_fanout and tls_fanout:
+            print(
+                f"{TLS_NAME} / trio_chat: fan-out time"
+                f" {ratio(tls_fanout.median_ms, ours_fanout.median_ms)}, RSS per connection"
+                f" {ratio(tls_fanout.rss_per_connection_kib, ours_fanout.rss_per_connection_kib)}"
+            )
     bad = [n for n, r in throughput_results.items() if r.duplicates or r.missing]
     if bad:
         print(f"DELIVERY CHECK FAILED for: {', '.join(bad)}")
@@ -574,6 +635,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per server (interleaved); medians reported"
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help=f"measure trio_chat over TLS too ({TLS_NAME}), against plain TCP in the same run",
     )
     return parser.parse_args(argv)
 

@@ -34,8 +34,9 @@ def test_store_benchmark_runs_and_reports_both_modes() -> None:
 
 
 def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
-    """scripts/bench.py starts trio_chat and both peers, drives both modes, checks that
-    every message reached every client once, and prints the ratios."""
+    """scripts/bench.py starts trio_chat (plain and, with --tls, over TLS with a CA of its
+    own) and both peers, drives both modes, checks that every message reached every
+    client once, and prints the ratios, TLS to plain among them."""
     result = subprocess.run(
         [
             sys.executable,
@@ -54,6 +55,7 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
             "2",
             "--timeout",
             "30",
+            "--tls",
         ],
         capture_output=True,
         text=True,
@@ -65,11 +67,21 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "throughput: 4 clients, 2 senders x 5 messages, window 2" in out
-    for server in ("trio_chat", "asyncio", "trio"):
+    for server in ("trio_chat", "asyncio", "trio", r"trio_chat\+tls"):
         assert re.search(
             rf"^{server} +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +0 +0$", out, re.M
         )
         assert re.search(rf"^{server} +[\d.-]+ +[\d.]+  [\d. ]+$", out, re.M)
     assert re.search(r"^trio_chat / asyncio: deliveries/s [\d.]+x, p99 [\d.]+x$", out, re.M)
     assert re.search(r"^trio_chat / trio: fan-out time [\d.]+x, RSS per connection", out, re.M)
+    assert re.search(
+        # At this scale the server's CPU time may round to no clock tick at all: n/a.
+        r"^trio_chat\+tls / trio_chat: server CPU per delivery (?:[\d.]+x|n/a),"
+        r" deliveries/s [\d.]+x$",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"^trio_chat\+tls / trio_chat: fan-out time [\d.]+x, RSS per connection [\d.]+x$", out, re.M
+    )
     assert out.rstrip().endswith("delivery check: every message reached every client exactly once")
