@@ -8,13 +8,17 @@ rules read) see, and that headers from an untrusted peer change nothing.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 
+import argon2
 import pytest
+import websockets.exceptions
 from inproc import LiveServer, StartLiveServer, connect_to
 from websockets.trio.client import ClientConnection
 
+from trio_chat.server.accounts import passwords
 from trio_chat.server.config import Network
 from trio_chat.server.net.proxy import (
     Forwarding,
@@ -253,3 +257,32 @@ async def test_a_malformed_header_from_a_trusted_proxy_is_one_log_line(
             "X-Forwarded-For: an entry is not an IP address"
         )
         await live.wait_for(re.compile(rf"Client #\d+ connected from 127\.0\.0\.1:{port}$"))
+
+
+async def test_the_insecure_auth_rule_sees_the_forwarded_client(
+    start_live_server: StartLiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a trusted proxy on this machine, a password from a remote client that
+    reached the proxy over http is refused (as if it came straight over the network),
+    and one that came over https is taken; without the proxy's word, the loopback peer
+    would have let both through."""
+    hasher = argon2.PasswordHasher
+    monkeypatch.setattr(
+        passwords.argon2,
+        "PasswordHasher",
+        lambda: hasher(time_cost=1, memory_cost=8, parallelism=1),
+    )
+    live = await start_live_server(accounts=True, trusted_proxy=LOOPBACK)
+    await live.server.accounts.add("alice", "wonder land")
+    credentials = base64.b64encode(b"alice:wonder land").decode()
+    forwarded = {"Authorization": f"Basic {credentials}", "X-Forwarded-For": "203.0.113.7"}
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with connect_to(live.url, headers={**forwarded, "X-Forwarded-Proto": "http"}):
+            pass
+    assert refused.value.response.status_code == 403
+    await live.wait_for(re.compile(r"^203\.0\.113\.7: refused GET /: 403 passwords are refused"))
+    async with connect_to(live.url, headers={**forwarded, "X-Forwarded-Proto": "https"}) as ws:
+        key, client = await _connection_of(live, ws)
+        assert client == "203.0.113.7"
+        socket = live.server.connections[key].socket
+        assert (socket.peer_address, socket.tls) == (Address("203.0.113.7", 0), True)

@@ -147,3 +147,13 @@ async def test_our_clients_show_urls_without_query_or_credentials() -> None:
         f"Could not connect to ws://…@127.0.0.1:{port}/?…: connection refused. "
         "Is the server running?"
     )
+
+
+async def test_a_refused_token_in_the_url_is_logged_without_it(live_server: LiveServer) -> None:
+    """``?token=`` on a server that takes no tokens: 401, and the log line has no token."""
+    answer = await raw_request(
+        live_server, f"GET /?token={SECRET} HTTP/1.1\r\n{UPGRADE}\r\n".encode()
+    )
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    await live_server.wait_for(re.compile(r"^127\.0\.0\.1:\d+: refused GET /\?…: 401 "))
+    assert_no_secret(live_server, answer)

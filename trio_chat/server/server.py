@@ -414,8 +414,8 @@ class ChatServer:
             Request.of(request.target.decode("ascii", "replace"), request.headers), address, tls
         )
         if isinstance(admission, Refuse):
-            logger.info("%s refused: %s", describe_peer(address), admission.text)
-            await handshake.respond(admission.status, admission.text, admission.headers)
+            refusal = Refusal(admission.status, admission.text, admission.headers)
+            await self._refuse(handshake, request, address, refusal)
             return None
         # The JSON subprotocol when the client offers it; plain text otherwise.
         wire = negotiate(offered_subprotocols(request))
