@@ -16,6 +16,7 @@ from inproc import LiveServer, open_plain
 
 import trio_chat
 from trio_chat.client.api import ChatError
+from trio_chat.server.net.seam import Request
 
 from support import EVENT_TIMEOUT
 
@@ -157,3 +158,13 @@ async def test_a_refused_token_in_the_url_is_logged_without_it(live_server: Live
     assert answer.startswith(b"HTTP/1.1 401 ")
     await live_server.wait_for(re.compile(r"^127\.0\.0\.1:\d+: refused GET /\?…: 401 "))
     assert_no_secret(live_server, answer)
+
+
+def test_a_request_shows_no_secret_in_its_repr() -> None:
+    """Should a Request reach a log line (a traceback, a debug line), its query and its
+    header values stay out."""
+    request = Request.of(
+        f"/chat?token={SECRET}", [(b"authorization", f"Bearer {SECRET}".encode()), (b"host", b"x")]
+    )
+    assert repr(request) == "Request('/chat?…', headers=['authorization', 'host'])"
+    assert request.query == f"token={SECRET}"  # the value itself is still all there

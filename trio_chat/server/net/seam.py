@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from trio_chat.core.redact import redact_target
+
 __all__ = ["Address", "ChatSocket", "Request"]
 
 
@@ -41,10 +43,17 @@ class Request:
     The headers are kept packed in one bytes object (``name:value`` lines joined by
     ``\\n``, which h11 allows in neither), since every open connection keeps its
     request: one object instead of three per header. Build it with :meth:`of`.
+
+    Its ``repr`` shows the target without its query and no header (they may carry a
+    session secret, a token, a password), should one ever reach a log line.
     """
 
     target: str
     packed_headers: bytes = b""
+
+    def __repr__(self) -> str:
+        names = sorted({name.decode("latin-1") for name, _ in self.headers})
+        return f"Request({redact_target(self.target)!r}, headers={names})"
 
     @classmethod
     def of(cls, target: str, headers: Iterable[tuple[bytes, bytes]]) -> Request:
