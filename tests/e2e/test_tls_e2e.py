@@ -116,3 +116,15 @@ def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
         assert server.proc.poll() is None
     finally:
         server.stop()
+
+
+def test_the_clients_cafile_needs_wss_and_a_usable_file(tmp_path: Path) -> None:
+    """--cafile with a ws:// URL is a usage error (status 2); a CA file that cannot be
+    read is one line and status 1, before any connection."""
+    result = run("-m", "trio_chat.client", "ws://127.0.0.1:1", "--cafile", "ca.pem")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "trio-chat: error: --cafile is for a wss:// URL; see --help\n"
+    missing = tmp_path / "missing.pem"
+    result = run("-m", "trio_chat.client", "wss://127.0.0.1:1", "--cafile", str(missing))
+    assert result.returncode == 1
+    assert result.stdout == f"Cannot use the CA file {missing}: No such file or directory\n"

@@ -257,3 +257,20 @@ async def test_a_reload_that_fails_keeps_the_certificate_it_had(
     )
     async with trio_chat.connect(tls_server.url, cafile=certificates.cafile) as chat:
         await chat.say("as before")
+
+
+async def test_the_library_takes_a_ca_for_wss_urls_only(
+    live_server: LiveServer, certificates: Certificates
+) -> None:
+    """cafile with a ws:// URL, or cafile and ssl_context both: one line, no connection."""
+    with pytest.raises(ChatError) as refused:
+        async with trio_chat.connect(live_server.url, cafile=certificates.cafile):
+            pass
+    assert str(refused.value) == f"{live_server.url}: cafile and ssl_context are for a wss:// URL"
+    wss = live_server.url.replace("ws://", "wss://")
+    with pytest.raises(ChatError) as refused:
+        async with trio_chat.connect(
+            wss, cafile=certificates.cafile, ssl_context=certificates.client_context()
+        ):
+            pass
+    assert str(refused.value) == "give cafile or ssl_context, not both"
