@@ -7,14 +7,13 @@ reason, except under ``CI=true``, where a missing tool fails it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import os
 
 import pytest
 from websockets.sync.client import connect
