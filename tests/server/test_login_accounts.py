@@ -217,6 +217,44 @@ async def test_two_devices_of_one_account_both_get_a_private_message(live: LiveS
         await root.ask("/who", "* In lobby: alice and root")
 
 
+async def test_a_name_removed_and_registered_again_reads_nothing_of_the_old_account(
+    live: LiveServer,
+) -> None:
+    """bob gets a private message and his account is removed; a new account called bob
+    logs in and finds none of it, by URL resume, the ``resume`` command or paging back:
+    the message belongs to the old account's principal, whose id is never reused."""
+    accounts = live.server.accounts
+    assert accounts is not None
+    await accounts.add("bob", "first bob")
+    async with (
+        logged_in(live, "alice", "wonder land") as alice,
+        logged_in(live, "bob", "first bob") as bob,
+    ):
+        assert stamped(await alice.event()) == presence("join", "bob", room="lobby")
+        sent = await alice.call({"type": "private", "to": "bob", "text": "for bob", "cid": 1})
+        received = stamped(await bob.event())
+        assert (received["id"], received["text"]) == (sent["id"], "for bob")
+        page = await bob.call({"type": "history", "private": True, "cid": 2})
+        assert [m["text"] for m in page["messages"]] == ["for bob"]
+    assert await accounts.remove("bob") is True
+    await accounts.add("bob", "second bob")
+    credentials = basic("bob", "second bob")
+    async with json_client(live, "/?since=0", credentials) as new_bob:
+        welcomed = await new_bob.event()
+        assert (welcomed["type"], welcomed["nick"]) == ("welcome", "bob")
+        report = await new_bob.event()
+        assert report == ack("resume", since=0, recovered=True)
+        assert await new_bob.call({"type": "resume", "since": 0, "cid": 3}) == ack(
+            "resume", 3, since=0, recovered=True
+        )
+        page = await new_bob.call({"type": "history", "private": True, "cid": 4})
+        assert page == ack("history", 4, private=True, messages=[])
+        # Nothing was replayed in between: the next event answers the next command.
+        assert await new_bob.call({"type": "who", "cid": 5}) == ack(
+            "who", 5, room="lobby", members=["bob"], anonymous=0
+        )
+
+
 async def test_an_admin_account_kicks_from_its_client(live: LiveServer) -> None:
     async with logged_in(live, "alice", "wonder land") as alice, plain_client(live) as root:
         await root.ask("/login root toor", "* You are logged in as root (admin)")
