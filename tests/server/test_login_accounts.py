@@ -87,10 +87,20 @@ async def json_client(
         yield JsonClient(ws)
 
 
+PROMPT = "* Log in first: /login NAME PASSWORD"
+
+
 @asynccontextmanager
-async def plain_client(live: LiveServer, query: str = "") -> AsyncIterator[PlainClient]:
+async def plain_client(
+    live: LiveServer, query: str = "", *, prompt: str | None = PROMPT
+) -> AsyncIterator[PlainClient]:
+    """A plain client that has read the server's login ``prompt`` (None: a server that
+    takes guests prompts nothing)."""
     async with connect_to(live.url + query) as ws:
-        yield PlainClient(ws, await wait_connected(live, ws))
+        client = PlainClient(ws, await wait_connected(live, ws))
+        if prompt is not None:
+            await client.expect(prompt)
+        yield client
 
 
 @asynccontextmanager
@@ -147,7 +157,8 @@ async def test_a_wrong_password_gets_the_same_answer_as_an_unknown_name(
 
 
 async def test_nothing_but_a_login_before_logging_in(live: LiveServer) -> None:
-    """Nothing is sent unasked; chat lines get login_required."""
+    """A plain client is told how to log in (JSON ones are sent nothing unasked); chat
+    lines get login_required."""
     async with plain_client(live) as client:
         await client.ask("hello", "Error: log in first: /login NAME PASSWORD")
         await client.ask("/join dev", "Error: log in first: /login NAME PASSWORD")
@@ -157,7 +168,8 @@ async def test_nothing_but_a_login_before_logging_in(live: LiveServer) -> None:
 
 async def test_registration_when_open(start_live_server: StartLiveServer) -> None:
     live = await accounts_server(start_live_server, open_registration=True)
-    async with plain_client(live) as newcomer:
+    prompt = "* Log in first: /login NAME PASSWORD, or /register NAME PASSWORD"
+    async with plain_client(live, prompt=prompt) as newcomer:
         await newcomer.ask(
             "hi", "Error: log in first: /login NAME PASSWORD, or /register NAME PASSWORD"
         )
@@ -184,7 +196,10 @@ async def test_guests_chat_but_never_take_a_registered_name(
     """With --guests, a guest is in at once; alice is reserved for the account; a guest
     that logs in becomes the account, announced as a nick change."""
     live = await accounts_server(start_live_server, guests=True)
-    async with plain_client(live, "/?nick=visitor") as guest, json_client(live) as watcher:
+    async with (
+        plain_client(live, "/?nick=visitor", prompt=None) as guest,
+        json_client(live) as watcher,
+    ):
         assert await watcher.event() == welcome()
         await guest.ask("/nick alice", "Error: nick alice is taken")
         await guest.ask("/nick ALICE", "Error: nick ALICE is taken")
@@ -375,7 +390,7 @@ async def test_no_password_or_token_reaches_the_log(
         )
         answer = await alice.call({"type": "message", "text": "hello", "cid": "m"})
         assert (answer["type"], answer["command"]) == ("ack", "message")
-    async with plain_client(live) as guest:
+    async with plain_client(live, prompt=None) as guest:
         await guest.ask("/login alice wrong guess", f"Error: {WRONG}")
         await guest.ask("/register carol fresh pass", "* Registered carol; you are logged in")
         await guest.ask("/msg nobody hi", "Error: nobody is called nobody")

@@ -27,6 +27,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "HistoryLine",
+    "LoginPrompt",
     "Message",
     "Notice",
     "Presence",
@@ -263,6 +264,21 @@ class Welcome(Event):
         if self.session is not None:
             data["session"] = self.session
         return data
+
+
+class LoginPrompt(Event):
+    """What a plain client is told on connecting to a server that needs a login before
+    anything else: how to log in (``text``, the ``login_required`` wording). JSON clients
+    are sent nothing before they log in; a plain one would otherwise face silence."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def data(self) -> dict[str, Any]:
+        return {"type": "login_prompt", "text": self.text}
 
 
 class TokenRefresh(Event):

@@ -68,6 +68,7 @@ __all__ = [
     "kicked_by",
     "logged_in",
     "login_locked_out",
+    "login_prompt",
     "login_required",
     "nick_taken",
     "no_such_nick",
@@ -377,6 +378,13 @@ def login_required(*, accounts: bool, registration: bool) -> str:
     if registration:
         return "log in first: /login NAME PASSWORD, or /register NAME PASSWORD"
     return "log in first: /login NAME PASSWORD"
+
+
+def login_prompt(data: Mapping[str, Any]) -> str:
+    """The line a plain client reads on connecting to a server that needs a login: the
+    ``login_required`` wording, as a sentence."""
+    text = str(data["text"])
+    return f"* {text[:1].upper()}{text[1:]}"
 
 
 def kicked_by(nick: str) -> str:

@@ -28,6 +28,7 @@ from .events import (
     ErrorEvent,
     Event,
     HistoryLine,
+    LoginPrompt,
     Message,
     Notice,
     Presence,
@@ -147,6 +148,8 @@ def _plain_lines(event: Event) -> tuple[list[str], list[str]]:
             lines = [render.error_line(event.text)]
         case TokenRefresh():
             lines = [render.token_refresh(data)]
+        case LoginPrompt():
+            lines = [render.login_prompt(data)]
         case _:
             raise ValueError(f"no plain wording for a {data['type']!r} event")
     return lines, lines

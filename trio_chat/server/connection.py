@@ -53,7 +53,15 @@ from trio_chat.core.commands import (
     Refresh,
     Register,
 )
-from trio_chat.core.events import Ack, ErrorEvent, Event, TokenRefresh, help_ack, timestamp
+from trio_chat.core.events import (
+    Ack,
+    ErrorEvent,
+    Event,
+    LoginPrompt,
+    TokenRefresh,
+    help_ack,
+    timestamp,
+)
 from trio_chat.core.identity import PrincipalKind
 from trio_chat.core.wire import PLAIN, Parsed, WireFormat
 
@@ -342,6 +350,9 @@ class ChatConnection:
         ``login_timeout`` running out, or the peer leaving. Cancelled (a shutdown), it
         returns nothing and the caller closes."""
         with trio.move_on_after(self._config.login_timeout):
+            if self.wire is PLAIN:
+                # A plain client (websocat, the tutorial's) would otherwise face silence.
+                await self._send_now(LoginPrompt(self._login_required_text()))
             while True:
                 message = await self._ws.receive()
                 if message is None:
@@ -391,13 +402,16 @@ class ChatConnection:
                 self.close_soon(CloseCode.NORMAL_CLOSURE, QUIT_REASON)
                 return _Waiting.CLOSE
             case _:
-                config = self._config
-                text = render.login_required(
-                    accounts=config.accounts,
-                    registration=config.accounts and config.open_registration,
-                )
+                text = self._login_required_text()
                 await self._send_now(ErrorEvent("login_required", text, cid))
         return _Waiting.GO_ON
+
+    def _login_required_text(self) -> str:
+        """How to log in to this server, as ``login_required`` says it."""
+        config = self._config
+        return render.login_required(
+            accounts=config.accounts, registration=config.accounts and config.open_registration
+        )
 
     def _logged_in(self, admitted: Admit) -> None:
         """Log who this connection logged in as (never with what)."""
