@@ -103,7 +103,7 @@ class Member:
     #: Who it acts as, once known: given at arrival or by a login, else made when asked.
     known_principal: Principal | None = field(default=None, init=False, repr=False)
     #: The session it uses (JSON connections, and any that resumed one), else None.
-    session: Session | None = field(default=None, init=False, repr=False)
+    session: Session[Member] | None = field(default=None, init=False, repr=False)
 
     @property
     def principal(self) -> Principal:
@@ -183,7 +183,7 @@ class Chat:
         self._clock = clock
         #: Every session, and the nicks held for those whose connection is gone: for
         #: ``nick_hold`` seconds, at most ``max_held`` of them.
-        self.sessions = Sessions(hold=nick_hold, max_held=max_held, clock=clock)
+        self.sessions: Sessions[Member] = Sessions(hold=nick_hold, max_held=max_held, clock=clock)
         self.messaging = Messaging(log, self.bus, self._ts)
 
     # --- joining and leaving the chat --------------------------------------------------

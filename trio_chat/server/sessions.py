@@ -28,12 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
 from trio_chat.core.identity import Principal
-
-if TYPE_CHECKING:
-    from .chat import Member
 
 __all__ = ["SECRET_BYTES", "Session", "Sessions", "digest_of"]
 
@@ -42,6 +39,10 @@ logger = logging.getLogger(__name__)
 #: Random bytes in a session secret: 256 bits, far beyond guessing.
 SECRET_BYTES = 32
 
+#: Whatever uses a session: the chat's member (this module does not need to know it,
+#: and so does not import the chat, which imports it).
+Member = TypeVar("Member")
+
 
 def digest_of(secret: str) -> bytes:
     """What the server keeps of ``secret``: its SHA-256 digest."""
@@ -49,7 +50,7 @@ def digest_of(secret: str) -> bytes:
 
 
 @dataclass(eq=False, slots=True)
-class Session:
+class Session(Generic[Member]):
     """One resumable session. ``member`` is the member using it now (None while held);
     ``held_until`` is when its hold ends (None while a member uses it)."""
 
@@ -65,7 +66,7 @@ class Session:
     held_until: datetime | None = field(default=None)
 
 
-class Sessions:
+class Sessions(Generic[Member]):
     """The chat's sessions, by digest, and the nicks held for those whose member left.
 
     ``hold`` is how long a session outlives its connection (``--nick-hold``; 0: not at
@@ -76,11 +77,11 @@ class Sessions:
         self.hold_time = timedelta(seconds=hold)
         self.max_held = max_held
         self._clock = clock
-        self._sessions: dict[bytes, Session] = {}
+        self._sessions: dict[bytes, Session[Member]] = {}
         # Held sessions, oldest hold first (every hold is as long: also soonest to end).
-        self._held: OrderedDict[bytes, Session] = OrderedDict()
+        self._held: OrderedDict[bytes, Session[Member]] = OrderedDict()
         # Folded nick -> the held session it is kept for.
-        self._held_nicks: dict[str, Session] = {}
+        self._held_nicks: dict[str, Session[Member]] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -90,15 +91,15 @@ class Sessions:
         """How many sessions are held (their member gone, their hold not over)."""
         return len(self._held)
 
-    def start(self, principal: Principal, member: Member) -> tuple[str, Session]:
+    def start(self, principal: Principal, member: Member) -> tuple[str, Session[Member]]:
         """A new session of ``principal``, used by ``member``, and its secret (for the
         welcome; not kept)."""
         secret = secrets.token_urlsafe(SECRET_BYTES)
-        session = Session(digest_of(secret), principal, member)
+        session: Session[Member] = Session(digest_of(secret), principal, member)
         self._sessions[session.digest] = session
         return secret, session
 
-    def find(self, secret: str) -> Session | None:
+    def find(self, secret: str) -> Session[Member] | None:
         """The session ``secret`` opens: in use, or held and not expired. An expired
         one is ended here (lazily) and, like an unknown secret, gives None."""
         session = self._sessions.get(digest_of(secret))
@@ -106,21 +107,21 @@ class Sessions:
             return None
         return session
 
-    def holder(self, folded_nick: str) -> Session | None:
+    def holder(self, folded_nick: str) -> Session[Member] | None:
         """The held session that ``folded_nick`` is kept for, if its hold is not over."""
         session = self._held_nicks.get(folded_nick)
         if session is None or self._expired(session):
             return None
         return session
 
-    def resume(self, session: Session, member: Member) -> None:
+    def resume(self, session: Session[Member], member: Member) -> None:
         """``member`` uses ``session`` from now on (a resume; a takeover when another
         member still used it, which the caller closes): its hold, if any, is over."""
         self._unhold(session)
         session.member = member
 
     def hold(
-        self, session: Session, nick: str | None, rooms: tuple[str, ...], left_after: int
+        self, session: Session[Member], nick: str | None, rooms: tuple[str, ...], left_after: int
     ) -> None:
         """``session``'s member is gone (when ``left_after`` was the last message id):
         keep it (and ``nick`` for it) for the hold, or end it now when there is no hold.
@@ -151,7 +152,7 @@ class Sessions:
         if nick is not None:
             self._held_nicks[nick.casefold()] = session
 
-    def end(self, session: Session) -> None:
+    def end(self, session: Session[Member]) -> None:
         """Forget ``session``: its secret opens nothing any more (a quit, a kick, an
         expired or evicted hold). Idempotent."""
         self._unhold(session)
@@ -168,7 +169,7 @@ class Sessions:
             self.end(session)
         return len(sessions)
 
-    def _unhold(self, session: Session) -> None:
+    def _unhold(self, session: Session[Member]) -> None:
         if session.held_until is None:
             return
         session.held_until = None
@@ -178,7 +179,7 @@ class Sessions:
             if self._held_nicks.get(folded) is session:
                 del self._held_nicks[folded]
 
-    def _expired(self, session: Session, now: datetime | None = None) -> bool:
+    def _expired(self, session: Session[Member], now: datetime | None = None) -> bool:
         """Whether ``session``'s hold is over; if so it is ended here."""
         if session.held_until is None:
             return False
