@@ -16,8 +16,9 @@ from support import ServerProcess, child_env
 # The client's pseudo-terminal machinery, a plugin of the test modules that name it in
 # ``pytest_plugins`` and import from it: its asserts must be rewritten like a test's.
 pytest.register_assert_rewrite("pty_support")
-# Likewise the in-process server machinery.
+# Likewise the in-process server machinery, and the chat harness of the chat's rule tests.
 pytest.register_assert_rewrite("inproc")
+pytest.register_assert_rewrite("chat_harness")
 
 
 @pytest.fixture(scope="session", autouse=True)

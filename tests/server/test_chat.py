@@ -7,21 +7,15 @@ received, so a rule is checked exactly where it is made.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 import trio
 import trio.testing
+from chat_harness import Harness, running_log
 
-from trio_chat.core.close import close_for
-from trio_chat.core.commands import MAX_MESSAGE_LINES
-from trio_chat.core.events import Notice
-from trio_chat.core.wire import JSON, PLAIN
-from trio_chat.server.bus import Subscription
-from trio_chat.server.chat import LOBBY, Chat, Member
+from trio_chat.server.chat import LOBBY
 from trio_chat.server.cli import parse_args
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.history import MessageLog
@@ -29,95 +23,7 @@ from trio_chat.server.messaging import MAX_UNCONFIRMED
 from trio_chat.server.server import ChatServer
 from trio_chat.server.store import MemoryStore, Record, StoreError
 
-END = "🟢 Server: (end)"
-
-
-@dataclass
-class Client:
-    """One member and what was asked of its connection."""
-
-    member: Member
-    subscription: Subscription
-    closes: list[tuple[int, str, bool]] = field(default_factory=list)
-
-    async def received(self) -> list[str]:
-        """Every line queued for this member so far (a marker ends the read)."""
-        self.subscription.offer(Notice("(end)"))
-        lines: list[str] = []
-        while True:
-            batch, _ = await self.subscription.next_batch(1 << 20)
-            for line in batch:
-                if line == END or line.endswith('"text":"(end)"}'):
-                    return lines
-                lines.append(line)
-
-
-class Harness:
-    """A chat (its message log in memory, running) and the clients connected to it."""
-
-    def __init__(
-        self,
-        stack: ExitStack,
-        log: MessageLog,
-        presence_limit: int = 100,
-        max_message_lines: int = MAX_MESSAGE_LINES,
-    ) -> None:
-        self.chat = Chat(
-            log,
-            presence_limit=presence_limit,
-            history_on_join=0,
-            max_message_lines=max_message_lines,
-            clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        )
-        self._stack = stack
-        self._keys = iter(range(1, 1000))
-
-    async def connect(self, nick: str | None = None, *, json: bool = False) -> Client:
-        closes: list[tuple[int, str, bool]] = []
-
-        def overflow() -> None:
-            raise AssertionError("no queue may overflow here")
-
-        member, subscription = self.chat.arrive(
-            next(self._keys),
-            wire=JSON if json else PLAIN,
-            disconnect=lambda departure: closes.append(close_for(departure)),
-            queue_depth=1000,
-            on_overflow=overflow,
-        )
-        self._stack.callback(self.chat.leave, member, subscription)
-        client = Client(member, subscription, closes)
-        if nick:
-            await self.chat.receive_text(member, f"/nick {nick}" if not json else _nick(nick))
-            await trio.testing.wait_all_tasks_blocked()
-        return client
-
-    def disconnect(self, client: Client) -> None:
-        """The client's connection ends."""
-        self.chat.leave(client.member, client.subscription)
-
-    async def say(self, client: Client, text: str) -> None:
-        """Send ``text`` as ``client`` and let the log commit and deliver it."""
-        await self.chat.receive_text(client.member, text)
-        await trio.testing.wait_all_tasks_blocked()
-
-
-def _nick(nick: str) -> str:
-    return json.dumps({"type": "nick", "nick": nick})
-
-
-async def running_log(nursery: trio.Nursery) -> MessageLog:
-    log = MessageLog(MemoryStore(100))
-    await log.open()
-    await nursery.start(log.run)
-    return log
-
-
-@pytest.fixture
-async def room(nursery: trio.Nursery) -> AsyncIterator[Harness]:
-    log = await running_log(nursery)
-    with ExitStack() as stack:
-        yield Harness(stack, log)
+pytest_plugins = ["chat_harness"]
 
 
 async def test_anonymous_members_are_silent_until_named(room: Harness) -> None:
@@ -259,7 +165,7 @@ async def test_topic(room: Harness) -> None:
 
 async def test_json_members_get_an_ack_before_their_message(room: Harness) -> None:
     """The ack (with the id) comes before the message event it acknowledges."""
-    alice = await room.connect(json=True)
+    alice = await room.connect(json_mode=True)
     await room.say(alice, json.dumps({"type": "message", "text": "hi", "cid": "m1"}))
     welcome, ack, message = (json.loads(line) for line in await alice.received())
     assert welcome["type"] == "welcome"
@@ -368,7 +274,7 @@ async def test_a_message_that_cannot_be_stored_is_refused_to_its_sender(
     await nursery.start(log.run)
     with ExitStack() as stack:
         room = Harness(stack, log)
-        alice, bob = await room.connect(json=True), await room.connect()
+        alice, bob = await room.connect(json_mode=True), await room.connect()
         await alice.received()
         await room.say(alice, json.dumps({"type": "message", "text": "lost", "cid": 4}))
         assert [json.loads(line) for line in await alice.received()] == [
@@ -385,7 +291,7 @@ async def test_a_message_that_cannot_be_stored_is_refused_to_its_sender(
 async def test_a_resend_key_is_the_cid_as_sent_for_one_target(room: Harness) -> None:
     """A cid names one message to one place: the same cid again is a duplicate, but
     ``1`` and ``"1"``, or the same cid to another room, are new messages."""
-    alice = await room.connect("alice", json=True)
+    alice = await room.connect("alice", json_mode=True)
     await room.say(alice, json.dumps({"type": "join", "room": "dev"}))
     await alice.received()
     sent = [
@@ -416,7 +322,7 @@ async def test_a_multi_line_json_message_is_one_message_attributed_on_every_line
     """JSON text with \\r\\n, \\r or \\n is one message (one id, one stored record) with
     \\n line breaks; plain members read every line with its sender, their own with "You
     said", from another room with its [room] mark."""
-    alice = await room.connect("alice", json=True)
+    alice = await room.connect("alice", json_mode=True)
     bob = await room.connect("bob")
     carol = await room.connect("carol")
     await room.say(carol, "/join dev")
@@ -445,7 +351,7 @@ async def test_a_multi_line_json_message_is_one_message_attributed_on_every_line
 async def test_multi_line_actions_and_private_messages(room: Harness) -> None:
     """/me and private messages of several lines: every line attributed, for the sender
     (a plain member on another connection) and the recipient alike."""
-    alice = await room.connect("alice", json=True)
+    alice = await room.connect("alice", json_mode=True)
     bob = await room.connect("bob")
     await alice.received()
     await bob.received()
@@ -472,7 +378,7 @@ async def test_a_message_over_the_line_cap_is_refused(nursery: trio.Nursery) -> 
     log = await running_log(nursery)
     with ExitStack() as stack:
         harness = Harness(stack, log, max_message_lines=2)
-        alice = await harness.connect("alice", json=True)
+        alice = await harness.connect("alice", json_mode=True)
         bob = await harness.connect()
         await alice.received()
         await harness.say(alice, json.dumps({"type": "message", "text": "1\n2\n3", "cid": 5}))

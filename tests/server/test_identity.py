@@ -8,102 +8,15 @@ received, as the chat's own tests do.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import ExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
-import trio
-import trio.testing
+from chat_harness import Harness
 
 from trio_chat.core.arrival import Arrival
-from trio_chat.core.close import close_for
 from trio_chat.core.commands import CommandError
-from trio_chat.core.events import Notice
 from trio_chat.core.identity import Principal, PrincipalKind
-from trio_chat.core.wire import JSON, PLAIN
-from trio_chat.server.bus import Subscription
-from trio_chat.server.chat import Chat, Member
-from trio_chat.server.history import MessageLog
-from trio_chat.server.store import MemoryStore
 
-END = "🟢 Server: (end)"
-
-
-@dataclass
-class Client:
-    """One member and what was asked of its connection."""
-
-    member: Member
-    subscription: Subscription
-    closes: list[tuple[int, str, bool]] = field(default_factory=list)
-
-    async def received(self) -> list[str]:
-        """Every line queued for this member so far (a marker ends the read)."""
-        self.subscription.offer(Notice("(end)"))
-        lines: list[str] = []
-        while True:
-            batch, _ = await self.subscription.next_batch(1 << 20)
-            for line in batch:
-                if line == END or line.endswith('"text":"(end)"}'):
-                    return lines
-                lines.append(line)
-
-
-class Harness:
-    """A chat (its message log in memory, running) and the members connected to it."""
-
-    def __init__(self, stack: ExitStack, log: MessageLog) -> None:
-        self.chat = Chat(
-            log, history_on_join=0, clock=lambda: datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-        )
-        self._stack = stack
-        self._keys = iter(range(1, 1000))
-
-    async def connect(
-        self,
-        nick: str | None = None,
-        *,
-        json_mode: bool = False,
-        principal: Principal | None = None,
-        arrival: Arrival | None = None,
-    ) -> Client:
-        closes: list[tuple[int, str, bool]] = []
-
-        def overflow() -> None:
-            raise AssertionError("no queue may overflow here")
-
-        member, subscription = self.chat.arrive(
-            next(self._keys),
-            wire=JSON if json_mode else PLAIN,
-            disconnect=lambda departure: closes.append(close_for(departure)),
-            queue_depth=1000,
-            on_overflow=overflow,
-            arrival=arrival,
-            principal=principal,
-        )
-        self._stack.callback(self.chat.leave, member, subscription)
-        client = Client(member, subscription, closes)
-        if nick:
-            await self.say(client, f"/nick {nick}")
-        return client
-
-    def disconnect(self, client: Client) -> None:
-        self.chat.leave(client.member, client.subscription)
-
-    async def say(self, client: Client, text: str) -> None:
-        await self.chat.receive_text(client.member, text)
-        await trio.testing.wait_all_tasks_blocked()
-
-
-@pytest.fixture
-async def room(nursery: trio.Nursery) -> AsyncIterator[Harness]:
-    log = MessageLog(MemoryStore(100))
-    await log.open()
-    await nursery.start(log.run)
-    with ExitStack() as stack:
-        yield Harness(stack, log)
+pytest_plugins = ["chat_harness"]
 
 
 ALICE = Principal.account(7, "alice")
