@@ -32,6 +32,8 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "queue_depth": ("7", 7),
     "send_timeout": ("2.5", 2.5),
     "handshake_timeout": ("3.5", 3.5),
+    "ping_interval": ("0", 0.0),
+    "ping_timeout": ("5", 5.0),
     "max_connections": ("5", 5),
     "db": ("elsewhere.db", "elsewhere.db"),
     "history_limit": ("20", 20),

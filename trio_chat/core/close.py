@@ -15,6 +15,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_TOKEN",
     "LOGIN_TIMED_OUT",
+    "PING_TIMEOUT",
     "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
     "SESSION_TAKEN_OVER",
@@ -52,6 +53,8 @@ SERVER_SHUTTING_DOWN = "server shutting down"
 SLOW_CONSUMER = "slow consumer"
 SERVER_FULL = "server full"
 INTERNAL_ERROR = "internal error"
+#: 1011 with this reason: the peer did not answer a heartbeat ping within --ping-timeout.
+PING_TIMEOUT = "ping timeout"
 BINARY_NOT_SUPPORTED = "binary messages are not supported; send text"
 #: A connection whose session another connection resumed (it was half-open, usually):
 #: the client must not reconnect, or the two would take the session from each other.

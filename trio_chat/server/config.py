@@ -69,6 +69,12 @@ class ServerConfig:
     send_timeout: float = 10.0
     #: Seconds a new TCP connection has to complete its WebSocket handshake.
     handshake_timeout: float = 10.0
+    #: Seconds between heartbeat pings to each client (0: none). A peer that vanished
+    #: without a FIN (or behind a NAT mapping that expired) is found this way.
+    ping_interval: float = 20.0
+    #: Seconds a client has to answer a heartbeat ping before it is closed with 1011
+    #: (0: pings are sent, to keep NAT mappings alive, but nobody is closed for them).
+    ping_timeout: float = 20.0
     #: Open connections allowed at once; the next handshake is refused with 503.
     max_connections: int = 10_000
     #: Rooms with more members than this get no presence notices: a room of 5,000 must
@@ -336,6 +342,22 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _seconds,
         "SECONDS",
         "time a new TCP connection has to complete the WebSocket handshake",
+    ),
+    Setting(
+        "ping_interval",
+        _seconds_or_zero,
+        "SECONDS",
+        "the server pings every client this often (from the connection's writer, no task "
+        "per ping), which finds a peer that vanished without a FIN or behind an expired "
+        "NAT mapping; `0` for no pings",
+    ),
+    Setting(
+        "ping_timeout",
+        _seconds_or_zero,
+        "SECONDS",
+        "time a client has to answer a ping; past it the client is closed with "
+        "**1011 `ping timeout`** (dropped without a close frame when not even that can be "
+        "written), so a dead peer goes within interval + timeout; `0`: never closed for it",
     ),
     Setting(
         "max_connections",

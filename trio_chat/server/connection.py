@@ -38,6 +38,7 @@ from trio_chat.core.close import (
     INVALID_TOKEN,
     LOGIN_TIMED_OUT,
     QUIT_REASON,
+    PING_TIMEOUT,
     SLOW_CONSUMER,
     TOKEN_EXPIRED,
     CloseCode,
@@ -154,6 +155,7 @@ class ChatConnection:
         "_stream_broken",
         "_subscription",
         "_token_watch",
+        "_unanswered",
         "_ws",
         "key",
         "wire",
@@ -190,6 +192,8 @@ class ChatConnection:
         self._close_requested = False
         # Set when the client stopped reading: a close frame could not reach it.
         self._stream_broken = False
+        # Set when the client did not answer a heartbeat: nobody waits for its close.
+        self._unanswered = False
         self._subscription: Subscription | None = None
         # Whether run() is over, and the event that says so (made when first asked for).
         self._finished = False
@@ -567,14 +571,35 @@ class ChatConnection:
         """Send queued events, batched into one frame, until cancelled; have the
         connection's :class:`~trio_chat.server.replay.Replayer` carry out the replays
         queued among them (history on join, resume) in line, and leave out the live
-        copies of what it replayed."""
+        copies of what it replayed.
+
+        The heartbeat runs here too, between batches, so that no task waits per ping:
+        every ``ping_interval`` seconds a ping goes out, and a client that has not
+        answered it ``ping_timeout`` seconds later is closed (:meth:`_heartbeat`).
+        """
         replayer = Replayer(self._chat.log, subscription.viewer, MAX_FRAME_CHARS)
+        interval = self._config.ping_interval
+        # When the next ping is due, and when the pong of the last one is (None: no
+        # ping waits for its pong). Infinite without heartbeats.
+        ping_due = trio.current_time() + interval if interval else math.inf
+        pong_due: float | None = None
         while True:
-            try:
-                lines, replay = await subscription.next_batch(MAX_FRAME_CHARS, replayer.live_filter)
-            except trio.EndOfChannel:  # closed with flush: everything queued was sent
-                self._io_scope.cancel()
-                return
+            lines: list[str] = []
+            replay = None
+            with trio.move_on_at(ping_due if pong_due is None else pong_due):
+                try:
+                    lines, replay = await subscription.next_batch(
+                        MAX_FRAME_CHARS, replayer.live_filter
+                    )
+                except trio.EndOfChannel:  # closed with flush: everything queued was sent
+                    self._io_scope.cancel()
+                    return
+            now = trio.current_time()
+            if now >= (ping_due if pong_due is None else pong_due):
+                due = self._heartbeat(now, ping_due, pong_due)
+                if due is None:
+                    return
+                ping_due, pong_due = due
             if lines and not await self._send_frame(lines):
                 return
             if replay is not None and not await replayer.carry_out(replay, self._send_frame):
@@ -582,6 +607,36 @@ class ChatConnection:
             # Not kept while waiting for the next batch: an idle connection would hold
             # its last frame's lines and its last replay order.
             del lines, replay
+
+    def _heartbeat(
+        self, now: float, ping_due: float, pong_due: float | None
+    ) -> tuple[float, float | None] | None:
+        """The heartbeat's step at ``now``, once ``pong_due`` (or, with no ping waiting,
+        ``ping_due``) has come: close the client if its last ping is unanswered (None:
+        the writer stops), else send the next ping when due. The next
+        ``(ping_due, pong_due)``."""
+        if pong_due is not None:
+            if not self._ws.heartbeat_answered:
+                logger.warning(
+                    "client #%d (%s) did not answer a ping within %g s; closing it",
+                    self.key,
+                    self.peer,
+                    self._config.ping_timeout,
+                )
+                self._unanswered = True
+                self.close_soon(CloseCode.INTERNAL_ERROR, PING_TIMEOUT)
+                return None
+            pong_due = None
+        if now >= ping_due:
+            try:
+                self._ws.send_heartbeat()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # the reader finds the connection's end
+            timeout = self._config.ping_timeout
+            ping_due = now + self._config.ping_interval
+            # Without a timeout the pings keep NAT mappings alive and nobody is closed.
+            pong_due = now + timeout if timeout else None
+        return ping_due, pong_due
 
     async def _send_frame(self, lines: list[str]) -> bool:
         """Send ``lines`` as one frame; False once the connection cannot take more.
@@ -617,6 +672,17 @@ class ChatConnection:
         if self._stream_broken:
             # The client stopped reading: a close frame could not reach it.
             await self._ws.abort()
+            return
+        if self._unanswered:
+            # The client stopped answering: nobody would answer the close either.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self._config.shutdown_grace
+                if not await self._ws.hang_up(self._close_code, self._close_reason):
+                    logger.info(
+                        "client #%d (%s): no close frame could be written; dropped",
+                        self.key,
+                        self.peer,
+                    )
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._config.shutdown_grace

@@ -157,6 +157,24 @@ class ChatSocket(Protocol):
         """
         ...
 
+    def send_heartbeat(self) -> None:
+        """Send a heartbeat ping without waiting; :attr:`heartbeat_answered` is False
+        until its pong arrives (which :meth:`receive` notes). Raises
+        ``trio.ClosedResourceError`` once the WebSocket is closing."""
+        ...
+
+    @property
+    def heartbeat_answered(self) -> bool:
+        """False while the last heartbeat ping waits for its pong (True before the first)."""
+        ...
+
+    async def hang_up(self, code: int, reason: str | None) -> bool:
+        """Close for a peer that stopped answering: a close frame with ``code`` and
+        ``reason`` when the peer took everything sent before (True), else none (False),
+        then the stream is closed without waiting for an answer. The caller bounds the
+        wait; cancelled, the stream is still closed."""
+        ...
+
     async def aclose(self, code: int, reason: str | None) -> None:
         """Close with ``code`` and ``reason`` (unless a close already started), wait
         for the peer's close frame or the end of its connection, then close the stream.

@@ -54,6 +54,7 @@ from .seam import Address, Request
 from .stream import ConnectionStream
 
 __all__ = [
+    "HEARTBEAT",
     "NOT_A_WEBSOCKET",
     "WEBSOCKET_VERSION",
     "Handshake",
@@ -82,6 +83,10 @@ def encode_text_frame(payload: bytes) -> bytes:
         return _MEDIUM.pack(_TEXT, 126, length) + payload
     return _LONG.pack(_TEXT, 127, length) + payload
 
+
+#: The payload of the server's heartbeat pings: apart from any payload a caller of
+#: :meth:`WebSocket.ping` would choose, and short (every idle connection gets one).
+HEARTBEAT = b"hb"
 
 #: Fragments of one message held apart before they are joined: keeps a message sent in
 #: thousands of tiny fragments at about its own size in memory.
@@ -305,6 +310,7 @@ class WebSocket:
 
     __slots__ = (
         "_failed",
+        "_heartbeat_unanswered",
         "_max_message_size",
         "_parts",
         "_pings",
@@ -347,6 +353,8 @@ class WebSocket:
         # Pings waiting for their pong, by payload, oldest first (made on first use:
         # most connections never ping).
         self._pings: dict[bytes, trio.Event] | None = None
+        # Set while a heartbeat ping waits for its pong.
+        self._heartbeat_unanswered = False
         #: How the WebSocket closed (or is closing): the code and reason of whichever
         #: side sent the first close frame, 1006 when the TCP connection just ended.
         self.close_code: int | None = None
@@ -399,8 +407,28 @@ class WebSocket:
         if unanswered:
             raise trio.ClosedResourceError("the WebSocket closed before the pong")
 
+    def send_heartbeat(self) -> None:
+        """Send a heartbeat ping (payload :data:`HEARTBEAT`); never waits.
+        :attr:`heartbeat_answered` is False until :meth:`receive` meets its pong. The
+        connection's writer calls this, so no task waits per ping. Raises
+        ``trio.ClosedResourceError`` once the WebSocket is closing and
+        ``trio.BrokenResourceError`` when the peer is gone."""
+        if self._protocol.state is not ConnectionState.OPEN:
+            raise trio.ClosedResourceError("the WebSocket is closing")
+        self._stream.write(self._protocol.send(Ping(HEARTBEAT)))
+        self._heartbeat_unanswered = True
+
+    @property
+    def heartbeat_answered(self) -> bool:
+        """False while the last heartbeat ping waits for its pong (True before the first)."""
+        return not self._heartbeat_unanswered
+
     def _pong_received(self, payload: bytes) -> None:
-        """A pong answers the ping with its payload and every ping sent before it."""
+        """A pong answers the ping with its payload and every ping sent before it (a
+        heartbeat's pong answers the heartbeat)."""
+        if payload == HEARTBEAT:
+            self._heartbeat_unanswered = False
+            return
         pings = self._pings
         if not pings or payload not in pings:
             return  # unsolicited (a heartbeat of the peer's own), or too late
@@ -536,6 +564,27 @@ class WebSocket:
         finally:
             self._closing()
             await trio.aclose_forcefully(self._stream)
+
+    async def hang_up(self, code: int, reason: str | None) -> bool:
+        """Close for a peer that stopped answering: send a close frame with ``code`` and
+        ``reason`` when the peer took everything sent before it, wait until the stream
+        took that frame, then close the stream without waiting for an answer. True when
+        the close frame was written; False when it could not be (bytes were still
+        waiting for the peer: it is not reading, so the connection is just dropped).
+        The caller bounds the wait; cancelled, the stream is still closed."""
+        written = False
+        try:
+            if not self._stream.buffered:
+                self.start_close(code, reason)
+                await self._stream.flush()
+                written = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason or ""
+            await self.abort()
+        return written
 
     async def abort(self) -> None:
         """Close the stream at once, without a close frame (for a peer that cannot take
