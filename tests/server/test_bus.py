@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trio_chat.core.events import Event, Message, Notice, Welcome
-from trio_chat.server.bus import Bus, Instruction, Subscription
+from trio_chat.server.bus import BURST_FACTOR, STALL_GRACE, Bus, Instruction, Subscription
 from trio_chat.server.store import Record
 
 from support import FakeViewer
@@ -47,15 +47,21 @@ async def test_every_subscriber_gets_every_event_in_publish_order() -> None:
         ]
 
 
+def stall(subscription: Subscription) -> None:
+    """The owner has been waiting for its socket for the whole grace: it is behind."""
+    subscription.stalled_since = trio.current_time() - STALL_GRACE
+
+
 async def test_a_full_subscriber_is_overflowed_once_and_leaves_the_bus() -> None:
-    """A full queue marks the subscriber overflowed, tells its owner once, and drops it
-    from the bus; the other subscribers still get everything."""
+    """A full queue (its owner stalled) marks the subscriber overflowed, tells its owner
+    once, and drops it from the bus; the other subscribers still get everything."""
     bus = Bus()
     overflows: list[int] = []
     with (
         bus.subscribe(FakeViewer(1), 2, lambda: overflows.append(1)) as slow,
         bus.subscribe(FakeViewer(2), 10, never_overflows) as fast,
     ):
+        stall(slow)
         delivered = [bus.publish(Notice(str(n))) for n in range(4)]
         assert delivered == [2, 2, 1, 1]
         assert overflows == [1]
@@ -64,6 +70,40 @@ async def test_a_full_subscriber_is_overflowed_once_and_leaves_the_bus() -> None
         assert await lines_of(fast, 1000) == [f"🟢 Server: {n}" for n in range(4)]
         # What was queued before the overflow is still there for the owner to drain.
         assert await lines_of(slow, 1000) == ["🟢 Server: 0", "🟢 Server: 1"]
+
+
+async def test_a_burst_past_the_depth_is_kept_while_the_owner_keeps_up() -> None:
+    """An owner that is not waiting for its socket (its writer just has not had its turn)
+    may have up to BURST_FACTOR times the depth queued: a burst is not a slow consumer.
+    One more overflows it whatever its progress: memory stays bounded."""
+    bus = Bus()
+    overflows: list[int] = []
+    with bus.subscribe(FakeViewer(1), 4, lambda: overflows.append(1)) as reader:
+        burst = 4 * BURST_FACTOR
+        assert [bus.publish(Notice(str(n))) for n in range(burst)] == [1] * burst
+        assert overflows == []
+        assert reader.queued == burst
+        assert bus.publish(Notice("one too many")) == 0
+        assert overflows == [1]
+        assert await lines_of(reader, 100_000) == [f"🟢 Server: {n}" for n in range(burst)]
+
+
+async def test_a_stalled_owner_overflows_at_the_depth_once_the_grace_is_over(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """An owner waiting for its socket keeps its events past the depth for STALL_GRACE
+    seconds (a frame takes a moment on a slow link); stalled longer, the next event past
+    the depth overflows it."""
+    bus = Bus()
+    overflows: list[int] = []
+    with bus.subscribe(FakeViewer(1), 2, lambda: overflows.append(1)) as slow:
+        slow.stalled_since = trio.current_time()
+        assert [bus.publish(Notice(str(n))) for n in range(5)] == [1] * 5
+        mock_clock.jump(STALL_GRACE / 2)
+        assert bus.publish(Notice("still within the grace")) == 1
+        mock_clock.jump(STALL_GRACE / 2)
+        assert bus.publish(Notice("behind")) == 0
+        assert overflows == [1]
 
 
 async def test_publish_never_waits_for_a_subscriber() -> None:

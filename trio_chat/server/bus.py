@@ -6,6 +6,16 @@ or stuck client delays nobody else. A subscriber whose channel is full is *overf
 it is taken off the bus at once and its owner closes it (1008 ``slow consumer``); the
 event is never skipped silently.
 
+A burst is not a slow consumer. A group commit publishes every message it stored in one
+synchronous pass, before any writer has had a turn: 200 members each sending 5 lines put
+1,000 events in every member's channel at once. So the channel's ``depth`` is judged by
+progress: past it, a subscriber is overflowed only when its writer is *stalled* (it has
+been waiting for its socket to take a frame for :data:`STALL_GRACE` seconds or more: the
+client is not reading); a subscriber whose socket keeps up may hold up to
+:data:`BURST_FACTOR` times ``depth``, the bound on memory whatever the progress. Queued
+events are shared with every other subscriber, so a deep channel costs a pointer per
+event.
+
 The channel is a specialised memory channel rather than ``trio.open_memory_channel``:
 the writer always takes everything queued at once (that is the batching), so the queue
 is a plain list swapped out whole, and a publish wakes the writer at most once per
@@ -27,7 +37,16 @@ import trio
 from trio_chat.core.events import Event
 from trio_chat.core.wire import Viewer
 
-__all__ = ["Bus", "Instruction", "Subscription"]
+__all__ = ["BURST_FACTOR", "STALL_GRACE", "Bus", "Instruction", "Subscription"]
+
+#: How many times its depth a subscriber whose socket keeps up may have queued: room for
+#: a burst that arrived before its writer's turn (200 members x 5 lines, with the default
+#: depth of 256, is within it), and still a bound whatever the judgement of progress.
+BURST_FACTOR = 16
+#: Seconds a writer may wait for its socket to take a frame and still count as keeping up:
+#: a frame of a burst takes a moment on a slow link; a client that does not read stalls
+#: for good.
+STALL_GRACE = 1.0
 
 
 class Instruction:
@@ -42,7 +61,10 @@ class Subscription:
 
     The bus (and anyone answering this subscriber alone) calls :meth:`offer`; the single
     owning task calls :meth:`next_batch`. ``on_overflow`` runs once, synchronously, inside
-    :meth:`offer` when the channel is full; it must not block.
+    :meth:`offer` when the channel is full; it must not block. The channel is full at
+    ``depth`` events while the owner is stalled (:attr:`stalled_since`, set by the owner
+    while it waits for its socket, at least :data:`STALL_GRACE` seconds ago), and at
+    :data:`BURST_FACTOR` times ``depth`` whatever its progress.
     """
 
     __slots__ = (
@@ -52,6 +74,7 @@ class Subscription:
         "_queue",
         "_waiter",
         "overflowed",
+        "stalled_since",
         "viewer",
     )
 
@@ -66,10 +89,26 @@ class Subscription:
         # The owning task while it waits for the first event of a batch.
         self._waiter: trio.lowlevel.Task | None = None
         self._closed = False
+        #: When the owner began waiting for its socket to take a frame (trio time); None
+        #: while it is not waiting. The owner sets and clears it.
+        self.stalled_since: float | None = None
 
     @property
     def key(self) -> int:
         return self.viewer.key
+
+    @property
+    def queued(self) -> int:
+        """Events (and instructions) waiting for the owner."""
+        return len(self._queue)
+
+    def _full(self) -> bool:
+        """Past ``depth``: whether the owner falls behind (see the class docstring)."""
+        queued = len(self._queue)
+        if queued >= self._depth * BURST_FACTOR:
+            return True
+        stalled_since = self.stalled_since
+        return stalled_since is not None and trio.current_time() - stalled_since >= STALL_GRACE
 
     def offer(self, event: Event | Instruction) -> bool:
         """Queue ``event`` (or an instruction) without waiting. Returns False if it did
@@ -77,7 +116,7 @@ class Subscription:
         if self.overflowed or self._closed:
             return False
         queue = self._queue
-        if len(queue) >= self._depth:
+        if len(queue) >= self._depth and self._full():
             self.overflowed = True
             self._on_overflow()
             return False

@@ -59,8 +59,10 @@ class ServerConfig:
     #: Lines one JSON message may carry (a message's text may span lines; each is shown
     #: with its sender). A paste is one message; a wall of text is refused.
     max_message_lines: int = MAX_MESSAGE_LINES
-    #: Events queued per client before it counts as a slow consumer (close 1008).
-    #: Deep enough to absorb bursts, shallow enough that a stuck client costs little.
+    #: Events queued per client before it counts as a slow consumer (close 1008) when it
+    #: is not reading (its writer has waited over a second for its socket); a client that
+    #: keeps up may have 16 times as many queued (a room's burst published before its
+    #: writer's turn). Shallow enough that a stuck client costs little.
     queue_depth: int = 256
     #: Seconds given to closing every connection at shutdown before the rest are dropped.
     shutdown_grace: float = 2.0
@@ -327,8 +329,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "queue_depth",
         _positive_int,
         "EVENTS",
-        "events queued for one client; when its queue is full it is closed with "
-        "**1008 `slow consumer`**",
+        "events queued for a client that is not reading (its writer has waited over 1 s for "
+        "its socket to take a frame); past it the client is closed with "
+        "**1008 `slow consumer`**. A client that reads is judged by that progress, not by a "
+        "burst: it may have 16 times as many queued (200 members sending 5 lines at once "
+        "is 1,000 events for each) before the same close",
     ),
     Setting(
         "send_timeout",

@@ -37,8 +37,8 @@ from trio_chat.core.close import (
     INTERNAL_ERROR,
     INVALID_TOKEN,
     LOGIN_TIMED_OUT,
-    QUIT_REASON,
     PING_TIMEOUT,
+    QUIT_REASON,
     SLOW_CONSUMER,
     TOKEN_EXPIRED,
     CloseCode,
@@ -222,6 +222,13 @@ class ChatConnection:
         """The peer's address as the log writes it (``host:port``, or ``unknown``):
         formatted when a line needs it, not kept by every open connection."""
         return describe_peer(self._ws.peer_address)
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the writer is waiting for the client's socket to take a frame (the
+        client is not reading as fast as it is sent to)."""
+        subscription = self._subscription
+        return subscription is not None and subscription.stalled_since is not None
 
     def close_soon(self, code: int, reason: str, flush: bool = False) -> None:
         """Ask the connection to close with ``code`` and ``reason``; returns at once.
@@ -537,11 +544,12 @@ class ChatConnection:
 
     def _overflowed(self) -> None:
         """The bus found this client's queue full: close it as a slow consumer."""
+        subscription = self._subscription
         logger.warning(
             "client #%d (%s) has %d events queued; closing it as a slow consumer",
             self.key,
             self.peer,
-            self._config.queue_depth,
+            self._config.queue_depth if subscription is None else subscription.queued,
         )
         self.close_soon(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
 
@@ -649,8 +657,16 @@ class ChatConnection:
         try:
             self._ws.send_text("\n".join(lines).encode())
             if self._ws.buffered:
-                with trio.move_on_after(self._config.send_timeout) as drain_scope:
-                    await self._ws.flush()
+                # Meanwhile the bus judges this client by how long it has been waiting.
+                subscription = self._subscription
+                if subscription is not None:
+                    subscription.stalled_since = trio.current_time()
+                try:
+                    with trio.move_on_after(self._config.send_timeout) as drain_scope:
+                        await self._ws.flush()
+                finally:
+                    if subscription is not None:
+                        subscription.stalled_since = None
                 if drain_scope.cancelled_caught:
                     self._stream_broken = True
                     logger.warning(
