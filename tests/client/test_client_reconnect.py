@@ -418,3 +418,30 @@ def test_plain_mode_reconnects_and_sends_the_queued_line(
     client.expect(RECONNECTED)
     client.expect(shown("You said: typed while down"))
     assert client.output.count("You said: typed while down") == 1
+
+
+def test_a_server_that_stops_answering_pings_is_left_and_the_session_resumed(
+    server_process: type[ServerProcess],
+    start_client: Callable[..., Client],
+    peers: Callable[..., Peer],
+) -> None:
+    """The server freezes (SIGSTOP: its sockets stay open, nothing answers): the client's
+    ping goes unanswered, it says the connection is lost, and once the server runs again
+    it is back as the same participant (its nick held for it, not ``alice-2``)."""
+    server = server_process()
+    client = start_client(
+        server.url, "--name", "alice", *FAST, "--ping-interval", "0.2", "--ping-timeout", "0.2"
+    )
+    client.wait_until_ready("alice")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        client.expect(shown("Connection lost: no answer to a ping within 0.2 s"))
+        expect_reconnecting(client)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    client.expect(RECONNECTED)
+    bob = peers(server.url, nick="bob")
+    event = say(bob, "welcome back")
+    client.expect(shown(f"{local_time(event['ts'])} [lobby] bob: welcome back"))
+    assert "alice-2" not in client.output
+    assert "Traceback" not in client.output

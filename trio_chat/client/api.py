@@ -8,7 +8,11 @@ yields every other event the server sends (``async for event in chat``), decoded
 JSON as ``docs/protocol.md`` describes them.
 
 It does not reconnect (the terminal client does: :mod:`trio_chat.client.connection`);
-when the connection ends, iteration ends and commands raise :class:`ChatClosed`.
+when the connection ends, iteration ends and commands raise :class:`ChatClosed`. It pings
+the server every ``ping_interval`` seconds (20 by default); a ping not answered within
+``ping_timeout`` seconds (20) ends the connection as lost (``ChatClosed`` 1006 ``no
+answer to a ping within 20 s``): connect again with ``session=chat.session`` and
+``since=`` the last id seen to resume it without a gap.
 
 On a server with accounts or tokens it logs in at the handshake: ``login=(name,
 password)`` (HTTP Basic) or ``token=provider`` (``Authorization: Bearer``), where the
@@ -18,7 +22,7 @@ command, and the event is not yielded).
 
 Owns: the TCP (or TLS) stream (closed however the block ends, so the socket never leaks, even
 when the server closes first), the WebSocket's reader task and this module's own reader
-task, both in one nursery that the ``async with`` block owns.
+task and its keepalive task, all in one nursery that the ``async with`` block owns.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import math
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -94,6 +99,10 @@ CONNECT_TIMEOUT = 10.0
 SEND_TIMEOUT = 10.0
 #: Time allowed for the server to answer our close frame on the way out.
 CLOSE_TIMEOUT = 2.0
+#: Seconds between pings to the server, and how long each may wait for its pong
+#: before the connection counts as lost (the server's own defaults).
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
 #: Events kept for the caller to iterate; beyond that the connection fails with a
 #: :class:`ChatError` rather than hang (the server drops a client that stops reading too).
 MAX_QUEUED_EVENTS = 1000
@@ -191,6 +200,8 @@ class Connection:
         self._events_in, self._events_out = trio.open_memory_channel[Event](max_queued_events)
         #: Why the connection ended (None while it is open).
         self.closed: ChatError | None = None
+        # The ping timeout that a pong missed (the connection was dropped for it).
+        self._unanswered: float | None = None
 
     @property
     def room(self) -> str | None:
@@ -247,7 +258,13 @@ class Connection:
                         await self._ws.aclose(CloseCode.POLICY_VIOLATION, "events not read")
                     return
         except ConnectionClosed as closed:
-            self.closed = _closed(closed)
+            if self._unanswered is not None:
+                self.closed = ChatClosed(
+                    CloseCode.ABNORMAL_CLOSURE,
+                    f"no answer to a ping within {self._unanswered:g} s",
+                )
+            else:
+                self.closed = _closed(closed)
         finally:
             if self.closed is None:  # cancelled: the connection is being torn down
                 self.closed = ChatClosed(None, None)
@@ -256,6 +273,23 @@ class Connection:
             for answer in self._answers.values():
                 answer.failure = self.closed
                 answer.done.set()
+
+    async def _keep_alive(self, interval: float, pong_within: float, stream: ClientStream) -> None:
+        """Ping the server every ``interval`` seconds; when a pong does not come within
+        ``pong_within`` seconds (0: however late), drop the connection (close ``stream``, which the
+        block owns: the reader then ends the iteration with a ChatClosed saying why).
+        Ends when the connection closes; cancellation ends it between pings."""
+        while self.closed is None:
+            await trio.sleep(interval)
+            with trio.move_on_after(pong_within or math.inf) as waiting:
+                try:
+                    await self._ws.ping()
+                except ConnectionClosed:
+                    return
+            if waiting.cancelled_caught:
+                self._unanswered = pong_within
+                await trio.aclose_forcefully(stream)
+                return
 
     def _take(self, line: str) -> None:
         """Route one line: an answer to its command, anything else to the iteration."""
@@ -431,6 +465,8 @@ async def connect(
     token: TokenProvider | None = None,
     cafile: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    ping_interval: float = PING_INTERVAL,
+    ping_timeout: float = PING_TIMEOUT,
 ) -> AsyncIterator[Connection]:
     """Connect to the trio_chat server at ``url`` (``ws://`` or
     ``wss://HOST[:PORT][/PATH]``), take ``nick`` and join ``rooms`` in order (the last
@@ -450,6 +486,11 @@ async def connect(
     or ``token=provider`` for a token another application signs: a callable, plain or
     async, called now and whenever the server asks for a new token. A wrong password
     or a bad token is a refused handshake (:class:`ChatError` naming HTTP 401).
+
+    The connection pings the server every ``ping_interval`` seconds (0: never); a pong
+    that has not come ``ping_timeout`` seconds later (0: no limit) drops it as lost: the
+    iteration ends, and commands raise, with :class:`ChatClosed` (code 1006, reason
+    ``no answer to a ping within N s``).
 
     Raises :class:`ChatError` when the connection cannot be made (no server, a refused
     handshake, a certificate that is not valid, a server that does not speak
@@ -501,6 +542,8 @@ async def connect(
                         headers=headers,
                         token=token,
                     )
+                    if ping_interval:
+                        nursery.start_soon(chat._keep_alive, ping_interval, ping_timeout, stream)
                     if nick is not None:
                         await chat.set_nick(nick)
                     for room in rooms:

@@ -15,6 +15,8 @@ from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
 
 from .connection import (
     DEFAULT_URL,
+    PING_INTERVAL,
+    PING_TIMEOUT,
     RECONNECT_CAP,
     RECONNECT_INITIAL,
     Backoff,
@@ -24,11 +26,24 @@ from .connection import (
 )
 from .terminal import Screen
 
-__all__ = ["ask_password", "main", "parse_args", "reconnect_delay"]
+__all__ = ["ask_password", "main", "parse_args", "ping_seconds", "reconnect_delay"]
 
 #: The longest delay ``--reconnect-delay`` accepts (seconds): beyond an hour a user is
 #: better served by ``--no-reconnect``.
 MAX_RECONNECT_DELAY = 3600.0
+
+
+def ping_seconds(text: str) -> float:
+    """``--ping-interval`` and ``--ping-timeout``: seconds, 0 (off) up to an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_RECONNECT_DELAY:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds from 0 to {MAX_RECONNECT_DELAY:g}, not {text!r}"
+        )
+    return value
 
 
 def reconnect_delay(text: str) -> Backoff:
@@ -81,6 +96,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"seconds to wait before the first reconnection attempt, doubling after each "
         f"up to MAX (default: {RECONNECT_INITIAL:g},{RECONNECT_CAP:g}); each wait is a "
         f"random 50-100%% of that",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        metavar="SECONDS",
+        type=ping_seconds,
+        default=PING_INTERVAL,
+        help=f"ping the server this often to notice a connection that died silently "
+        f"(default: {PING_INTERVAL:g}); 0 for no pings",
+    )
+    parser.add_argument(
+        "--ping-timeout",
+        metavar="SECONDS",
+        type=ping_seconds,
+        default=PING_TIMEOUT,
+        help=f"a ping the server has not answered after this long means the connection is "
+        f"lost: reconnect (default: {PING_TIMEOUT:g}); 0 to wait however long",
     )
     parser.add_argument(
         "--cafile",
@@ -152,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         login=login,
         token_file=args.token_file,
         ssl_context=ssl_context,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
     )
     del login
     sys.exit(trio.run(client.run))

@@ -32,12 +32,21 @@ queue, the receiver shows what the server sends. The session ends or goes on thu
   ``[history]`` mark) and resends the messages the server had not answered, with the
   same ``cid``, so the server stores none twice (within the session: a server restart
   ends it, and the client comes back as a new guest);
+* the server stops answering: the client pings it every ``ping_interval`` seconds (20
+  by default, ``--ping-interval``) and takes a ping unanswered for ``ping_timeout``
+  seconds (20, ``--ping-timeout``) as a lost connection: ``Connection lost: no answer
+  to a ping within 20 s``, then the same reconnection and resume as above;
+* a handshake refused with 429 (too many requests) or 503 (server full, shutting
+  down), even the first: the server is there but busy, so the client tries again after
+  the ``Retry-After`` the answer names (plus up to half as much again at random, so
+  refused clients do not all come back at once; the backoff when it names none);
 * any other close (a kick, a session resumed by another connection, 1000 from the
-  server, a protocol error), a handshake refused with a 4xx status, a ``wss://`` server
+  server, a protocol error), a handshake refused with another 4xx status, a ``wss://`` server
   whose certificate is not valid (or that speaks no TLS), or ``--no-reconnect``: print
   the reason, exit status 1, at once.
 
-The first connection failing (no server) is one line and exit status 1, with no retry.
+The first connection failing (no server) is one line and exit status 1, with no retry
+(unless refused with 429 or 503).
 The backoff (0.5 s doubling up to 10 s by default) is the ``backoff`` argument of
 :class:`ChatClient` (``--reconnect-delay INITIAL[,MAX]`` on the command line).
 """
@@ -46,16 +55,18 @@ from __future__ import annotations
 
 import base64
 import enum
+import math
 import os
 import random
 import signal
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
@@ -97,6 +108,7 @@ __all__ = [
     "describe_refusal",
     "open_stream",
     "parse_url",
+    "retry_after",
 ]
 
 DEFAULT_URL = f"ws://localhost:{DEFAULT_PORT}"
@@ -114,6 +126,14 @@ RECONNECT_INITIAL = 0.5
 RECONNECT_CAP = 10.0
 #: No delay is shorter (unless the initial one is).
 MIN_RECONNECT_DELAY = 0.1
+#: Seconds between the client's pings to the server, and how long a pong may take
+#: before the connection counts as lost (the server's defaults for its own pings).
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
+#: The refusals that mean "busy, come back later": the client keeps trying after them.
+BUSY_STATUSES = frozenset({429, 503})
+#: The longest ``Retry-After`` honoured (seconds): a longer one is taken as this.
+MAX_RETRY_AFTER = 3600.0
 #: Lines typed while disconnected that are kept to send once back; later ones are dropped.
 TYPED_LINES_LIMIT = 1000
 #: Said when a line is typed while disconnected.
@@ -129,9 +149,20 @@ class ClientError(Exception):
     """A failure to report to the user as one line, with exit status 1 (unless it is
     worth trying again, ``retry``, and the client is reconnecting)."""
 
-    def __init__(self, text: str, *, retry: bool = False) -> None:
+    def __init__(
+        self,
+        text: str,
+        *,
+        retry: bool = False,
+        busy: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(text)
-        self.retry = retry
+        self.retry = retry or busy
+        #: The server refused because it is busy (429, 503): worth trying again even on
+        #: the first connection, after ``retry_after`` seconds when it named them.
+        self.busy = busy
+        self.retry_after = retry_after
 
 
 #: The connection to a server: TCP, or TLS over TCP for ``wss://``.
@@ -280,6 +311,28 @@ def authorization(
     return []
 
 
+def retry_after(
+    headers: Sequence[tuple[bytes, bytes]], now: datetime | None = None
+) -> float | None:
+    """The seconds an HTTP answer's ``Retry-After`` header asks to wait (delay-seconds or
+    an HTTP date, RFC 9110 section 10.2.3), at most :data:`MAX_RETRY_AFTER`; None when the
+    header is absent or cannot be read."""
+    values = [value for name, value in headers if name.lower() == b"retry-after"]
+    if not values:
+        return None
+    text = values[0].decode("latin-1").strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def is_exit_command(line: str) -> bool:
     """``exit`` in any case, surrounded by any spaces."""
     return line.strip().lower() == "exit"
@@ -311,6 +364,14 @@ class Backoff:
         nominal = self._nominal
         self._nominal = min(self.cap, nominal * 2)
         return max(min(MIN_RECONNECT_DELAY, self.initial), self._uniform(nominal / 2, nominal))
+
+    def after(self, seconds: float) -> float:
+        """The delay before the next attempt when the server asked for ``seconds``
+        (``Retry-After``): never less, plus up to half as much again at random so that
+        the clients it refused do not all come back at once; and never less than the
+        backoff's own next delay (which advances as with :meth:`next_delay`)."""
+        backoff = self.next_delay()
+        return max(backoff, seconds + self._uniform(0, seconds / 2))
 
     def reset(self) -> None:
         """A connection worked: the next delay is the initial one again."""
@@ -407,6 +468,8 @@ class Ending:
 
     reconnect: bool
     status: int
+    #: The server asked for this many seconds before the next attempt (``Retry-After``).
+    retry_after: float | None = None
 
 
 #: The user left: no reconnecting, exit status 0.
@@ -417,11 +480,13 @@ LEFT = Ending(reconnect=False, status=0)
 class Link:
     """The connection of the moment, as its sender and receiver see it: the WebSocket,
     the JSON session when the server speaks ``trio-chat.v1`` (None in plain mode), and
-    whether that session's start-up is answered (typed lines wait for it)."""
+    whether that session's start-up is answered (typed lines wait for it), and whether
+    a ping went unanswered (the connection is taken as lost)."""
 
     ws: WebSocketConnection
     json: JsonSession | None
     ready: trio.Event = field(default_factory=trio.Event)
+    unanswered: trio.Event = field(default_factory=trio.Event)
 
 
 class ChatClient:
@@ -463,8 +528,14 @@ class ChatClient:
         login: tuple[str, str] | None = None,
         token_file: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
     ) -> None:
         self.url = url
+        # The keepalive: a ping every ping_interval seconds (0: none), each answered
+        # within ping_timeout seconds (0: however late) or the connection counts as lost.
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
         # How the URL is shown: without its query or credentials (they may be secrets).
         self._shown_url = redact_url(url)
         self._ssl_context = ssl_context
@@ -494,6 +565,8 @@ class ChatClient:
         # Set when the user leaves (exit, end of input, Ctrl-C, SIGTERM): an input that
         # each phase watches, never a scope cancelled from outside.
         self._left = trio.Event()
+        # Whether a connection of this session got as far as chatting.
+        self._chatted = False
 
     def leave(self) -> None:
         """End the session at the user's wish: close with 1000, exit status 0. Idempotent;
@@ -570,28 +643,32 @@ class ChatClient:
     async def _connections(self, input_tasks: trio.Nursery, server: ServerURL) -> int:
         """The reconnection loop: one connection after another, with a backoff between
         them, until one ends for good; the exit status."""
-        first = True
         while True:
-            ending = await self._connection(input_tasks, server, first=first)
-            first = False
+            # "First" until a connection got as far as chatting: a busy server's refusals
+            # (429, 503) come before the first connection that works.
+            ending = await self._connection(input_tasks, server, first=not self._chatted)
             if self.phase is Phase.DONE:
                 return ending.status
             if not (ending.reconnect and self._reconnect):
                 self._move_to(Phase.DONE)
                 return ending.status
-            if not await self._wait_to_reconnect():
+            if not await self._wait_to_reconnect(ending.retry_after):
                 return LEFT.status
 
-    async def _wait_to_reconnect(self) -> bool:
-        """Say how long, then wait that long; False (the session closed) if the user
-        leaves meanwhile, or had typed ``exit`` while the connection was going."""
+    async def _wait_to_reconnect(self, retry_after: float | None = None) -> bool:
+        """Say how long, then wait that long (at least ``retry_after`` seconds when the
+        server asked for them); False (the session closed) if the user leaves meanwhile,
+        or had typed ``exit`` while the connection was going."""
         self._move_to(Phase.WAITING_TO_RECONNECT)
         if self._typed.ended:
             await self._close(None)
             return False
         if self._json is not None:
             self._json.reconnecting()
-        delay = self._backoff.next_delay()
+        if retry_after is None:
+            delay = self._backoff.next_delay()
+        else:
+            delay = self._backoff.after(retry_after)
         self._screen.status(f"reconnecting in {delay:.1f} s\N{HORIZONTAL ELLIPSIS}")
         async with self._until_left():
             await trio.sleep(delay)
@@ -635,11 +712,11 @@ class ChatClient:
         """A connection could not be made: raise ``failure`` (the session ends with it)
         on the first connection or when trying again cannot help; else show it, and the
         next attempt follows."""
-        if first or not failure.retry:
+        if (first and not failure.busy) or not failure.retry:
             self._move_to(Phase.DONE)
             raise failure
         self._screen.status(str(failure))
-        return Ending(reconnect=True, status=1)
+        return Ending(reconnect=True, status=1, retry_after=failure.retry_after)
 
     async def _websocket(
         self,
@@ -674,8 +751,12 @@ class ChatClient:
         except* HandshakeError:
             handshake_failed = True
         if rejected is not None:
+            status = rejected.status_code
             failure = ClientError(
-                describe_refusal(self.url, rejected), retry=rejected.status_code >= 500
+                describe_refusal(self.url, rejected),
+                retry=status >= 500,
+                busy=status in BUSY_STATUSES,
+                retry_after=retry_after(rejected.headers),
             )
         elif handshake_failed:
             failure = ClientError(
@@ -732,6 +813,7 @@ class ChatClient:
         the 1000 close). After the first handshake the stdin reader starts in
         ``input_tasks``."""
         self._move_to(Phase.CHATTING)
+        self._chatted = True
         link = Link(ws, self._join_session(ws))
         if first:
             self._start(input_tasks, json=link.json is not None)
@@ -742,10 +824,36 @@ class ChatClient:
         ending: Ending | None = None
         async with self._until_left() as chat:
             chat.start_soon(self._send_loop, link)
+            if self._ping_interval:
+                chat.start_soon(self._keep_alive, link, chat.cancel_scope)
             ending = await self._receive_loop(link)
-        if self._left.is_set() or ending is None:
+        if self._left.is_set():
+            return await self._close(ws)
+        if link.unanswered.is_set():
+            self._screen.status(
+                f"Connection lost: no answer to a ping within {self._ping_timeout:g} s"
+            )
+            return Ending(reconnect=True, status=1)
+        if ending is None:
             return await self._close(ws)
         return ending
+
+    async def _keep_alive(self, link: Link, chat: trio.CancelScope) -> None:
+        """Ping the server every ping interval; when a pong does not come within the ping
+        timeout, note it on ``link`` and cancel ``chat``, the scope of the nursery this
+        task runs in (the connection is taken as lost, and closed by its owner). Ends
+        when the connection closes; cancellation ends it between pings."""
+        while True:
+            await trio.sleep(self._ping_interval)
+            with trio.move_on_after(self._ping_timeout or math.inf) as waiting:
+                try:
+                    await link.ws.ping()
+                except ConnectionClosed:
+                    return  # the receiver reports the close
+            if waiting.cancelled_caught:
+                link.unanswered.set()
+                chat.cancel()
+                return
 
     def _join_session(self, ws: WebSocketConnection) -> JsonSession | None:
         """The JSON session for ``ws`` (created on the first JSON connection), or None
