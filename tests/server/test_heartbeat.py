@@ -138,6 +138,30 @@ async def test_a_busy_peer_that_never_answers_is_closed_too(
         assert await client.expect_close(answer=False) == (CloseCode.INTERNAL_ERROR, PING_TIMEOUT)
 
 
+async def test_a_shorter_timeout_is_counted_in_ticks_of_its_own(
+    mock_clock: trio.testing.MockClock, start_server: StartServer, server_log: ServerLog
+) -> None:
+    """--ping-interval 20 --ping-timeout 5: the heartbeat ticks every 5 s. A new client
+    is pinged at the first tick; answered, the next ping comes 20 s later, and left
+    unanswered it closes the client 5 s after that."""
+    server = await start_server(ping_interval=20, ping_timeout=5)
+    started = trio.current_time()
+    async with open_raw(server.port) as client:
+        await settle()
+        mock_clock.jump(5)
+        assert await client.frame() == (Opcode.PING, HEARTBEAT)
+        await client.send(client_frame(Opcode.PONG, HEARTBEAT))
+        for _ in range(4):  # 10, 15, 20 s: nothing due; 25 s: the next ping
+            await settle()
+            mock_clock.jump(5)
+        assert await client.frame() == (Opcode.PING, HEARTBEAT)
+        await settle()
+        assert len(server.connections) == 1
+        mock_clock.jump(5)
+        await server_log.wait_for(f"disconnected: 1011 {PING_TIMEOUT}")
+        assert trio.current_time() - started == 30
+
+
 async def test_ping_interval_0_sends_no_pings(
     mock_clock: trio.testing.MockClock, start_server: StartServer
 ) -> None:

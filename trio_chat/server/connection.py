@@ -23,10 +23,10 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -68,13 +68,13 @@ from trio_chat.core.wire import PLAIN, Parsed, WireFormat
 
 from .accounts.tokens import VerifiedToken
 from .admission import Admit, Gate, PendingLogin
-from .bus import Subscription
+from .bus import Instruction, Subscription
 from .chat import LOBBY, Chat, Member
 from .config import ServerConfig
 from .net.seam import Address, ChatSocket
 from .replay import Replayer
 
-__all__ = ["UNKNOWN_PEER", "ChatConnection", "describe_peer"]
+__all__ = ["HEARTBEAT_STEP", "UNKNOWN_PEER", "ChatConnection", "Heartbeat", "describe_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,52 @@ def _expiry(token: VerifiedToken) -> str:
     return timestamp(datetime.fromtimestamp(token.expires, UTC))
 
 
+class _HeartbeatStep(Instruction):
+    """The instruction the heartbeat queues for a writer: take a heartbeat step."""
+
+    __slots__ = ()
+
+
+#: Queued for each connection's writer at every tick of the server's :class:`Heartbeat`.
+HEARTBEAT_STEP: Final = _HeartbeatStep()
+
+
+class Heartbeat:
+    """The server's heartbeat clock: one task (:meth:`run`) that ticks every ``period``
+    seconds and queues :data:`HEARTBEAT_STEP` for every connection's writer, in line
+    with its events; each writer then pings, or closes a client whose ping went
+    unanswered (:meth:`ChatConnection._heartbeat_step`). No task per ping or per
+    connection, and nothing on the fan-out path: a deadline on every writer's wait for
+    its next batch was measured at half a microsecond per delivery.
+
+    The period is the shorter of ``interval`` and ``timeout``; both are counted in
+    ticks of it, so a dead peer is closed within interval + timeout (exactly, with the
+    defaults of 20 s each; rounded to the tick otherwise).
+    """
+
+    __slots__ = ("interval_ticks", "period", "tick", "timeout_ticks")
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        if not interval > 0:
+            raise ValueError("a heartbeat needs an interval above 0")
+        self.period = min(interval, timeout) if timeout else interval
+        #: Ticks between pings, and ticks a ping may wait for its pong (0: however long).
+        self.interval_ticks = max(1, round(interval / self.period))
+        self.timeout_ticks = max(1, round(timeout / self.period)) if timeout else 0
+        #: Ticks so far.
+        self.tick = 0
+
+    async def run(self, connections: Mapping[int, ChatConnection]) -> None:
+        """Tick every period, for ``connections`` (the server's open ones), until
+        cancelled. Never waits on a connection."""
+        start = trio.current_time()
+        while True:
+            await trio.sleep_until(start + (self.tick + 1) * self.period)
+            self.tick += 1
+            for connection in list(connections.values()):
+                connection.heartbeat_due()
+
+
 class ChatConnection:
     """A connected client, from accepted handshake to sent close frame."""
 
@@ -151,7 +197,9 @@ class ChatConnection:
         "_config",
         "_finished",
         "_gate",
+        "_heartbeat",
         "_io_scope",
+        "_ping_tick",
         "_stream_broken",
         "_subscription",
         "_token_watch",
@@ -172,8 +220,13 @@ class ChatConnection:
         arrival: Arrival | None = None,
         gate: Gate | None = None,
         admission: Admit | PendingLogin | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.key = key
+        # The server's heartbeat clock (None: no pings), and the tick of this
+        # connection's last ping (so that the first tick after it arrived pings it).
+        self._heartbeat = heartbeat
+        self._ping_tick = 0 if heartbeat is None else heartbeat.tick - heartbeat.interval_ticks
         self._arrival = arrival
         self._gate = gate if gate is not None else Gate(config, None)
         # How the admission let it in: as whom (None: a guest), or pending a login.
@@ -579,72 +632,63 @@ class ChatConnection:
         """Send queued events, batched into one frame, until cancelled; have the
         connection's :class:`~trio_chat.server.replay.Replayer` carry out the replays
         queued among them (history on join, resume) in line, and leave out the live
-        copies of what it replayed.
-
-        The heartbeat runs here too, between batches, so that no task waits per ping:
-        every ``ping_interval`` seconds a ping goes out, and a client that has not
-        answered it ``ping_timeout`` seconds later is closed (:meth:`_heartbeat`).
-        """
+        copies of what it replayed. The heartbeat's steps come queued in line too
+        (:data:`HEARTBEAT_STEP`, from the server's :class:`Heartbeat`): the writer pings
+        or closes (:meth:`_heartbeat_step`), so no task waits per ping."""
         replayer = Replayer(self._chat.log, subscription.viewer, MAX_FRAME_CHARS)
-        interval = self._config.ping_interval
-        # When the next ping is due, and when the pong of the last one is (None: no
-        # ping waits for its pong). Infinite without heartbeats.
-        ping_due = trio.current_time() + interval if interval else math.inf
-        pong_due: float | None = None
         while True:
-            lines: list[str] = []
-            replay = None
-            with trio.move_on_at(ping_due if pong_due is None else pong_due):
-                try:
-                    lines, replay = await subscription.next_batch(
-                        MAX_FRAME_CHARS, replayer.live_filter
-                    )
-                except trio.EndOfChannel:  # closed with flush: everything queued was sent
-                    self._io_scope.cancel()
-                    return
-            now = trio.current_time()
-            if now >= (ping_due if pong_due is None else pong_due):
-                due = self._heartbeat(now, ping_due, pong_due)
-                if due is None:
-                    return
-                ping_due, pong_due = due
+            try:
+                lines, replay = await subscription.next_batch(MAX_FRAME_CHARS, replayer.live_filter)
+            except trio.EndOfChannel:  # closed with flush: everything queued was sent
+                self._io_scope.cancel()
+                return
             if lines and not await self._send_frame(lines):
                 return
-            if replay is not None and not await replayer.carry_out(replay, self._send_frame):
+            if replay is HEARTBEAT_STEP:
+                if not self._heartbeat_step():
+                    return
+            elif replay is not None and not await replayer.carry_out(replay, self._send_frame):
                 return
             # Not kept while waiting for the next batch: an idle connection would hold
             # its last frame's lines and its last replay order.
             del lines, replay
 
-    def _heartbeat(
-        self, now: float, ping_due: float, pong_due: float | None
-    ) -> tuple[float, float | None] | None:
-        """The heartbeat's step at ``now``, once ``pong_due`` (or, with no ping waiting,
-        ``ping_due``) has come: close the client if its last ping is unanswered (None:
-        the writer stops), else send the next ping when due. The next
-        ``(ping_due, pong_due)``."""
-        if pong_due is not None:
-            if not self._ws.heartbeat_answered:
-                logger.warning(
-                    "client #%d (%s) did not answer a ping within %g s; closing it",
-                    self.key,
-                    self.peer,
-                    self._config.ping_timeout,
-                )
-                self._unanswered = True
-                self.close_soon(CloseCode.INTERNAL_ERROR, PING_TIMEOUT)
-                return None
-            pong_due = None
-        if now >= ping_due:
+    def heartbeat_due(self) -> None:
+        """The server's heartbeat ticked: queue a heartbeat step for the writer, in line
+        with the events (nothing while the connection is not in the chat yet: its login
+        phase has a timeout of its own)."""
+        if self._subscription is not None:
+            self._chat.bus.instruct(self.key, HEARTBEAT_STEP)
+
+    def _heartbeat_step(self) -> bool:
+        """The writer's heartbeat step at the server heartbeat's tick: close the client
+        when its last ping has waited ``ping_timeout`` for its pong (False: the writer
+        stops), else send a ping when ``ping_interval`` has passed since the last one.
+        Never waits."""
+        heartbeat = self._heartbeat
+        if heartbeat is None:
+            return True
+        elapsed = heartbeat.tick - self._ping_tick
+        if not self._ws.heartbeat_answered and heartbeat.timeout_ticks:
+            if elapsed < heartbeat.timeout_ticks:
+                return True
+            logger.warning(
+                "client #%d (%s) did not answer a ping within %g s; closing it",
+                self.key,
+                self.peer,
+                self._config.ping_timeout,
+            )
+            self._unanswered = True
+            self.close_soon(CloseCode.INTERNAL_ERROR, PING_TIMEOUT)
+            return False
+        # Without a timeout, pings go out unanswered too: they keep NAT mappings alive.
+        if elapsed >= heartbeat.interval_ticks:
             try:
                 self._ws.send_heartbeat()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None  # the reader finds the connection's end
-            timeout = self._config.ping_timeout
-            ping_due = now + self._config.ping_interval
-            # Without a timeout the pings keep NAT mappings alive and nobody is closed.
-            pong_due = now + timeout if timeout else None
-        return ping_due, pong_due
+                return False  # the reader finds the connection's end
+            self._ping_tick = heartbeat.tick
+        return True
 
     async def _send_frame(self, lines: list[str]) -> bool:
         """Send ``lines`` as one frame; False once the connection cannot take more.

@@ -40,7 +40,7 @@ from .accounts.tokens import TokenVerifier
 from .admission import Admit, Gate, PendingLogin, Refuse
 from .chat import Chat
 from .config import ServerConfig
-from .connection import ChatConnection, describe_peer
+from .connection import ChatConnection, Heartbeat, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
@@ -121,6 +121,10 @@ class ChatServer:
         # Logins use the accounts only with --accounts (the admin channel always may).
         self.gate = Gate(config, tokens, self.accounts)
         self.connections: dict[int, ChatConnection] = {}
+        # The clock of every connection's pings (None: --ping-interval 0).
+        self._heartbeat = (
+            Heartbeat(config.ping_interval, config.ping_timeout) if config.ping_interval else None
+        )
         #: Where the server listens: the address of each socket listener, read from its
         #: socket once it is bound (the port chosen, when asked for port 0).
         self.addresses: list[Address] = []
@@ -261,6 +265,8 @@ class ChatServer:
                             handler_nursery=handlers,
                         )
                     )
+                    if self._heartbeat is not None:
+                        accepting.start_soon(self._heartbeat.run, self.connections)
                     for url in self.urls:
                         logger.info("\N{WHITE HEAVY CHECK MARK} Server is running on %s", url)
                     task_status.started(self)
@@ -320,6 +326,7 @@ class ChatServer:
                     arrival=arrival,
                     gate=self.gate,
                     admission=admission,
+                    heartbeat=self._heartbeat,
                 )
                 # Not kept while the connection runs (the connection uses its arrival
                 # once, as it joins the chat): about 120 bytes per open connection.
