@@ -11,6 +11,7 @@ tasks blocked) under a time limit; the stall grace is a rule of time, run on tri
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,8 @@ import trio.testing
 from inproc import LiveServer, StartLiveServer, open_plains
 from test_server import fill_until, stuck_client
 
+from trio_chat.client.api import connect
+from trio_chat.core.commands import PROTOCOL
 from trio_chat.server.bus import STALL_GRACE
 from trio_chat.server.server import ChatServer
 
@@ -89,3 +92,42 @@ async def test_a_member_that_stalls_past_the_grace_is_closed_at_the_depth(
         with trio.fail_after(10):
             await connection.closed.wait()
     assert "has 5 events queued; closing it as a slow consumer" in caplog.text
+
+
+async def test_a_member_dropped_as_slow_resumes_without_a_gap(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    """A JSON member that stops reading is closed as a slow consumer while bob floods the
+    room; resuming its session with ``since`` = the last id it read, it is sent every
+    message after that, in order, each once, then the live ones: no gap."""
+    server = await start_server(queue_depth=4)
+    url = f"ws://127.0.0.1:{server.port}"
+    async with (
+        connect(url, nick="bob") as bob,
+        stuck_client(server, nursery, subprotocols=[PROTOCOL]) as stuck,
+    ):
+        welcome = json.loads(await stuck.get_message())
+        secret = welcome["session"]
+        last_read = (await bob.say("before"))["id"]
+        with trio.fail_after(10):
+            while True:  # what the stuck member reads: the welcome, then "before"
+                event = json.loads(await stuck.get_message())
+                if event.get("type") == "message" and event["id"] == last_read:
+                    break
+        sent: list[int] = []
+        with trio.fail_after(60):
+            while len(server.chat.bus) == 2:
+                sent.append((await bob.say(f"{len(sent):03} " + "x" * 8000))["id"])
+    async with connect(url, nick="bob-2") as carol:
+        sent.append((await carol.say("after the drop"))["id"])
+        async with connect(url, session=secret, since=last_read) as alice:
+            assert alice.resumed
+            received: list[int] = []
+            with trio.fail_after(10):
+                async for event in alice:
+                    if event["type"] == "message":
+                        received.append(event["id"])
+                        if event["id"] == sent[-1]:
+                            break
+    assert len(sent) > 4  # past the depth: the drop came from the flood
+    assert received == sent

@@ -175,17 +175,20 @@ async def test_a_message_over_the_limit_closes_with_1009(start_server: StartServ
 
 @asynccontextmanager
 async def stuck_client(
-    server: ChatServer, nursery: trio.Nursery
+    server: ChatServer, nursery: trio.Nursery, subprotocols: list[str] | None = None
 ) -> AsyncIterator[WebSocketConnection]:
     """A real client that reads only when the test calls get_message(): its socket's
     receive buffer is as small as the kernel allows and its queue holds one message, so
-    the server soon cannot send to it. Closed (its socket too) on the way out."""
+    the server soon cannot send to it. It offers ``subprotocols`` (none by default).
+    Closed (its socket too) on the way out."""
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     stream = trio.SocketStream(sock)  # owns sock from here on
     try:
         await sock.connect(("127.0.0.1", server.port))
-        yield await wrap_client_stream(nursery, stream, "127.0.0.1", "/", message_queue_size=1)
+        yield await wrap_client_stream(
+            nursery, stream, "127.0.0.1", "/", subprotocols=subprotocols, message_queue_size=1
+        )
     finally:
         await trio.aclose_forcefully(stream)
 
