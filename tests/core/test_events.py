@@ -48,8 +48,8 @@ def test_plain_lines_from_another_room_name_it() -> None:
 
 def test_actions() -> None:
     """/me reads the same for everyone, in plain; JSON marks it as an action."""
-    assert FakeViewer(ALICE).render(message(action=True)) == "* alice hi"
-    assert FakeViewer(BOB).render(message(action=True)) == "* alice hi"
+    assert FakeViewer(ALICE).render(message(action=True)) == "alice * hi"
+    assert FakeViewer(BOB).render(message(action=True)) == "alice * hi"
     assert json.loads(FakeViewer(BOB, json=True).render(message(action=True)))["action"] is True
 
 

@@ -129,7 +129,7 @@ def test_every_line_of_a_message_is_attributed() -> None:
     replays too."""
     assert chat_lines(MESSAGE, own=True) == ["You said: a", "You said: b"]
     assert chat_lines(MESSAGE) == ["alice says: a", "alice says: b"]
-    assert chat_lines({**MESSAGE, "action": True}) == ["* alice a", "* alice b"]
+    assert chat_lines({**MESSAGE, "action": True}) == ["alice * a", "alice * b"]
     assert chat_lines({**MESSAGE, "from": None}) == ["Someone says: a", "Someone says: b"]
     assert chat_lines({**MESSAGE, "history": True}, own=True) == [
         "[history] alice says: a",

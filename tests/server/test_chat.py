@@ -356,7 +356,7 @@ async def test_multi_line_actions_and_private_messages(room: Harness) -> None:
     await alice.received()
     await bob.received()
     await room.say(alice, json.dumps({"type": "me", "text": "waves\nsmiles"}))
-    assert wire_lines(await bob.received()) == ["* alice waves", "* alice smiles"]
+    assert wire_lines(await bob.received()) == ["alice * waves", "alice * smiles"]
     await room.say(alice, json.dumps({"type": "private", "to": "bob", "text": "a\nb"}))
     assert wire_lines(await bob.received()) == [
         "[private] alice says: a",

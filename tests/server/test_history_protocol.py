@@ -117,11 +117,11 @@ async def test_history_of_the_rooms_one_arrives_in_follows_the_room_prefix_rule(
         await alice.ask("/nick alice", "* You are now known as alice")
         await alice.ask("in lobby", "You said: in lobby")
         await alice.ask("/join dev", "* You joined dev (1 here)")
-        await alice.ask("/me codes", "* alice codes")
+        await alice.ask("/me codes", "alice * codes")
         async with open_plain(live, "/?room=dev&room=lobby") as bob:
             # lobby is current (named last); the document fixes no order between rooms.
             assert sorted([await bob.line(), await bob.line()]) == [
-                "[dev] [history] * alice codes",
+                "[dev] [history] alice * codes",
                 "[history] alice says: in lobby",
             ]
             await bob.ask("hi", "You said: hi")

@@ -512,7 +512,7 @@ async def test_plain_and_json_clients_see_each_other(live_server: LiveServer) ->
         assert await plain.line() == "jay says: hi from json"
         assert (await jay.call({"type": "me", "text": "waves"}))["command"] == "me"
         assert (await jay.event())["action"] is True
-        assert await plain.line() == "* jay waves"
+        assert await plain.line() == "jay * waves"
 
         await jay.send({"type": "topic", "text": "release day"})
         assert {(await jay.event())["type"], (await jay.event())["type"]} == {"ack", "topic"}

@@ -402,7 +402,7 @@ class Connection:
         return await self.send(Say(text, room))
 
     async def me(self, text: str, room: str | None = None) -> Event:
-        """An action (``* nick waves``) in ``room`` or the current room; the ack."""
+        """An action (``nick * waves``) in ``room`` or the current room; the ack."""
         return await self.send(Say(text, room, action=True))
 
     async def private(self, to: str, text: str) -> Event:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import trio
 
 from trio_chat.arguments import ArgumentParser
-from trio_chat.core.commands import PROTOCOL, CommandError, valid_name
+from trio_chat.core.commands import PROTOCOL, CommandError, valid_name, valid_room
 
 from .connection import (
     DEFAULT_URL,
@@ -144,7 +144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.name is not None:
             args.name = valid_name(args.name, "nickname")
         if args.room is not None:
-            args.room = valid_name(args.room, "room name").lower()
+            args.room = valid_room(args.room)
     except CommandError as error:
         parser.error(error.text)
     if args.cafile is not None and not args.url.startswith("wss://"):

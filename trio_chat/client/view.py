@@ -13,7 +13,7 @@ in a rendered line are the style's own SGR sequences, and only when colour is on
 The look:
 
 * ``12:34 [lobby] alice: hello`` (``Someone`` for an anonymous sender),
-  ``12:34 [lobby] * alice waves`` for an action,
+  ``12:34 [lobby] alice * waves`` for an action,
   ``12:34 [private] alice → bob: psst``; the time is local, from the event's ``ts``; a
   message of several lines is that many lines, each with its time, room and sender;
 * presence, topic changes and the answers to commands are ``* `` lines, dimmed;

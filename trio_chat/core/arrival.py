@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .commands import MAX_ID, CommandError, valid_name, valid_secret
+from .commands import MAX_ID, CommandError, valid_name, valid_room, valid_secret
 
 __all__ = [
     "DEFAULT_HOST",
@@ -56,9 +56,7 @@ def parse_arrival(path: str) -> Arrival:
         nick = valid_name(nicks[0], "nickname") if nicks else None
         rooms = tuple(
             dict.fromkeys(
-                valid_name(name, "room name").lower()
-                for value in query.get("room", [])
-                for name in value.split(",")
+                valid_room(name) for value in query.get("room", []) for name in value.split(",")
             )
         )
     except CommandError as error:

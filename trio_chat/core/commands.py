@@ -13,12 +13,16 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .text import NAME_PATTERN, clean_line, clean_text, name_problem, room_problem
+
 __all__ = [
     "BEFORE_LOGIN",
     "HELP",
     "MAX_MESSAGE_LINES",
     "MAX_PASSWORD_LENGTH",
     "MAX_TOKEN_LENGTH",
+    "NAME_PATTERN",
+    "NOTHING_LEFT",
     "PROTOCOL",
     "Announce",
     "Command",
@@ -44,15 +48,13 @@ __all__ = [
     "parse_json",
     "parse_plain",
     "valid_name",
+    "valid_room",
     "valid_secret",
 ]
 
 #: The JSON subprotocol's name, as offered in ``Sec-WebSocket-Protocol``.
 PROTOCOL = "trio-chat.v1"
 
-#: Nicknames and room names: ASCII letters, digits, ``_``, ``-``, ``.``, 1 to 32 of them.
-#: ASCII only, so that no two names can look alike on screen.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 #: A session secret as the server makes them (``secrets.token_urlsafe``), with room to
 #: spare: URL-safe base64, at most 128 characters.
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,128}")
@@ -248,13 +250,21 @@ HELP: tuple[tuple[str, str], ...] = (
 
 
 def valid_name(name: str, what: str) -> str:
-    """``name`` if it is a valid nickname or room name; else raise ``invalid_name``."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise CommandError(
-            "invalid_name",
-            f"invalid {what} {name!r}: use 1-32 letters, digits, '_', '-' or '.'",
-        )
+    """``name`` if it is a valid nickname (or account name: ``what`` says which); else
+    raise ``invalid_name``. The rule is :mod:`.text`'s."""
+    problem = name_problem(name, what)
+    if problem is not None:
+        raise CommandError("invalid_name", problem)
     return name
+
+
+def valid_room(name: str) -> str:
+    """``name`` in lower case if it is a valid room name (the rule of names, and not one
+    of :data:`.text.RESERVED_ROOMS`); else raise ``invalid_name``."""
+    problem = room_problem(name)
+    if problem is not None:
+        raise CommandError("invalid_name", problem)
+    return name.lower()
 
 
 def valid_secret(secret: str) -> str:
@@ -266,7 +276,19 @@ def valid_secret(secret: str) -> str:
 
 
 def _room(name: str) -> str:
-    return valid_name(name, "room name").lower()
+    return valid_room(name)
+
+
+#: The refusal of a text that held only what :mod:`.text` strips.
+NOTHING_LEFT = "the text holds nothing but control or invisible characters"
+
+
+def _cleaned(original: str, cleaned: str) -> str:
+    """``cleaned``, unless cleaning took everything ``original`` held: ``bad_request``
+    then, so that nobody is acknowledged a message that shows nothing."""
+    if not cleaned.strip() and original.strip():
+        raise CommandError("bad_request", NOTHING_LEFT)
+    return cleaned
 
 
 def _secret(value: str, what: str, limit: int) -> str:
@@ -295,9 +317,18 @@ def _usage(command: str) -> CommandError:
     return CommandError("bad_request", f"usage: {usage}")
 
 
+#: Plain commands whose line carries a secret: parsed as typed, never cleaned.
+SECRET_COMMANDS = frozenset({"/login", "/register", "/refresh"})
+
+
 def parse_plain(line: str) -> Command:
     """The command a plain-mode line stands for. A line not starting with ``/`` is a chat
-    line; ``//text`` is the chat line ``/text``."""
+    line; ``//text`` is the chat line ``/text``. The line is cleaned first
+    (:func:`.text.clean_line`), so what is parsed is what others would read; but for the
+    commands that carry a secret (``/login``, ``/register``, ``/refresh``), which nobody
+    else reads: a password is taken as typed."""
+    if line.partition(" ")[0].lower() not in SECRET_COMMANDS:
+        line = _cleaned(line, clean_line(line))
     if not line.startswith("/"):
         return Say(line)
     if line.startswith("//"):
@@ -378,24 +409,25 @@ def _whole_number(data: dict[str, Any], key: str, default: int | None) -> int | 
 
 
 def _one_line(text: str) -> str:
-    """``text``, refused if it holds a line break: a topic or a reason is one line."""
+    """``text`` cleaned (:func:`.text.clean_line`), refused if it holds a line break: a
+    topic or a reason is one line."""
     if "\n" in text or "\r" in text:
         raise CommandError("bad_request", "text must be a single line; send one message per line")
-    return text
+    return _cleaned(text, clean_line(text))
 
 
 def message_text(text: str, max_lines: int) -> str:
     """The text of a JSON message, which may span lines: its line breaks (``\\r\\n``,
-    ``\\r`` or ``\\n``) made ``\\n``; refused with ``bad_request`` past ``max_lines``
-    lines. However many lines it has, it stays one message: one id, one history entry."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.count("\n") + 1
+    ``\\r`` or ``\\n``) made ``\\n`` and each line cleaned (:func:`.text.clean_text`);
+    refused with ``bad_request`` past ``max_lines`` lines, or when cleaning left nothing.
+    However many lines it has, it stays one message: one id, one history entry."""
+    cleaned = clean_text(text)
+    lines = cleaned.count("\n") + 1
     if lines > max_lines:
         raise CommandError(
             "bad_request", f"text has {lines} lines; a message may have at most {max_lines}"
         )
-    return text
+    return _cleaned(text, cleaned)
 
 
 def _parse_object(data: dict[str, Any], max_lines: int) -> Command:

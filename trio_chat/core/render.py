@@ -133,8 +133,10 @@ def in_room(room: str, line: str) -> str:
 
 
 def action_line(sender: str, line: str) -> str:
-    """One line of a ``/me`` action."""
-    return f"* {sender} {line}"
+    """One line of a ``/me`` action. It starts with its author, as every line of what a
+    user wrote does: a line starting ``* `` is the server's (``* alice joined dev``),
+    and an action must not read as one."""
+    return f"{sender} * {line}"
 
 
 def says(sender: str, line: str) -> str:

@@ -37,6 +37,7 @@ from .events import (
     TopicChanged,
     Welcome,
 )
+from .text import split_lines
 
 __all__ = [
     "JSON",
@@ -164,8 +165,11 @@ class PlainFormat:
 
     def parse(self, frame: str, *, max_lines: int) -> list[Parsed]:
         # A frame of several lines is that many lines, so every line on the wire stays
-        # one event; a message never spans lines here (JSON carries those).
-        lines = frame.splitlines() if ("\n" in frame or "\r" in frame) else [frame]
+        # one event; a message never spans lines here (JSON carries those). Only CR and
+        # LF break lines: the look-alikes (FF, U+2028...) are a space once cleaned.
+        lines = split_lines(frame)
+        if len(lines) > 1 and not lines[-1]:
+            lines.pop()  # a frame ending with a break: the break ends its last line
         parsed: list[Parsed] = []
         for line in lines:
             try:

@@ -63,6 +63,7 @@ from trio_chat.core.events import (
     timestamp,
 )
 from trio_chat.core.identity import Principal, PrincipalKind
+from trio_chat.core.text import RESERVED_NICKS
 from trio_chat.core.wire import WireFormat
 
 from .bus import Bus, Subscription
@@ -74,8 +75,6 @@ from .sessions import Session, Sessions
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
 
 LOBBY = "lobby"
-#: Nicknames nobody may take: the operator speaks as "Server".
-RESERVED_NICKS = frozenset({"server"})
 #: How the chat asks a member's connection to close, and why.
 Disconnect = Callable[[Departure], None]
 

@@ -24,7 +24,7 @@ from trio_chat.core import render
 from trio_chat.core.commands import CommandError, valid_name
 from trio_chat.core.events import timestamp
 from trio_chat.core.identity import Principal
-from trio_chat.server.chat import RESERVED_NICKS
+from trio_chat.core.text import RESERVED_NICKS
 from trio_chat.server.store import AccountNameTaken, AccountRow, Store, StoreError
 
 from .passwords import Passwords

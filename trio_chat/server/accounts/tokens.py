@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from trio_chat.core import render
 from trio_chat.core.arrival import MAX_ARRIVAL_ROOMS
-from trio_chat.core.commands import CommandError, valid_name
+from trio_chat.core.commands import CommandError, valid_name, valid_room
 from trio_chat.core.identity import Principal
 
 __all__ = [
@@ -231,7 +231,7 @@ def _rooms(claims: dict[str, Any]) -> tuple[str, ...] | None:
     if not isinstance(rooms, list) or not 0 < len(rooms) <= MAX_ARRIVAL_ROOMS:
         raise TokenRefused(render.token_bad_claim("rooms", rule))
     try:
-        names = [valid_name(room, "room name").lower() for room in rooms if isinstance(room, str)]
+        names = [valid_room(room) for room in rooms if isinstance(room, str)]
     except CommandError:
         names = []
     if len(names) != len(rooms):
