@@ -58,6 +58,7 @@ __all__ = [
     "ack_lines",
     "action_line",
     "already_logged_in",
+    "banned",
     "chat_lines",
     "describe_missed",
     "describe_roster",
@@ -70,6 +71,7 @@ __all__ = [
     "login_locked_out",
     "login_prompt",
     "login_required",
+    "muted",
     "nick_taken",
     "no_such_nick",
     "no_such_room",
@@ -89,6 +91,7 @@ __all__ = [
     "token_refresh",
     "token_subject_changed",
     "topic_changed",
+    "until",
     "who",
 ]
 
@@ -465,3 +468,26 @@ def account_exists(name: str) -> str:
 def password_too_long(limit: int) -> str:
     """``invalid_password``: a password over ``limit`` characters."""
     return f"the password is too long (at most {limit} characters)"
+
+
+# --- moderation ---------------------------------------------------------------------------
+
+
+def until(expires: str | None) -> str:
+    """How long a ban or mute lasts, from its ISO 8601 UTC ``expires``: ``until
+    2026-12-02 21:00 UTC``, or ``for good``."""
+    if expires is None:
+        return "for good"
+    return f"until {expires[:10]} {expires[11:16]} UTC"
+
+
+def banned(reason: str | None, expires: str | None) -> str:
+    """``banned``: the error (and close reason) of a banned nick, principal or address."""
+    because = f" ({reason})" if reason else ""
+    return f"you are banned{because} {until(expires)}"
+
+
+def muted(room: str, expires: str | None) -> str:
+    """``muted``: a message to a room its sender is muted in."""
+    return f"you are muted in {room} {until(expires)}"
+

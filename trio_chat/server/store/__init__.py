@@ -8,19 +8,32 @@ Ids, grouping of writes into commits and delivery order are not the store's busi
 :mod:`trio_chat.server.history` owns them.
 """
 
-from .base import AccountNameTaken, AccountRow, Record, Store, StoreError, StoreLocked
+from .base import (
+    AccountNameTaken,
+    AccountRow,
+    BanRow,
+    MuteRow,
+    Record,
+    Store,
+    StoreError,
+    StoreLocked,
+    TopicRow,
+)
 from .memory import MemoryStore
 from .sqlite import SQLiteStore, default_db_path, describe_db, open_store
 
 __all__ = [
     "AccountNameTaken",
     "AccountRow",
+    "BanRow",
     "MemoryStore",
+    "MuteRow",
     "Record",
     "SQLiteStore",
     "Store",
     "StoreError",
     "StoreLocked",
+    "TopicRow",
     "default_db_path",
     "describe_db",
     "open_store",

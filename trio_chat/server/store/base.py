@@ -1,5 +1,5 @@
 """The storage interface: what the server needs from wherever messages (and the
-accounts of ``--accounts``) are kept."""
+accounts of ``--accounts``, the bans, mutes and room topics of moderation) are kept."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from typing import Protocol
 
 from trio_chat.core.record import Record
 
-__all__ = ["AccountNameTaken", "AccountRow", "Record", "Store", "StoreError", "StoreLocked"]
+__all__ = [
+    "AccountNameTaken",
+    "AccountRow",
+    "BanRow",
+    "MuteRow",
+    "Record",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "TopicRow",
+]
 
 
 class StoreError(Exception):
@@ -36,6 +46,45 @@ class AccountRow:
     password_hash: str
     admin: bool
     created: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanRow:
+    """One stored ban: ``kind`` (``nick``, ``address`` or ``principal``) and ``value`` (the
+    folded nick, the network, the principal id) name whom it bans, and are its key.
+    ``created`` and ``expires`` (None: for good) are ISO 8601 UTC times; ``by`` who made
+    it (``operator`` or an admin's account name)."""
+
+    kind: str
+    value: str
+    reason: str | None
+    created: str
+    expires: str | None
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MuteRow:
+    """One stored mute: ``nick`` (folded) may not speak in ``room`` until ``expires``
+    (None: until unmuted), nor may ``principal``, who held the nick when it was muted
+    (None: nobody in particular). Key: (room, nick)."""
+
+    room: str
+    nick: str
+    principal: str | None
+    created: str
+    expires: str | None
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRow:
+    """A room's topic, who set it (None: anonymous) and when (ISO 8601 UTC)."""
+
+    room: str
+    topic: str
+    by: str | None
+    set_at: str
 
 
 class Store(Protocol):
@@ -117,4 +166,38 @@ class Store(Protocol):
 
     async def list_accounts(self) -> list[AccountRow]:
         """Every account, in the order they were added."""
+        ...
+
+    # --- moderation: bans, mutes, topics; each write is one commit -----------------------------
+
+    async def put_ban(self, ban: BanRow) -> None:
+        """Store ``ban``, replacing the ban of the same (kind, value) if there is one."""
+        ...
+
+    async def remove_ban(self, kind: str, value: str) -> bool:
+        """Remove the ban of (kind, value); False when there was none."""
+        ...
+
+    async def list_bans(self) -> list[BanRow]:
+        """Every stored ban (expired ones too: their expiry is the caller's business)."""
+        ...
+
+    async def put_mute(self, mute: MuteRow) -> None:
+        """Store ``mute``, replacing the mute of the same (room, nick) if there is one."""
+        ...
+
+    async def remove_mute(self, room: str, nick: str) -> bool:
+        """Remove the mute of ``nick`` (folded) in ``room``; False when there was none."""
+        ...
+
+    async def list_mutes(self) -> list[MuteRow]:
+        """Every stored mute (expired ones too)."""
+        ...
+
+    async def put_topic(self, room: str, topic: TopicRow | None) -> None:
+        """Keep ``topic`` as the topic of ``room``; None clears it."""
+        ...
+
+    async def list_topics(self) -> list[TopicRow]:
+        """Every room's topic."""
         ...

@@ -1,5 +1,6 @@
-"""A store that keeps messages (and accounts) in memory only: ``--db :memory:`` (nothing
-survives a restart) and fast tests. Same retention as the durable store."""
+"""A store that keeps messages (and accounts, bans, mutes, topics) in memory only:
+``--db :memory:`` (nothing survives a restart) and fast tests. Same retention as the
+durable store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Collection, Sequence
 
 import trio
 
-from .base import AccountNameTaken, AccountRow, Record
+from .base import AccountNameTaken, AccountRow, BanRow, MuteRow, Record, TopicRow
 
 __all__ = ["MemoryStore"]
 
@@ -27,6 +28,9 @@ class MemoryStore:
         self._accounts: dict[str, AccountRow] = {}
         #: The last account id given: ids are never given twice, as in SQLite's AUTOINCREMENT.
         self._last_account_id = 0
+        self._bans: dict[tuple[str, str], BanRow] = {}
+        self._mutes: dict[tuple[str, str], MuteRow] = {}
+        self._topics: dict[str, TopicRow] = {}
 
     async def open(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -131,6 +135,41 @@ class MemoryStore:
     async def list_accounts(self) -> list[AccountRow]:
         await trio.lowlevel.checkpoint()
         return list(self._accounts.values())
+
+    async def put_ban(self, ban: BanRow) -> None:
+        await trio.lowlevel.checkpoint()
+        self._bans[ban.kind, ban.value] = ban
+
+    async def remove_ban(self, kind: str, value: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._bans.pop((kind, value), None) is not None
+
+    async def list_bans(self) -> list[BanRow]:
+        await trio.lowlevel.checkpoint()
+        return list(self._bans.values())
+
+    async def put_mute(self, mute: MuteRow) -> None:
+        await trio.lowlevel.checkpoint()
+        self._mutes[mute.room, mute.nick] = mute
+
+    async def remove_mute(self, room: str, nick: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._mutes.pop((room, nick), None) is not None
+
+    async def list_mutes(self) -> list[MuteRow]:
+        await trio.lowlevel.checkpoint()
+        return list(self._mutes.values())
+
+    async def put_topic(self, room: str, topic: TopicRow | None) -> None:
+        await trio.lowlevel.checkpoint()
+        if topic is None:
+            self._topics.pop(room, None)
+        else:
+            self._topics[room] = topic
+
+    async def list_topics(self) -> list[TopicRow]:
+        await trio.lowlevel.checkpoint()
+        return list(self._topics.values())
 
 
 def _concerns(record: Record, principal_id: str | None) -> bool:

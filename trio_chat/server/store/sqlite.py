@@ -1,5 +1,6 @@
 """The durable store: SQLite (stdlib ``sqlite3``) in WAL mode, driven from one worker
-thread. It keeps the messages and the accounts of ``--accounts``.
+thread. It keeps the messages, the accounts of ``--accounts``, and the bans, mutes and room
+topics of moderation.
 
 One connection, used by one thread at a time (a capacity limiter of 1), so SQLite sees
 a single writer and never waits on itself. ``synchronous=NORMAL`` in WAL mode makes a
@@ -18,7 +19,17 @@ from typing import TypeVar
 
 import trio
 
-from .base import AccountNameTaken, AccountRow, Record, Store, StoreError, StoreLocked
+from .base import (
+    AccountNameTaken,
+    AccountRow,
+    BanRow,
+    MuteRow,
+    Record,
+    Store,
+    StoreError,
+    StoreLocked,
+    TopicRow,
+)
 from .memory import MemoryStore
 
 __all__ = ["MEMORY", "SQLiteStore", "default_db_path", "describe_db", "open_store"]
@@ -56,6 +67,30 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_hash TEXT NOT NULL,
     admin INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    reason TEXT,
+    created TEXT NOT NULL,
+    expires TEXT,
+    by TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS mutes (
+    room TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    principal TEXT,
+    created TEXT NOT NULL,
+    expires TEXT,
+    by TEXT NOT NULL,
+    PRIMARY KEY (room, nick)
+);
+CREATE TABLE IF NOT EXISTS topics (
+    room TEXT PRIMARY KEY NOT NULL,
+    topic TEXT NOT NULL,
+    by TEXT,
+    set_at TEXT NOT NULL
 );
 """
 #: The ``trimmed`` table's key for private messages (a room name is never empty).
@@ -420,6 +455,77 @@ class SQLiteStore:
         def query(db: sqlite3.Connection) -> list[AccountRow]:
             rows = db.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id").fetchall()
             return [_account(row) for row in rows]
+
+        return await self._run(query)
+
+    async def put_ban(self, ban: BanRow) -> None:
+        row = (ban.kind, ban.value, ban.reason, ban.created, ban.expires, ban.by)
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO bans (kind, value, reason, created, expires, by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def remove_ban(self, kind: str, value: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value))
+            return cursor.rowcount > 0
+
+        return await self._run(delete)
+
+    async def list_bans(self) -> list[BanRow]:
+        def query(db: sqlite3.Connection) -> list[BanRow]:
+            rows = db.execute(
+                "SELECT kind, value, reason, created, expires, by FROM bans ORDER BY created"
+            ).fetchall()
+            return [BanRow(*row) for row in rows]
+
+        return await self._run(query)
+
+    async def put_mute(self, mute: MuteRow) -> None:
+        row = (mute.room, mute.nick, mute.principal, mute.created, mute.expires, mute.by)
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO mutes (room, nick, principal, created, expires, by)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    async def remove_mute(self, room: str, nick: str) -> bool:
+        def delete(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("DELETE FROM mutes WHERE room = ? AND nick = ?", (room, nick))
+            return cursor.rowcount > 0
+
+        return await self._run(delete)
+
+    async def list_mutes(self) -> list[MuteRow]:
+        def query(db: sqlite3.Connection) -> list[MuteRow]:
+            rows = db.execute(
+                "SELECT room, nick, principal, created, expires, by FROM mutes ORDER BY created"
+            ).fetchall()
+            return [MuteRow(*row) for row in rows]
+
+        return await self._run(query)
+
+    async def put_topic(self, room: str, topic: TopicRow | None) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            if topic is None:
+                db.execute("DELETE FROM topics WHERE room = ?", (room,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO topics (room, topic, by, set_at) VALUES (?, ?, ?, ?)",
+                    (room, topic.topic, topic.by, topic.set_at),
+                )
+
+        await self._run(write)
+
+    async def list_topics(self) -> list[TopicRow]:
+        def query(db: sqlite3.Connection) -> list[TopicRow]:
+            rows = db.execute("SELECT room, topic, by, set_at FROM topics ORDER BY room").fetchall()
+            return [TopicRow(*row) for row in rows]
 
         return await self._run(query)
 
