@@ -168,6 +168,13 @@ def test_bad_json_commands_carry_their_code_and_cid(document: str, code: str, ci
         "/refresh a.b.c",
         "/kick bob spamming again",
         "/say dev hello all",
+        "/ban alice",
+        "/ban 203.0.113.0/24 2h flooding the lobby",
+        "/ban principal:account:3 spam",
+        "/unban account:bob",
+        "/bans",
+        "/mute carol 10m",
+        "/unmute carol",
     ],
 )
 def test_the_clients_json_parses_back_to_the_same_command(line: str) -> None:
@@ -196,6 +203,11 @@ def test_help_covers_every_plain_command() -> None:
         "/refresh",
         "/kick",
         "/say",
+        "/ban",
+        "/unban",
+        "/bans",
+        "/mute",
+        "/unmute",
     ]
 
 

@@ -166,9 +166,12 @@ def test_help_lists_every_command_in_both_modes() -> None:
         "* /nick NAME               set your nickname (letters, digits, _ - ., up to 32)"
     )
     assert plain_lines[9] == "* /quit [REASON]           leave the chat"
-    assert plain_lines[-1] == "* /say ROOM TEXT           speak as the server in ROOM (admins only)"
+    assert plain_lines[14] == "* /say ROOM TEXT           speak as the server in ROOM (admins only)"
+    assert plain_lines[-1] == (
+        "* /unmute NICK             let NICK speak in the current room again (admins only)"
+    )
     commands = json.loads(FakeViewer(BOB, json=True).render(help_ack(1)))["commands"]
-    assert len(commands) == len(plain_lines) == 15
+    assert len(commands) == len(plain_lines) == 20
     assert commands[0] == {
         "usage": "/nick NAME",
         "description": "set your nickname (letters, digits, _ - ., up to 32)",

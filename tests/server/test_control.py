@@ -118,9 +118,14 @@ async def test_users_are_added_listed_changed_and_removed(control: LiveServer) -
         ),
         (
             {"op": "user.explode"},
-            "unknown op 'user.explode'; one of user.add, user.remove, user.list, user.passwd",
+            "unknown op 'user.explode'; one of user.add, user.remove, user.list, user.passwd,"
+            " ban.add, ban.remove, ban.list",
         ),
-        ({"name": "x"}, "unknown op None; one of user.add, user.remove, user.list, user.passwd"),
+        (
+            {"name": "x"},
+            "unknown op None; one of user.add, user.remove, user.list, user.passwd, ban.add,"
+            " ban.remove, ban.list",
+        ),
     ],
 )
 async def test_a_bad_request_is_answered(

@@ -11,10 +11,12 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "BANNED",
     "BINARY_NOT_SUPPORTED",
     "INTERNAL_ERROR",
     "INVALID_TOKEN",
     "LOGIN_TIMED_OUT",
+    "MAX_REASON_BYTES",
     "PING_TIMEOUT",
     "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
@@ -28,6 +30,7 @@ __all__ = [
     "TakenOver",
     "close_for",
     "describe_close",
+    "fit_reason",
     "should_reconnect",
 ]
 
@@ -56,6 +59,20 @@ INTERNAL_ERROR = "internal error"
 #: 1011 with this reason: the peer did not answer a heartbeat ping within --ping-timeout.
 PING_TIMEOUT = "ping timeout"
 BINARY_NOT_SUPPORTED = "binary messages are not supported; send text"
+#: The HTTP 403 answer to a handshake from a banned address, nick or principal.
+BANNED = "banned"
+#: The most UTF-8 bytes a close frame's reason may hold (RFC 6455: 125 less the code).
+MAX_REASON_BYTES = 123
+
+
+def fit_reason(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON_BYTES` UTF-8 bytes, at a character's end."""
+    encoded = reason.encode()
+    if len(encoded) <= MAX_REASON_BYTES:
+        return reason
+    return encoded[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
 #: A connection whose session another connection resumed (it was half-open, usually):
 #: the client must not reconnect, or the two would take the session from each other.
 SESSION_TAKEN_OVER = "session resumed by another connection"
@@ -132,6 +149,6 @@ def close_for(departure: Departure) -> tuple[CloseCode, str, bool]:
         case Quitting():
             return CloseCode.NORMAL_CLOSURE, QUIT_REASON, True
         case Kicked(reason=reason):
-            return CloseCode.POLICY_VIOLATION, reason, False
+            return CloseCode.POLICY_VIOLATION, fit_reason(reason), False
         case TakenOver():
             return CloseCode.POLICY_VIOLATION, SESSION_TAKEN_OVER, False

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .bans import BanTarget, is_duration, parse_duration, parse_target
 from .text import NAME_PATTERN, clean_line, clean_text, name_problem, room_problem
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "NOTHING_LEFT",
     "PROTOCOL",
     "Announce",
+    "Ban",
     "Command",
     "CommandError",
     "Help",
@@ -32,8 +34,10 @@ __all__ = [
     "Join",
     "Kick",
     "Leave",
+    "ListBans",
     "ListRooms",
     "Login",
+    "Mute",
     "Nick",
     "Private",
     "Quit",
@@ -42,6 +46,8 @@ __all__ = [
     "Resume",
     "Say",
     "Topic",
+    "Unban",
+    "Unmute",
     "Who",
     "command_to_json",
     "message_text",
@@ -195,11 +201,50 @@ class Kick:
 
 
 @dataclass(frozen=True, slots=True)
+class Ban:
+    """Ban ``target`` for ``seconds`` (None: for good), for ``reason`` (admins only)."""
+
+    target: BanTarget
+    seconds: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Announce:
     """Speak as the server to the members of ``room`` (admins only)."""
 
     room: str
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """Lift the ban on ``target`` (admins only)."""
+
+    target: BanTarget
+
+
+@dataclass(frozen=True, slots=True)
+class ListBans:
+    """List the bans in force (admins only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """Mute ``nick`` in ``room`` (None: the current room) for ``seconds`` (None: until
+    unmuted); admins only."""
+
+    nick: str
+    room: str | None = None
+    seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unmute:
+    """Lift the mute of ``nick`` in ``room`` (None: the current room); admins only."""
+
+    nick: str
+    room: str | None = None
 
 
 Command = (
@@ -220,6 +265,11 @@ Command = (
     | Refresh
     | Kick
     | Announce
+    | Ban
+    | Unban
+    | ListBans
+    | Mute
+    | Unmute
 )
 #: The commands a connection may send before it has logged in (when the server
 #: requires a login): anything else is refused with ``login_required``.
@@ -246,6 +296,11 @@ HELP: tuple[tuple[str, str], ...] = (
     ("/refresh TOKEN", "hand in a new login token before the current one expires"),
     ("/kick NICK [REASON]", "close NICK's connections (admins only)"),
     ("/say ROOM TEXT", "speak as the server in ROOM (admins only)"),
+    ("/ban WHO [TIME] [WHY]", "ban a nick, address, network or principal (admins only)"),
+    ("/unban WHO", "lift a ban (admins only)"),
+    ("/bans", "list the bans (admins only)"),
+    ("/mute NICK [TIME]", "keep NICK from speaking in the current room (admins only)"),
+    ("/unmute NICK", "let NICK speak in the current room again (admins only)"),
 )
 
 
@@ -371,6 +426,23 @@ def parse_plain(line: str) -> Command:
         case "/say" if len(args) >= 2:
             room, text = rest.split(None, 1)
             return Announce(_room(room), text)
+        case "/ban" if args:
+            target = _target(args[0])
+            words = rest.split(None, 1)[1] if len(args) > 1 else ""
+            seconds = None
+            if len(args) > 1 and is_duration(args[1]):
+                seconds = parse_duration(args[1])
+                words = rest.split(None, 2)[2] if len(args) > 2 else ""
+            return Ban(target, seconds, words or None)
+        case "/unban" if len(args) == 1:
+            return Unban(_target(args[0]))
+        case "/bans" if not args:
+            return ListBans()
+        case "/mute" if 1 <= len(args) <= 2:
+            nick = valid_name(args[0], "nickname")
+            return Mute(nick, None, _duration(args[1]) if len(args) == 2 else None)
+        case "/unmute" if len(args) == 1:
+            return Unmute(valid_name(args[0], "nickname"))
         case (
             "/nick"
             | "/join"
@@ -383,9 +455,40 @@ def parse_plain(line: str) -> Command:
             | "/refresh"
             | "/kick"
             | "/say"
+            | "/ban"
+            | "/unban"
+            | "/bans"
+            | "/mute"
+            | "/unmute"
         ):
             raise _usage(name)
     raise CommandError("unknown_command", f"unknown command {name}; /help lists the commands")
+
+
+def _target(text: str) -> BanTarget:
+    """The ban target ``text`` names; ``bad_request`` saying why when it names none."""
+    try:
+        return parse_target(text)
+    except ValueError as error:
+        raise CommandError("bad_request", str(error)) from None
+
+
+def _duration(text: str) -> int:
+    """Seconds in the duration ``text``; ``bad_request`` saying why when it is none."""
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise CommandError("bad_request", str(error)) from None
+
+
+def _json_duration(data: dict[str, Any]) -> int | None:
+    """A JSON command's optional ``duration``: seconds (a whole number) or text (``10m``)."""
+    value = data.get("duration")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise CommandError("bad_request", "'duration' must be seconds or text such as '10m'")
+    return _duration(str(value))
 
 
 def _field(data: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -494,6 +597,20 @@ def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
             if room is None:
                 raise CommandError("bad_request", "'announce' needs a string 'room'")
             return Announce(room, message_text(_field(data, "text") or "", max_lines))
+        case "ban":
+            target = _target(_field(data, "target") or "")
+            reason = _field(data, "reason", required=False)
+            reason = _one_line(reason) if reason else None
+            return Ban(target, _json_duration(data), reason or None)
+        case "unban":
+            return Unban(_target(_field(data, "target") or ""))
+        case "bans":
+            return ListBans()
+        case "mute":
+            nick = valid_name(_field(data, "nick") or "", "nickname")
+            return Mute(nick, room, _json_duration(data))
+        case "unmute":
+            return Unmute(valid_name(_field(data, "nick") or "", "nickname"), room)
     raise CommandError("unknown_command", f"unknown command type {kind!r}")
 
 
@@ -556,6 +673,11 @@ _JSON_TYPES = {
     Refresh: "refresh",
     Kick: "kick",
     Announce: "announce",
+    Ban: "ban",
+    Unban: "unban",
+    ListBans: "bans",
+    Mute: "mute",
+    Unmute: "unmute",
 }
 
 
@@ -566,6 +688,10 @@ def command_to_json(command: Command, cid: str | int | None = None) -> str:
         for key, value in asdict(command).items()
         if value is not None and not (key == "private" and value is False)
     }
+    if isinstance(command, Ban | Unban):
+        fields["target"] = str(command.target)
+    if isinstance(command, Ban | Mute) and command.seconds is not None:
+        fields["duration"] = fields.pop("seconds")
     kind = _JSON_TYPES[type(command)]
     if isinstance(command, Say):
         del fields["action"]

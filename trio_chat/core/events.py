@@ -349,7 +349,8 @@ class ErrorEvent(Event):
         return data
 
 
-def help_ack(cid: str | int | None) -> Ack:
-    """The answer to ``/help``: every command with its usage and description."""
-    commands = [{"usage": usage, "description": description} for usage, description in HELP]
+def help_ack(cid: str | int | None, extra: tuple[tuple[str, str], ...] = ()) -> Ack:
+    """The answer to ``/help``: every command with its usage and description, and the
+    ``extra`` ones its asker may use (an admin's moderation commands)."""
+    commands = [{"usage": usage, "description": description} for usage, description in HELP + extra]
     return Ack("help", cid, commands=commands)

@@ -37,6 +37,7 @@ __all__ = [
     "INSECURE_AUTH",
     "INVALID_SESSION",
     "LOGIN_REFUSED",
+    "MODERATION_NOT_STORED",
     "NICK_REQUIRED",
     "NOT_ADMIN",
     "NOT_STORED",
@@ -53,12 +54,15 @@ __all__ = [
     "TOKEN_MALFORMED",
     "TOKEN_NOT_YET_VALID",
     "TOKEN_NO_NICK",
+    "TOPIC_NOT_STORED",
     "Hooks",
     "account_exists",
     "ack_lines",
     "action_line",
     "already_logged_in",
+    "ban_line",
     "banned",
+    "bans_lines",
     "chat_lines",
     "describe_missed",
     "describe_roster",
@@ -73,9 +77,12 @@ __all__ = [
     "login_required",
     "muted",
     "nick_taken",
+    "no_such_account",
     "no_such_nick",
     "no_such_room",
+    "not_banned",
     "not_in_room",
+    "not_muted",
     "notice",
     "now_known_as",
     "only_room",
@@ -320,6 +327,17 @@ def ack_lines(
             return [f"* You kicked {hooks.nick(data['nick'])}"]
         case "announce":
             return [f"* Said in {text(data['room'])} ({int(data['reached'])} reached)"]
+        case "ban":
+            return [ban_line(data["ban"], int(data.get("closed", 0)), hooks)]
+        case "unban":
+            return [f"* Lifted the ban on {text(data['target'])}"]
+        case "bans":
+            return bans_lines(data["bans"], hooks)
+        case "mute":
+            who_ = hooks.nick(data["nick"])
+            return [f"* Muted {who_} in {text(data['room'])} {until(data.get('expires'))}"]
+        case "unmute":
+            return [f"* {hooks.nick(data['nick'])} may speak in {text(data['room'])} again"]
     return [f"* Done: {text(data['command'])}"]
 
 
@@ -491,3 +509,42 @@ def muted(room: str, expires: str | None) -> str:
     """``muted``: a message to a room its sender is muted in."""
     return f"you are muted in {room} {until(expires)}"
 
+
+#: ``store_failed`` for a topic: it was not kept, and not changed.
+TOPIC_NOT_STORED = "the topic could not be stored; try again"
+#: ``store_failed`` for a ban or mute: it was not kept, and not made.
+MODERATION_NOT_STORED = "the change could not be stored; nothing was changed"
+
+
+def ban_line(ban: Mapping[str, Any], closed: int = 0, hooks: Hooks = AS_SENT) -> str:
+    """The answer to a ban: whom, how long, why, and the connections it closed."""
+    reason = f" ({hooks.text(ban['reason'])})" if ban.get("reason") else ""
+    line = f"* Banned {hooks.text(ban['target'])}{reason} {until(ban.get('expires'))}"
+    if closed:
+        line += f"; closed {closed} connection{'s' if closed != 1 else ''}"
+    return line
+
+
+def bans_lines(bans: Iterable[Mapping[str, Any]], hooks: Hooks = AS_SENT) -> list[str]:
+    """The answer to ``/bans``: one line per ban, or one saying there is none."""
+    lines = []
+    for ban in bans:
+        reason = f" ({hooks.text(ban['reason'])})" if ban.get("reason") else ""
+        by = hooks.text(ban["by"])
+        lines.append(f"* {hooks.text(ban['target'])}{reason} {until(ban.get('expires'))}, by {by}")
+    return lines or ["* Nobody is banned"]
+
+
+def no_such_account(name: str) -> str:
+    """``no_such_account``: an ``account:NAME`` target without an account."""
+    return f"there is no account called {name}"
+
+
+def not_muted(nick: str, room: str) -> str:
+    """``not_muted``: an unmute of a nick that is not muted there."""
+    return f"{nick} is not muted in {room}"
+
+
+def not_banned(target: str) -> str:
+    """``not_banned``: an unban of a target that is not banned."""
+    return f"{target} is not banned"

@@ -22,16 +22,18 @@ so it is atomic with respect to other clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trio_chat.core import render
 from trio_chat.core.arrival import Arrival
+from trio_chat.core.bans import BanKind, BanTarget
 from trio_chat.core.close import Departure, Kicked, Quitting, TakenOver
 from trio_chat.core.commands import (
     MAX_MESSAGE_LINES,
     Announce,
+    Ban,
     Command,
     CommandError,
     Help,
@@ -39,8 +41,10 @@ from trio_chat.core.commands import (
     Join,
     Kick,
     Leave,
+    ListBans,
     ListRooms,
     Login,
+    Mute,
     Nick,
     Private,
     Quit,
@@ -49,6 +53,8 @@ from trio_chat.core.commands import (
     Resume,
     Say,
     Topic,
+    Unban,
+    Unmute,
     Who,
 )
 from trio_chat.core.events import (
@@ -69,8 +75,11 @@ from trio_chat.core.wire import WireFormat
 from .bus import Bus, Subscription
 from .history import MessageLog, StoreFailed
 from .messaging import Messaging, Window
+from .moderation import OPERATOR, Moderation, ModerationError
+from .moderation import Ban as BanInForce
 from .replay import history_page, missed_since, private_history_page, recent_history
 from .sessions import Session, Sessions
+from .store import StoreError
 
 __all__ = ["LOBBY", "Chat", "Member", "Room"]
 
@@ -103,6 +112,9 @@ class Member:
     known_principal: Principal | None = field(default=None, init=False, repr=False)
     #: The session it uses (JSON connections, and any that resumed one), else None.
     session: Session[Member] | None = field(default=None, init=False, repr=False)
+    #: The peer's IP address (the real client's, behind a trusted proxy), if known: what
+    #: an address ban is matched against.
+    address: str | None = field(default=None, init=False, repr=False)
 
     @property
     def principal(self) -> Principal:
@@ -184,6 +196,11 @@ class Chat:
         #: ``nick_hold`` seconds, at most ``max_held`` of them.
         self.sessions: Sessions[Member] = Sessions(hold=nick_hold, max_held=max_held, clock=clock)
         self.messaging = Messaging(log, self.bus, self._ts)
+        #: Bans, mutes and room topics, kept in the log's store (:meth:`load_moderation`).
+        self.moderation = Moderation(log.store, clock=clock)
+        #: How an ``account:NAME`` ban target finds its principal (the server's accounts);
+        #: None: no accounts to look in.
+        self.find_account: Callable[[str], Awaitable[Principal | None]] | None = None
 
     # --- joining and leaving the chat --------------------------------------------------
 
@@ -311,8 +328,10 @@ class Chat:
         not be in (with none left, it enters the first one it may be in). Its session,
         if it has one, is the principal's from now on. Raises :class:`CommandError`
         (``nick_taken``), changing nothing, when another principal holds that nick. The
-        member is sent nothing: the login's answer is the caller's.
+        member is sent nothing: the login's answer is the caller's. A banned principal,
+        or one whose nick is banned, is refused (``banned``), changing nothing.
         """
+        self.check_not_banned(principal=principal.id, nick=principal.nick)
         self._become(member, principal, principal.nick or member.nick)
         if member.session is not None:
             member.session.principal = principal
@@ -366,6 +385,7 @@ class Chat:
             session = None
         if session is None:
             raise CommandError("invalid_session", render.INVALID_SESSION)
+        self.check_not_banned(principal=session.principal.id, nick=session.nick)
         if session is member.session:
             return
         self._become(member, session.principal, session.nick or member.nick)
@@ -494,6 +514,7 @@ class Chat:
                 room = command.room or member.current_room
                 if room not in member.rooms:
                     raise CommandError("not_in_room", render.not_in_room(room, to_say=True))
+                self._check_not_muted(member, room)
                 await self.messaging.to_room(
                     member,
                     cid,
@@ -547,7 +568,11 @@ class Chat:
                 nicks, anonymous = self._existing_room(name).roster()
                 return Ack("who", cid, room=name, members=nicks, anonymous=anonymous)
             case Topic():
-                return self._topic(member, command, cid)
+                return await self._topic(member, command, cid)
+            case Ban() | Unban() | ListBans() | Mute() | Unmute():
+                self._require_admin(member)
+                by = member.principal.name or OPERATOR
+                return await self.moderate(command, cid, by=by, room=member.current_room)
             case Help():
                 return help_ack(cid)
             case Quit():
@@ -651,7 +676,9 @@ class Chat:
 
     def _change_nick(self, member: Member, nick: str, cid: str | int | None) -> Event:
         """``/nick``: the principal of ``member`` takes ``nick``, on all its devices
-        (they are told, as everyone sharing a room with one of them is)."""
+        (they are told, as everyone sharing a room with one of them is). A banned nick
+        is refused (``banned``)."""
+        self.check_not_banned(nick=nick)
         self._check_nick_free(nick, member, member.known_principal)
         folded = nick.casefold()
         fellows = self._fellows(member)
@@ -711,7 +738,7 @@ class Chat:
         self._exit_room(member, name)
         return Ack("leave", cid, room=name, current=member.current_room)
 
-    def _topic(self, member: Member, command: Topic, cid: str | int | None) -> Event | None:
+    async def _topic(self, member: Member, command: Topic, cid: str | int | None) -> Event | None:
         name = command.room or member.current_room
         room = self._existing_room(name)
         if command.text is None:
@@ -719,7 +746,20 @@ class Chat:
         if name not in member.rooms and not self._is_admin(member):
             # An admin may set the topic of any room, from wherever it is.
             raise CommandError("not_in_room", render.not_in_room(name))
-        room.topic = command.text or None
+        self._check_not_muted(member, name)
+        topic = command.text or None
+        try:
+            await self.moderation.set_topic(name, topic, member.nick)
+        except StoreError:
+            raise CommandError("store_failed", render.TOPIC_NOT_STORED) from None
+        # The topic was being stored: the room may be gone, or the member out of it.
+        kept = self.rooms.get(name)
+        if kept is None:
+            raise CommandError("no_such_room", render.no_such_room(name))
+        room = kept
+        if name not in member.rooms and not self._is_admin(member):
+            raise CommandError("not_in_room", render.not_in_room(name))
+        room.topic = topic
         self._reply(member, Ack("topic", cid, request=command, room=name, topic=room.topic))
         self.bus.publish(TopicChanged(name, room.topic, member.nick), room.members)
         return None
@@ -755,6 +795,135 @@ class Chat:
             fellow.disconnect(Kicked(reason))
         return True
 
+    # --- moderation -------------------------------------------------------------------------
+
+    async def load_moderation(self) -> None:
+        """Read the bans, mutes and topics from the store (the store is open): the rooms
+        that exist get their topics back."""
+        await self.moderation.load()
+        for name, room in self.rooms.items():
+            kept = self.moderation.topics.get(name)
+            room.topic = None if kept is None else kept.topic
+
+    def check_not_banned(self, *, nick: str | None = None, principal: str | None = None) -> None:
+        """Raise ``banned`` (a :class:`CommandError`) when ``nick`` or ``principal`` (an
+        id) is banned."""
+        ban = self.moderation.banned(nick=nick, principal=principal)
+        if ban is not None:
+            raise CommandError("banned", render.banned(ban.row.reason, ban.row.expires))
+
+    def _check_not_muted(self, member: Member, room: str) -> None:
+        """Raise ``muted`` when ``member`` may not speak in ``room``."""
+        principal = member.known_principal
+        mute = self.moderation.muted(room, member.nick, None if principal is None else principal.id)
+        if mute is not None:
+            raise CommandError("muted", render.muted(room, mute.row.expires))
+
+    def banned_arrival(self, address: str | None, arrival: Arrival) -> BanInForce | None:
+        """The ban that refuses a handshake from ``address`` asking for ``arrival``: on
+        the address, the nick it asks for, or the principal (and nick) of the session it
+        resumes; None when none does."""
+        ban = self.moderation.banned(nick=arrival.nick, address=address)
+        if ban is None and arrival.session is not None:
+            session = self.sessions.find(arrival.session)
+            if session is not None:
+                ban = self.moderation.banned(principal=session.principal.id, nick=session.nick)
+        return ban
+
+    async def moderate(
+        self, command: Command, cid: str | int | None, *, by: str, room: str | None
+    ) -> Ack:
+        """Carry out a moderation command (``/ban``, ``/unban``, ``/bans``, ``/mute``,
+        ``/unmute``) for ``by`` (an admin's name, or the operator), ``room`` being where a
+        mute without one applies; its ack. Raises :class:`CommandError` (``store_failed``
+        when the store cannot keep it, nothing changed then)."""
+        try:
+            match command:
+                case Ban():
+                    ban, closed = await self.ban(
+                        command.target, seconds=command.seconds, reason=command.reason, by=by
+                    )
+                    return Ack("ban", cid, ban=ban.describe(), closed=closed)
+                case Unban():
+                    target = await self._resolve(command.target)
+                    if await self.moderation.unban(target) is None:
+                        raise CommandError("not_banned", render.not_banned(str(command.target)))
+                    return Ack("unban", cid, target=str(target))
+                case ListBans():
+                    return Ack("bans", cid, bans=[ban.describe() for ban in self.moderation.bans()])
+                case Mute():
+                    name = command.room or room
+                    if name is None:
+                        raise CommandError("bad_request", "say which room")
+                    holder = self._nicks.get(command.nick.casefold())
+                    principal = None
+                    if holder is not None and holder.known_principal is not None:
+                        principal = holder.known_principal.id
+                    mute = await self.moderation.mute(
+                        name, command.nick, principal, seconds=command.seconds, by=by
+                    )
+                    return Ack("mute", cid, nick=command.nick, room=name, expires=mute.row.expires)
+                case Unmute():
+                    name = command.room or room
+                    if name is None:
+                        raise CommandError("bad_request", "say which room")
+                    if not await self.moderation.unmute(name, command.nick):
+                        raise CommandError("not_muted", render.not_muted(command.nick, name))
+                    return Ack("unmute", cid, nick=command.nick, room=name)
+        except StoreError:
+            raise CommandError("store_failed", render.MODERATION_NOT_STORED) from None
+        except ModerationError as error:
+            raise CommandError("bad_request", str(error)) from None
+        raise AssertionError(f"not a moderation command: {command!r}")
+
+    async def _resolve(self, target: BanTarget) -> BanTarget:
+        """``target``, an ``account:NAME`` one made the account's principal."""
+        if target.kind is not BanKind.ACCOUNT:
+            return target
+        principal = None if self.find_account is None else await self.find_account(target.value)
+        if principal is None:
+            raise CommandError("no_such_account", render.no_such_account(target.value))
+        return BanTarget(BanKind.PRINCIPAL, principal.id)
+
+    async def ban(
+        self, target: BanTarget, *, seconds: int | None, reason: str | None, by: str
+    ) -> tuple[BanInForce, int]:
+        """Ban ``target`` (kept in the store first), then close every connection it
+        bans (:meth:`enforce_ban`); the ban and how many connections were closed."""
+        ban = await self.moderation.ban(
+            await self._resolve(target), seconds=seconds, reason=reason, by=by
+        )
+        return ban, self.enforce_ban(ban)
+
+    def enforce_ban(self, ban: BanInForce) -> int:
+        """Close every connection ``ban`` applies to (its nick, principal or address),
+        announced as a kick; end the held sessions of a banned principal. How many
+        connections were closed."""
+        reason = render.banned(ban.row.reason, ban.row.expires)
+        closed = 0
+        for member in list(self.members.values()):
+            principal = member.known_principal
+            if self.moderation.matches(
+                ban, member.nick, None if principal is None else principal.id, member.address
+            ):
+                self.expel(member, reason)
+                closed += 1
+        if ban.target.kind is BanKind.PRINCIPAL:
+            self.sessions.end_principal(ban.target.value)
+        return closed
+
+    def expel(self, member: Member, reason: str) -> None:
+        """Close ``member``'s connection for ``reason``, announced as a kick when it is
+        its principal's last connection (its other devices stay)."""
+        if member.departed:
+            return
+        self._end_session(member)
+        notice = None
+        if member.nick is not None:
+            notice = Presence("kick", member.nick, self._ts(), reason=reason)
+        self._depart(member, notice)
+        member.disconnect(Kicked(reason))
+
     def room_list(self) -> list[tuple[str, int, str | None]]:
         """Every room as (name, member count, topic), sorted by name."""
         return [(r.name, len(r.members), r.topic) for _, r in sorted(self.rooms.items())]
@@ -780,7 +949,8 @@ class Chat:
     def _enter_room(self, member: Member, name: str) -> None:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name)
+            kept = self.moderation.topics.get(name)
+            room = self.rooms[name] = Room(name, None if kept is None else kept.topic)
         room.members[member.key] = member
         member.rooms.append(name)
 

@@ -32,7 +32,7 @@ from .control import ControlSocketError
 from .net.tls import TLSSetupError
 from .server import ChatServer, serve
 from .store import StoreError
-from .user_cli import run_user_command
+from .user_cli import BAN_COMMANDS, run_ban_command, run_user_command
 
 __all__ = ["PROG", "ReadyFileError", "main", "parse_args", "startup_failure"]
 
@@ -238,11 +238,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Exits 0 after a clean shutdown, 2 when the server cannot start (bad flag, port
     in use, unusable history database), each with one clear line and no traceback.
-    ``trio-chat-server user ...`` manages accounts instead (:mod:`.user_cli`).
+    ``trio-chat-server user ...`` manages accounts instead, and ``ban``, ``unban`` and
+    ``bans`` the bans (:mod:`.user_cli`).
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     if arguments[:1] == ["user"]:
         sys.exit(run_user_command(arguments[1:], prog=PROG, environ=os.environ))
+    if arguments[:1] and arguments[0] in BAN_COMMANDS:
+        sys.exit(run_ban_command(arguments[0], arguments[1:], prog=PROG, environ=os.environ))
     # The one place the environment is read (TRIO_CHAT_HOST, TRIO_CHAT_PORT; for `user`,
     # where the database and the control socket are by default).
     args = parse_args(arguments, os.environ)

@@ -45,6 +45,7 @@ from trio_chat.core.close import (
     Departure,
     close_for,
     describe_close,
+    fit_reason,
 )
 from trio_chat.core.commands import (
     CommandError,
@@ -392,6 +393,8 @@ class ChatConnection:
             arrival=arrival,
             principal=admission.principal,
         )
+        peer = self._ws.peer_address
+        member.address = None if peer is None else peer.host  # what address bans match
         self._subscription = subscription
         return member, subscription
 
@@ -457,6 +460,21 @@ class ChatConnection:
                         self.close_soon(CloseCode.POLICY_VIOLATION, INVALID_TOKEN)
                         return _Waiting.CLOSE
                     return _Waiting.GO_ON
+                principal = admitted.principal
+                try:
+                    if principal is not None:
+                        self._chat.check_not_banned(principal=principal.id, nick=principal.nick)
+                except CommandError as error:
+                    # A banned login ends the connection: it may do nothing else.
+                    logger.warning(
+                        "client #%d (%s) refused: banned login as %s",
+                        self.key,
+                        self.peer,
+                        principal.name if principal is not None else None,
+                    )
+                    await self._send_now(ErrorEvent(error.code, error.text, cid))
+                    self.close_soon(CloseCode.POLICY_VIOLATION, fit_reason(error.text))
+                    return _Waiting.CLOSE
                 self._logged_in(admitted)
                 return admitted, (_login_kind(command), cid)
             case Help():

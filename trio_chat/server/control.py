@@ -10,9 +10,13 @@ One JSON object per line each way::
     {"ok": false, "error": "there is no account called nobody"}
 
 Ops: ``user.add``, ``user.remove`` (whose account's connections the server then
-closes: :func:`close_account`),
-``user.list`` and ``user.passwd``; the bans of the abuse rules and the workers of a
-scaled-out server will add theirs to :class:`ControlOps`.
+closes: :func:`close_account`), ``user.list`` and ``user.passwd``; ``ban.add`` (which
+closes the connections the ban applies to), ``ban.remove`` and ``ban.list``::
+
+    {"op": "ban.add", "target": "203.0.113.0/24", "duration": "2h", "reason": "spam"}
+    {"ok": true, "ban": {"target": "203.0.113.0/24", ...}, "closed": 3}
+
+The workers of a scaled-out server will add theirs to :class:`ControlOps`.
 
 Who may ask: whoever may connect to the socket. Its folder is made 0700 and the socket
 0600 (bound under a temporary name, made private, then renamed into place), so that is
@@ -44,12 +48,13 @@ import trio
 
 from trio_chat.core import render
 from trio_chat.core.close import Kicked
-from trio_chat.core.commands import CommandError
+from trio_chat.core.commands import Ban, CommandError, ListBans, Unban, parse_json
 from trio_chat.core.identity import Principal
 
 from .accounts import Accounts
 from .chat import Chat, Member
 from .config import MEMORY
+from .moderation import OPERATOR
 from .store import StoreError, default_db_path
 
 __all__ = [
@@ -127,8 +132,9 @@ def control_socket_for(
 class ControlOps:
     """What the admin channel can do: each op takes the request's fields and returns the
     answer's (``ok`` is added), or raises :class:`CommandError` / :class:`StoreError`,
-    whose text is the answer's ``error``. ``chat`` is the running server's (None: the
-    ``user`` command on a database no server holds, with no connection to close)."""
+    whose text is the answer's ``error``. ``chat`` is the running server's, or one
+    made over a database no server holds (its moderation loaded, nobody connected);
+    None: only the ``user.*`` ops."""
 
     def __init__(self, accounts: Accounts, chat: Chat | None) -> None:
         self.accounts = accounts
@@ -144,6 +150,9 @@ class ControlOps:
             "user.remove": self.user_remove,
             "user.list": self.user_list,
             "user.passwd": self.user_passwd,
+            "ban.add": self.ban_add,
+            "ban.remove": self.ban_remove,
+            "ban.list": self.ban_list,
         }
         handler = handlers.get(op) if isinstance(op, str) else None
         if handler is None:
@@ -187,6 +196,31 @@ class ControlOps:
             raise ControlError(no_such_account(name))
         return {"name": name}
 
+    async def _moderate(self, kind: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Carry out the moderation command ``kind`` with the request's fields, read as
+        the JSON command of that type would be (the same checks); the ack's fields."""
+        if self.chat is None:
+            raise ControlError("bans need the chat: no server and no database here")
+        fields = {key: value for key, value in request.items() if key != "op"}
+        command, _ = parse_json(json.dumps({**fields, "type": kind}))
+        assert isinstance(command, Ban | Unban | ListBans)
+        ack = await self.chat.moderate(command, None, by=OPERATOR, room=None)
+        return {key: value for key, value in ack.data().items() if key not in ("type", "command")}
+
+    async def ban_add(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        answer = await self._moderate("ban", request)
+        if answer.get("closed"):
+            logger.info(
+                "closed %d connection(s) banned by %s", answer["closed"], answer["ban"]["target"]
+            )
+        return answer
+
+    async def ban_remove(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._moderate("unban", request)
+
+    async def ban_list(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._moderate("bans", request)
+
 
 def account_members(chat: Chat | None, principal_id: str) -> list[Member]:
     """The members of ``chat`` (None: no chat) acting as ``principal_id``."""
@@ -220,7 +254,7 @@ def close_account(chat: Chat, principal: Principal) -> int:
 
 def no_such_account(name: str) -> str:
     """The refusal of an op on a name without an account."""
-    return f"there is no account called {name}"
+    return render.no_such_account(name)
 
 
 def _text(request: Mapping[str, Any], field: str) -> str:

@@ -31,7 +31,7 @@ import trio
 
 from trio_chat._version import server_name
 from trio_chat.core.arrival import Arrival, parse_arrival
-from trio_chat.core.close import SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
+from trio_chat.core.close import BANNED, SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from trio_chat.core.redact import redact_quoted, redact_target
 from trio_chat.core.wire import WireFormat, negotiate
 
@@ -44,6 +44,7 @@ from .connection import ChatConnection, Heartbeat, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
+from .moderation import Ban as BanInForce
 from .net.proxy import forwarded_client
 from .net.seam import Address, Request
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
@@ -111,6 +112,7 @@ class ChatServer:
             admins=config.admins,
             on_remove=functools.partial(close_account, self.chat),
         )
+        self.chat.find_account = self.accounts.get
         #: The admin channel's socket (None: none, for a database in memory).
         self.control_socket = control_socket_for(config.db, config.control_socket)
         #: Who may log in, and how: the handshake's credentials, the login commands.
@@ -227,6 +229,7 @@ class ChatServer:
             # The live mapping: a name registered from now on is reserved at once. Only
             # with --accounts: an open chat's nicks are free for anyone to take.
             self.chat.reserved_names = self.accounts.registered()
+        await self.chat.load_moderation()
         if self.control_socket is not None:
             ops = ControlOps(self.accounts, self.chat)
             # The default folder is the server's own (named by --control-socket, not).
@@ -417,6 +420,11 @@ class ChatServer:
         except ValueError as exc:
             await self._refuse(handshake, request, address, Refusal(400, str(exc)))
             return None
+        # A banned address, nick or session: refused before any credential is checked.
+        ban = self.chat.banned_arrival(None if address is None else address.host, arrival)
+        if ban is not None:
+            await self._refuse_banned(handshake, request, address, ban)
+            return None
         admission = await self.gate.admit(
             Request.of(request.target.decode("ascii", "replace"), request.headers), address, tls
         )
@@ -424,6 +432,13 @@ class ChatServer:
             refusal = Refusal(admission.status, admission.text, admission.headers)
             await self._refuse(handshake, request, address, refusal)
             return None
+        if isinstance(admission, Admit) and admission.principal is not None:
+            # Who the credentials name (an account, a token's subject), and its nick.
+            principal = admission.principal
+            ban = self.chat.moderation.banned(principal=principal.id, nick=principal.nick)
+            if ban is not None:
+                await self._refuse_banned(handshake, request, address, ban)
+                return None
         # The JSON subprotocol when the client offers it; plain text otherwise.
         wire = negotiate(offered_subprotocols(request))
         ws = await handshake.accept(
@@ -434,6 +449,19 @@ class ChatServer:
             tls=tls,
         )
         return None if ws is None else (ws, arrival, wire, admission)
+
+    async def _refuse_banned(
+        self, handshake: Handshake, request: h11.Request, address: Address | None, ban: BanInForce
+    ) -> None:
+        """Refuse a banned client with 403 ``banned``, in one log line naming the ban."""
+        refusal = Refusal(403, BANNED)
+        logger.warning(
+            "%s: refused %s: 403 banned (%s)",
+            describe_peer(address),
+            redact_target(request.target.decode("ascii", "replace")),
+            ban.target,
+        )
+        await handshake.respond(*refusal)
 
     async def _refuse(
         self,

@@ -1,4 +1,5 @@
-"""``trio-chat-server user add|remove|list|passwd``: the operator's account commands.
+"""``trio-chat-server user add|remove|list|passwd`` and ``trio-chat-server ban|unban|bans``:
+the operator's account and ban commands.
 
 While a server runs, its SQLite database is locked (it is opened exclusively), so the
 command asks that server over its admin channel (:mod:`trio_chat.server.control`);
@@ -11,7 +12,9 @@ A password is read from ``--password-file`` (its first line; ``-`` for standard 
 or asked for twice without echo. It travels over the socket to the server, which only
 its own user may connect to, and is never printed or logged.
 
-Every failure is one line on stderr and exit status 2; no traceback.
+A ban (``ban TARGET [--duration D] [--reason TEXT]``) made through a running server
+closes the connections it applies to at once; made on the database, it holds from the
+next start. Every failure is one line on stderr and exit status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from typing import Any, TextIO
 import trio
 
 from trio_chat.arguments import USAGE_ERROR, ArgumentParser
+from trio_chat.core import render
 from trio_chat.core.commands import CommandError, valid_name
 
 from .accounts import Accounts, LoginThrottle, Passwords
 from .accounts.service import check_password
+from .chat import Chat
 from .config import MEMORY, ServerConfig
 from .control import (
     ControlError,
@@ -40,9 +45,23 @@ from .control import (
     default_control_socket,
     is_absent,
 )
+from .history import MessageLog
 from .store import StoreError, StoreLocked, describe_db, open_store
 
-__all__ = ["UserCommandError", "build_user_parser", "run_user_command"]
+__all__ = [
+    "BAN_COMMANDS",
+    "UserCommandError",
+    "build_ban_parser",
+    "build_user_parser",
+    "run_ban_command",
+    "run_user_command",
+]
+
+#: The ban commands: ``trio-chat-server ban|unban|bans ...``.
+BAN_COMMANDS = ("ban", "unban", "bans")
+#: Each ban command's control op, and the chat command whose answer words its report.
+BAN_OPS = {"ban": "ban.add", "unban": "ban.remove", "bans": "ban.list"}
+BAN_ANSWERS = {"ban.add": "ban", "ban.remove": "unban", "ban.list": "bans"}
 
 #: The exit status of a command that failed (as for a usage error).
 FAILED = USAGE_ERROR
@@ -56,9 +75,8 @@ class UserCommandError(Exception):
     """The command cannot be carried out; the message says why, in one line."""
 
 
-def build_user_parser(prog: str) -> ArgumentParser:
-    """The parser of ``PROG user ...``: one sub-command per operation, each taking
-    ``--db`` and ``--control-socket`` as the server does."""
+def _where() -> ArgumentParser:
+    """The options saying which server or database: ``--db`` and ``--control-socket``."""
     where = ArgumentParser(add_help=False)
     where.add_argument(
         "--db",
@@ -72,6 +90,75 @@ def build_user_parser(prog: str) -> ArgumentParser:
         help="ask the server on this control socket, and only it (default: the one of "
         "the server run with --db, when the database is in use)",
     )
+    return where
+
+
+def build_ban_parser(prog: str, command: str) -> ArgumentParser:
+    """The parser of ``PROG ban|unban|bans ...`` (``command`` says which)."""
+    descriptions = {
+        "ban": "Ban a nick, an address or network (CIDR), principal:ID or account:NAME: "
+        "through the running server's control socket (which closes the connections the "
+        "ban applies to) when one runs, else in its database.",
+        "unban": "Lift a ban.",
+        "bans": "List the bans in force.",
+    }
+    parser = ArgumentParser(
+        prog=f"{prog} {command}", description=descriptions[command], parents=[_where()]
+    )
+    if command in ("ban", "unban"):
+        parser.add_argument(
+            "target",
+            metavar="TARGET",
+            help="NICK, ADDRESS[/PREFIX], principal:ID or account:NAME (nick:NAME for a "
+            "nick that looks like an address)",
+        )
+    if command == "ban":
+        parser.add_argument(
+            "--duration",
+            metavar="DURATION",
+            help="how long: 30s, 10m, 2h, 7d, 1w (default: for good)",
+        )
+        parser.add_argument("--reason", metavar="TEXT", help="why (shown to the banned)")
+    return parser
+
+
+def run_ban_command(
+    command: str,
+    argv: Sequence[str],
+    *,
+    prog: str,
+    environ: Mapping[str, str],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run ``PROG COMMAND ARGV`` for a ban command; its exit status: 0, or 2 with one
+    line on ``err`` (a usage error exits 2 from argparse)."""
+    args = build_ban_parser(prog, command).parse_args(argv)
+    request: dict[str, Any] = {"op": BAN_OPS[command]}
+    if command in ("ban", "unban"):
+        request["target"] = args.target
+    if command == "ban":
+        if args.duration is not None:
+            request["duration"] = args.duration
+        if args.reason is not None:
+            request["reason"] = args.reason
+    try:
+        answer = trio.run(_carry_out, request, args.db, args.control_socket, dict(environ))
+    except UserCommandError as exc:
+        print(f"{prog} {command}: {exc}", file=err or sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:
+        print(file=err or sys.stderr)
+        return INTERRUPTED
+    for line in _report(request, answer):
+        print(line, file=out or sys.stdout)
+    return 0
+
+
+def build_user_parser(prog: str) -> ArgumentParser:
+    """The parser of ``PROG user ...``: one sub-command per operation, each taking
+    ``--db`` and ``--control-socket`` as the server does."""
+    where = _where()
     secret = ArgumentParser(add_help=False)
     secret.add_argument(
         "--password-file",
@@ -224,8 +311,12 @@ async def _carry_out(
         raise UserCommandError(str(exc)) from None
     try:
         accounts = Accounts(store, Passwords(), LoginThrottle(clock=time.monotonic))
-        # The same ops the server runs, on the database: no chat to disconnect anyone from.
-        answer = await ControlOps(accounts, chat=None).run(request)
+        # The same ops the server runs, on the database: a chat nobody is in, so that a
+        # ban is checked and kept as the server would, and disconnects nobody.
+        chat = Chat(MessageLog(store))
+        chat.find_account = accounts.get
+        await chat.load_moderation()
+        answer = await ControlOps(accounts, chat).run(request)
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
@@ -264,6 +355,13 @@ def _report(request: dict[str, Any], answer: dict[str, Any]) -> list[str]:
     """What the command prints once it has succeeded."""
     through = " (through the running server)" if answer["via_server"] else ""
     match request["op"]:
+        case "ban.add" | "ban.remove" | "ban.list":
+            # Worded as the console's answer to the same command, less its "* ".
+            lines = render.ack_lines({**answer, "command": BAN_ANSWERS[request["op"]]})
+            lines = [line.removeprefix("* ") for line in lines]
+            if request["op"] != "ban.list":
+                lines[0] += through
+            return lines
         case "user.add":
             role = " as an admin" if answer.get("admin") else ""
             return [f"added the account {answer['name']}{role}{through}"]
