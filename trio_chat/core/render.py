@@ -60,6 +60,7 @@ __all__ = [
     "ack_lines",
     "action_line",
     "already_logged_in",
+    "ban_kick",
     "ban_line",
     "banned",
     "bans_lines",
@@ -503,6 +504,11 @@ def banned(reason: str | None, expires: str | None) -> str:
     """``banned``: the error (and close reason) of a banned nick, principal or address."""
     because = f" ({reason})" if reason else ""
     return f"you are banned{because} {until(expires)}"
+
+
+def ban_kick(reason: str | None) -> str:
+    """The kick reason (and close reason) of a connection closed by a new ban."""
+    return f"banned: {reason}" if reason else "banned"
 
 
 def muted(room: str, expires: str | None) -> str:

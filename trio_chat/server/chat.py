@@ -899,7 +899,7 @@ class Chat:
         """Close every connection ``ban`` applies to (its nick, principal or address),
         announced as a kick; end the held sessions of a banned principal. How many
         connections were closed."""
-        reason = render.banned(ban.row.reason, ban.row.expires)
+        reason = render.ban_kick(ban.row.reason)
         closed = 0
         for member in list(self.members.values()):
             principal = member.known_principal

@@ -456,8 +456,9 @@ class ChatServer:
         """Refuse a banned client with 403 ``banned``, in one log line naming the ban."""
         refusal = Refusal(403, BANNED)
         logger.warning(
-            "%s: refused %s: 403 banned (%s)",
+            "%s: refused %s %s: 403 banned (%s)",
             describe_peer(address),
+            request.method.decode("ascii", "replace"),
             redact_target(request.target.decode("ascii", "replace")),
             ban.target,
         )
