@@ -4,6 +4,7 @@
 * :mod:`~trio_chat.core.events`: what the server sends, typed, with its JSON form;
 * :mod:`~trio_chat.core.render`: the plain-text wording of every event, written once;
 * :mod:`~trio_chat.core.text`: hostile text stripped, and the rule of names;
+* :mod:`~trio_chat.core.bans`: ban targets and durations, as operators write them;
 * :mod:`~trio_chat.core.wire`: the wire formats (plain, JSON): frames in, text out;
 * :mod:`~trio_chat.core.record`: a stored message;
 * :mod:`~trio_chat.core.arrival`: the ``?nick=&room=&since=`` query of a connection's URL;
