@@ -293,3 +293,20 @@ async def test_the_control_socket_bans_lists_and_lifts(
         bad = await control_request(path, {"op": "ban.add", "target": "no such!"})
     assert bad["ok"] is False
     assert bad["error"].startswith("cannot ban 'no such!'")
+
+
+async def test_a_banned_login_is_refused_and_closed(
+    start_live_server: StartLiveServer, secret_file: str
+) -> None:
+    """A token login of a banned principal, during the login phase: ``banned``, then
+    1008; the log says so in one line."""
+    live = await start_live_server(jwt_secret_file=secret_file)
+    await console(live, "/ban principal:token:eve 1d abuse")
+    (ban,) = live.server.chat.moderation.bans()
+    text = render.banned("abuse", ban.row.expires)
+    async with json_client(live) as eve:
+        refusal = await eve.call({"type": "login", "token": token("eve"), "cid": 1})
+        assert refusal == error("banned", text, 1)
+        close = await eve.expect_close()
+        assert (close.code, close.reason) == (1008, text)
+    await live.wait_for(re.compile(r"refused: banned login as eve$"))

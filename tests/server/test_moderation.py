@@ -11,9 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from trio_chat.core import render
 from trio_chat.core.bans import BanKind, BanTarget, parse_duration, parse_target
+from trio_chat.core.close import MAX_REASON_BYTES, fit_reason
+from trio_chat.core.commands import Ban, CommandError, parse_plain
+from trio_chat.core.render import MODERATION_NOT_STORED
+from trio_chat.server.chat import Chat
+from trio_chat.server.history import MessageLog
 from trio_chat.server.moderation import Moderation
-from trio_chat.server.store import BanRow, MemoryStore, MuteRow, SQLiteStore, Store, TopicRow
+from trio_chat.server.store import (
+    BanRow,
+    MemoryStore,
+    MuteRow,
+    SQLiteStore,
+    Store,
+    StoreError,
+    TopicRow,
+)
 
 CREATED = "2026-12-01T12:00:00.000Z"
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -180,3 +194,33 @@ def test_durations() -> None:
     for bad in ("0", "10y", "-5m", "forever", "99999999999"):
         with pytest.raises(ValueError, match=r"^invalid duration"):
             parse_duration(bad)
+
+
+class FailingStore(MemoryStore):
+    """A store whose moderation writes fail, as a full disk's would."""
+
+    async def put_ban(self, ban: BanRow) -> None:
+        raise StoreError("disk full")
+
+    async def put_topic(self, room: str, topic: TopicRow | None) -> None:
+        raise StoreError("disk full")
+
+
+async def test_a_ban_or_topic_the_store_cannot_keep_changes_nothing() -> None:
+    """``store_failed``, and no ban held (nor topic set)."""
+    chat = Chat(MessageLog(FailingStore(5)))
+    with pytest.raises(CommandError) as failure:
+        await chat.moderate(Ban(parse_target("alice")), None, by="op", room=None)
+    assert (failure.value.code, failure.value.text) == ("store_failed", MODERATION_NOT_STORED)
+    assert chat.moderation.bans() == []
+    assert chat.moderation.banned(nick="alice") is None
+
+
+def test_a_ban_reason_is_one_line_of_at_most_200_characters() -> None:
+    """Cleaned like any text; longer is refused; the close reason fits a close frame."""
+    assert parse_plain("/ban bob 1h spam\x1b[31m!") == Ban(parse_target("bob"), 3600, "spam!")
+    with pytest.raises(CommandError, match=r"at most 200 characters"):
+        parse_plain("/ban bob " + "x" * 201)
+    reason = render.ban_kick("é" * 200)
+    assert len(fit_reason(reason).encode()) <= MAX_REASON_BYTES
+    assert reason.startswith(fit_reason(reason))

@@ -433,7 +433,7 @@ def parse_plain(line: str) -> Command:
             if len(args) > 1 and is_duration(args[1]):
                 seconds = parse_duration(args[1])
                 words = rest.split(None, 2)[2] if len(args) > 2 else ""
-            return Ban(target, seconds, words or None)
+            return Ban(target, seconds, _ban_reason(words))
         case "/unban" if len(args) == 1:
             return Unban(_target(args[0]))
         case "/bans" if not args:
@@ -463,6 +463,22 @@ def parse_plain(line: str) -> Command:
         ):
             raise _usage(name)
     raise CommandError("unknown_command", f"unknown command {name}; /help lists the commands")
+
+
+#: The longest ban reason, in characters: it is shown in the kick and the close reason.
+MAX_BAN_REASON = 200
+
+
+def _ban_reason(reason: str | None) -> str | None:
+    """A ban's reason (one line, cleaned), refused past :data:`MAX_BAN_REASON`."""
+    if not reason:
+        return None
+    reason = _one_line(reason)
+    if len(reason) > MAX_BAN_REASON:
+        raise CommandError(
+            "bad_request", f"a ban's reason may have at most {MAX_BAN_REASON} characters"
+        )
+    return reason or None
 
 
 def _target(text: str) -> BanTarget:
@@ -599,9 +615,8 @@ def _parse_object(data: dict[str, Any], max_lines: int) -> Command:
             return Announce(room, message_text(_field(data, "text") or "", max_lines))
         case "ban":
             target = _target(_field(data, "target") or "")
-            reason = _field(data, "reason", required=False)
-            reason = _one_line(reason) if reason else None
-            return Ban(target, _json_duration(data), reason or None)
+            reason = _ban_reason(_field(data, "reason", required=False))
+            return Ban(target, _json_duration(data), reason)
         case "unban":
             return Unban(_target(_field(data, "target") or ""))
         case "bans":
