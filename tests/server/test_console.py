@@ -54,3 +54,12 @@ def test_unknown_commands_and_blank_lines() -> None:
     )
     assert handle_console_line("   ", chat, lambda: None) is None
     assert handle_console_line("/help", chat, lambda: None) == CONSOLE_HELP
+
+
+async def test_a_console_line_is_cleaned_like_a_clients() -> None:
+    """An escape sequence pasted at the console never reaches the clients."""
+    chat = new_chat()
+    with chat.bus.subscribe(FakeViewer(1), 4, lambda: None) as viewer:
+        answer = handle_console_line("noon\x1b[2K\x07 sharp", chat, lambda: None)
+        assert await viewer.next_batch(1000) == (["🟢 Server: noon sharp"], None)
+    assert answer == "📤 Server broadcast: noon sharp"

@@ -28,6 +28,7 @@ from trio_chat.core.commands import (
     valid_room,
 )
 from trio_chat.core.render import error_line, rooms_line, roster_line
+from trio_chat.core.text import clean_line
 from trio_chat.lines import read_lines
 
 from .chat import Chat
@@ -49,8 +50,10 @@ DEFAULT_KICK_REASON = "kicked by the operator"
 
 
 def handle_console_line(line: str, chat: Chat, shutdown: Callable[[], None]) -> str | None:
-    """Act on one console line; return what the console should print, if anything."""
-    text = line.strip()
+    """Act on one console line; return what the console should print, if anything. The
+    line is cleaned as a client's is (:func:`~trio_chat.core.text.clean_line`): a paste
+    at the console must not drive the clients' terminals either."""
+    text = clean_line(line).strip()
     if not text:
         return None
     if not text.startswith("/"):
