@@ -310,3 +310,17 @@ async def test_a_banned_login_is_refused_and_closed(
         close = await eve.expect_close()
         assert (close.code, close.reason) == (1008, text)
     await live.wait_for(re.compile(r"refused: banned login as eve$"))
+
+
+async def test_an_address_banned_during_the_login_phase_cannot_log_in(
+    start_live_server: StartLiveServer, secret_file: str
+) -> None:
+    """Connected before the ban, still logging in: its login is refused all the same."""
+    live = await start_live_server(jwt_secret_file=secret_file)
+    async with json_client(live) as fred:
+        await live.wait_for("connected from 127.0.0.1")
+        await console(live, "/ban 127.0.0.1")
+        refusal = await fred.call({"type": "login", "token": token("fred"), "cid": 1})
+        assert refusal == error("banned", "you are banned for good", 1)
+        close = await fred.expect_close()
+        assert (close.code, close.reason) == (1008, "you are banned for good")

@@ -805,10 +805,16 @@ class Chat:
             kept = self.moderation.topics.get(name)
             room.topic = None if kept is None else kept.topic
 
-    def check_not_banned(self, *, nick: str | None = None, principal: str | None = None) -> None:
-        """Raise ``banned`` (a :class:`CommandError`) when ``nick`` or ``principal`` (an
-        id) is banned."""
-        ban = self.moderation.banned(nick=nick, principal=principal)
+    def check_not_banned(
+        self,
+        *,
+        nick: str | None = None,
+        principal: str | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Raise ``banned`` (a :class:`CommandError`) when ``nick``, ``principal`` (an
+        id) or ``address`` is banned."""
+        ban = self.moderation.banned(nick=nick, principal=principal, address=address)
         if ban is not None:
             raise CommandError("banned", render.banned(ban.row.reason, ban.row.expires))
 

@@ -461,9 +461,14 @@ class ChatConnection:
                         return _Waiting.CLOSE
                     return _Waiting.GO_ON
                 principal = admitted.principal
+                peer = self._ws.peer_address
                 try:
-                    if principal is not None:
-                        self._chat.check_not_banned(principal=principal.id, nick=principal.nick)
+                    # Banned since the handshake, the address too: a login waits a while.
+                    self._chat.check_not_banned(
+                        principal=None if principal is None else principal.id,
+                        nick=None if principal is None else principal.nick,
+                        address=None if peer is None else peer.host,
+                    )
                 except CommandError as error:
                     # A banned login ends the connection: it may do nothing else.
                     logger.warning(
