@@ -52,6 +52,8 @@ HOSTILE = [
     pytest.param("\u200da\u200d\u200d\u200db\u200d", "a\u200db", id="joiner runs"),
     pytest.param("a \u200d b", "a  b", id="joiner beside spaces"),
     pytest.param("a\U000e0041\U000e0042b", "ab", id="tag smuggling"),
+    pytest.param("Z" + "\u0336\u0301" * 20 + "o", "Z\u0336\u0301\u0336\u0301o", id="Zalgo"),
+    pytest.param("\x07Z" + "\u0301" * 9, "Z\u0301\u0301\u0301\u0301", id="Zalgo, slow path"),
 ]
 
 
@@ -66,6 +68,7 @@ def test_hostile_characters_are_stripped(hostile: str, left: str) -> None:
     [
         "plain ascii, tab\tand all",
         "café, naïve, Ελληνικά, 日本語, עברית, العربية",
+        "Tiếng Việt: e\u0302\u0301, ca\u0301\u0300\u0302\u0303",
         "\N{LARGE GREEN CIRCLE} emoji \U0001f600",
         "\U0001f469\u200d\U0001f4bb family \U0001f468\u200d\U0001f469\u200d\U0001f467",
         "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f scotland",

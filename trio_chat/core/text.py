@@ -25,7 +25,10 @@ sender never gets an ack for a message nobody sees. What goes:
   two characters (``👩‍💻``; a run of them is one, at the start or end of a line none),
   and the tag characters of a flag (``🏴`` followed by at most
   :data:`MAX_FLAG_TAGS` tags and the cancel tag);
-* lone surrogates (``\\ud800`` in JSON), which are not text.
+* lone surrogates (``\\ud800`` in JSON), which are not text;
+* stacked diacritics ("Zalgo" text): past :data:`MAX_STACKED_MARKS` combining marks in a
+  row from the blocks of combining diacritics, the rest of the run, which would spill
+  over the lines above and below (and hide their start) in many terminals and browsers.
 
 Only CR and LF break lines (``\\r\\n``, ``\\r`` and ``\\n`` alike): :func:`split_lines`
 reads a plain frame's lines, and a JSON message's breaks become ``\\n``.
@@ -47,6 +50,7 @@ import unicodedata
 
 __all__ = [
     "MAX_FLAG_TAGS",
+    "MAX_STACKED_MARKS",
     "NAME_PATTERN",
     "RESERVED_NICKS",
     "RESERVED_ROOMS",
@@ -70,6 +74,14 @@ RESERVED_ROOMS = frozenset({"private", "history"})
 #: Tag characters kept after a black flag (``🏴``): a subdivision flag needs about six;
 #: more is text smuggled out of sight.
 MAX_FLAG_TAGS = 8
+#: Combining diacritics kept in a row on one character: languages need two or three.
+MAX_STACKED_MARKS = 4
+_MARK = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+#: A run of more: the combining diacritics blocks (the ones stacking generators use).
+#: Found by a pattern of single classes, which the regex engine scans much faster than
+#: a counted repeat.
+_TOO_MANY_MARKS = re.compile(_MARK * (MAX_STACKED_MARKS + 1))
+_STACKED_MARKS = re.compile(f"({_MARK * MAX_STACKED_MARKS}){_MARK}+")
 
 #: A whole escape sequence, 7-bit or 8-bit: CSI with its parameters, intermediates and
 #: final byte (a truncated one too); a control string (OSC, DCS, SOS, PM, APC) up to its
@@ -111,7 +123,11 @@ def clean_line(line: str) -> str:
     (the rules are the module's). A line break in ``line`` is removed too: callers split
     first. Text with nothing to remove comes back as it is, at C speed."""
     if line.isprintable():
-        return line  # no control, format, separator (but space) or surrogate character
+        # No control, format, separator (but space) or surrogate character; marks may
+        # still be stacked (they are printable).
+        if line.isascii() or not _TOO_MANY_MARKS.search(line):
+            return line
+        return _STACKED_MARKS.sub(r"\1", line)
     if "\x1b" in line or any("\x80" <= char <= "\x9f" for char in line):
         line = _ESCAPE_SEQUENCE.sub("", line)
     kept: list[str] = []
@@ -141,7 +157,7 @@ def clean_line(line: str) -> str:
     if ZWJ in cleaned or ZWNJ in cleaned:
         cleaned = _RUN_OF_JOINERS.sub(lambda run: run.group()[0], cleaned)
         cleaned = _strip_joiners(cleaned)
-    return cleaned
+    return _STACKED_MARKS.sub(r"\1", cleaned)
 
 
 def _strip_joiners(line: str) -> str:
