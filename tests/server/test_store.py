@@ -239,3 +239,17 @@ async def test_sqlite_refuses_an_unusable_path(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match=f"cannot use the history database {blocker / 'h.db'}"):
         await SQLiteStore(blocker / "h.db", 100).open()
+
+
+async def test_hostile_text_stored_by_an_older_server_is_replayed_clean(tmp_path: Path) -> None:
+    """A database written before texts were cleaned: what is read back is cleaned."""
+    path = tmp_path / "history.db"
+    first = SQLiteStore(path, 5)
+    await first.open()
+    raw = Record(1, "ts1", "lobby", "alice", None, "a\x1b[2K\rb\u2028c\x07", False, None)
+    await first.write([raw])
+    await first.aclose()
+    again = SQLiteStore(path, 5)
+    await again.open()
+    assert [r.text for r in await again.recent("lobby", 5)] == ["a\nb c"]
+    await again.aclose()

@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import trio
 
+from trio_chat.core.text import clean_text
+
 from .base import (
     AccountNameTaken,
     AccountRow,
@@ -144,6 +146,9 @@ def open_store(db: str | None, history_limit: int, *, lock_timeout: float = LOCK
 
 
 def _record(row: tuple[object, ...]) -> Record:
+    """A stored message as read back. Its text is cleaned (:func:`clean_text`) once more:
+    a database written before the server stripped hostile text may hold escape
+    sequences, and a replay must not deliver them (a clean text costs one check)."""
     id_, ts, room, sender, recipient, text, action, dedupe, sender_principal, recipient_p = row
     return Record(
         int(id_),  # type: ignore[call-overload]
@@ -151,7 +156,7 @@ def _record(row: tuple[object, ...]) -> Record:
         room,  # type: ignore[arg-type]
         sender,  # type: ignore[arg-type]
         recipient,  # type: ignore[arg-type]
-        str(text),
+        clean_text(str(text)),
         bool(action),
         dedupe,  # type: ignore[arg-type]
         sender_principal,  # type: ignore[arg-type]
