@@ -88,6 +88,9 @@ class Moderation:
         #: (IP version, prefix length) -> the banned networks of that length, compact.
         self._networks: dict[tuple[int, int], set[str]] = {}
         self._mutes: dict[tuple[str, str], Mute] = {}
+        #: (room, principal id) -> the key of its mute there: a mute follows the principal
+        #: that held the nick, and a message must not scan every mute to find it.
+        self._muted_principals: dict[tuple[str, str], tuple[str, str]] = {}
         #: Room -> its topic; a room made again (its last member left) gets it back.
         self.topics: dict[str, TopicRow] = {}
 
@@ -98,6 +101,7 @@ class Moderation:
         self._bans.clear()
         self._networks.clear()
         self._mutes.clear()
+        self._muted_principals.clear()
         for row in await self.store.list_bans():
             ban = Ban.from_row(row)
             if ban.until is not None and ban.until <= now:
@@ -109,7 +113,7 @@ class Moderation:
             if mute.until is not None and mute.until <= now:
                 await self.store.remove_mute(mute_row.room, mute_row.nick)
             else:
-                self._mutes[mute_row.room, mute_row.nick] = mute
+                self._hold_mute(mute)
         self.topics = {row.room: row for row in await self.store.list_topics()}
 
     # --- the checks ----------------------------------------------------------------------
@@ -187,11 +191,12 @@ class Moderation:
         """Ban ``target`` (a nick, address or principal: an account name is resolved
         before) for ``seconds`` (None: for good), replacing a ban of the same target.
         Stored first: raises :class:`~trio_chat.server.store.StoreError`, changing
-        nothing, when it cannot be."""
+        nothing, when it cannot be. Cancelled while it is being stored, the write still
+        completes (the store never abandons one) and the ban holds from the next start."""
         if target.kind is BanKind.ACCOUNT:
             raise ValueError("resolve an account:NAME target to its principal first")
         key = (target.kind, target.value)
-        if key not in self._bans and len(self.bans()) >= MAX_ENTRIES:
+        if key not in self._bans and len(self._bans) >= MAX_ENTRIES:
             raise ModerationError(f"too many bans (at most {MAX_ENTRIES}); lift some first")
         now = self._clock()
         until = None if seconds is None else now + timedelta(seconds=seconds)
@@ -249,18 +254,29 @@ class Moderation:
             if mute is not None:
                 return mute
         if principal is not None:
-            for (muted_room, _), mute in list(self._mutes.items()):
-                if muted_room == room and mute.row.principal == principal:
-                    live = self._live_mute(mute)
-                    if live is not None:
-                        return live
+            key = self._muted_principals.get((room, principal))
+            if key is not None:
+                return self._live_mute(self._mutes.get(key))
         return None
 
     def _live_mute(self, mute: Mute | None) -> Mute | None:
         if mute is None or mute.until is None or mute.until > self._clock():
             return mute
-        self._mutes.pop((mute.row.room, mute.row.nick), None)
+        self._drop_mute(mute.row.room, mute.row.nick)
         return None
+
+    def _hold_mute(self, mute: Mute) -> None:
+        row = mute.row
+        self._drop_mute(row.room, row.nick)  # the mute it replaces, if any
+        self._mutes[row.room, row.nick] = mute
+        if row.principal is not None:
+            self._muted_principals[row.room, row.principal] = (row.room, row.nick)
+
+    def _drop_mute(self, room: str, nick: str) -> None:
+        mute = self._mutes.pop((room, nick), None)
+        principal = None if mute is None else mute.row.principal
+        if principal is not None and self._muted_principals.get((room, principal)) == (room, nick):
+            del self._muted_principals[room, principal]
 
     def mutes(self, room: str | None = None) -> list[Mute]:
         """The mutes in force (in ``room``, when given), oldest first."""
@@ -276,7 +292,7 @@ class Moderation:
         """Mute ``nick`` (and ``principal``, its holder now, if any) in ``room`` for
         ``seconds`` (None: until unmuted). Stored first."""
         key = (room, nick.casefold())
-        if key not in self._mutes and len(self.mutes()) >= MAX_ENTRIES:
+        if key not in self._mutes and len(self._mutes) >= MAX_ENTRIES:
             raise ModerationError(f"too many mutes (at most {MAX_ENTRIES}); lift some first")
         now = self._clock()
         until = None if seconds is None else now + timedelta(seconds=seconds)
@@ -289,7 +305,8 @@ class Moderation:
             by,
         )
         await self.store.put_mute(row)
-        mute = self._mutes[key] = Mute(row, until)
+        mute = Mute(row, until)
+        self._hold_mute(mute)
         return mute
 
     async def unmute(self, room: str, nick: str) -> bool:
@@ -298,7 +315,7 @@ class Moderation:
         if mute is None:
             return False
         await self.store.remove_mute(room, nick.casefold())
-        self._mutes.pop((room, nick.casefold()), None)
+        self._drop_mute(room, nick.casefold())
         return True
 
     # --- topics --------------------------------------------------------------------------
