@@ -324,3 +324,12 @@ async def test_an_address_banned_during_the_login_phase_cannot_log_in(
         assert refusal == error("banned", "you are banned for good", 1)
         close = await fred.expect_close()
         assert (close.code, close.reason) == (1008, "you are banned for good")
+
+
+async def test_a_muted_plain_guest_stays_muted_under_a_new_nick(live_server: LiveServer) -> None:
+    """The mute follows the guest that held the nick, not the nick alone."""
+    async with open_plain(live_server) as guest:
+        await guest.ask("/nick troll", "* You are now known as troll")
+        await console(live_server, "/mute lobby troll")
+        await guest.ask("/nick angel", "* You are now known as angel")
+        await guest.ask("hi", "Error: you are muted in lobby for good")

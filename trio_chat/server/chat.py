@@ -862,9 +862,9 @@ class Chat:
                     if name is None:
                         raise CommandError("bad_request", "say which room")
                     holder = self._nicks.get(command.nick.casefold())
-                    principal = None
-                    if holder is not None and holder.known_principal is not None:
-                        principal = holder.known_principal.id
+                    # Its holder's principal (made now for a plain guest): a new nick
+                    # does not lift the mute.
+                    principal = None if holder is None else holder.principal.id
                     mute = await self.moderation.mute(
                         name, command.nick, principal, seconds=command.seconds, by=by
                     )
