@@ -7,11 +7,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trio
+from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
 
-from support import ServerProcess, child_env
+from support import ServerProcess, child_env, hermetic_home
+
+# Property tests (hypothesis): a bounded number of examples, the same ones on every run
+# (derandomize: drawn from each test's name, not from a seed that changes), and no example
+# database, so a run never replays what another run found; what hypothesis caches (the
+# constants it reads in our modules) goes to the run's private home, removed at exit, so a
+# run leaves no .hypothesis folder behind.
+# HYPOTHESIS_PROFILE=thorough draws many more, at random, for a search by hand.
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("thorough", max_examples=20_000, database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+set_hypothesis_home_dir(hermetic_home() / "hypothesis")
 
 # The client's pseudo-terminal machinery, a plugin of the test modules that name it in
 # ``pytest_plugins`` and import from it: its asserts must be rewritten like a test's.

@@ -651,7 +651,7 @@ def parse_json(
     A message's text may have up to ``max_lines`` lines."""
     try:
         data = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):  # JSON nested deeper than the decoder recurses
         data = None
     if not isinstance(data, dict):
         raise CommandError("bad_json", "expected one JSON object per message")
