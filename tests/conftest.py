@@ -62,7 +62,8 @@ def hermetic_home() -> Iterator[None]:
 
 @pytest.fixture
 def server_process() -> Iterator[type[ServerProcess]]:
-    """A factory for server subprocesses; every one started is killed at teardown."""
+    """A factory for server subprocesses; every one started is killed at teardown, and
+    the test fails then when the output of one holds a traceback."""
     started: list[ServerProcess] = []
 
     class Tracked(ServerProcess):
@@ -73,6 +74,8 @@ def server_process() -> Iterator[type[ServerProcess]]:
     yield Tracked
     for process in started:
         process.stop()
+    for process in started:
+        assert not process.tracebacks(), f"a traceback in the server's output:\n{process.output}"
 
 
 @pytest.fixture

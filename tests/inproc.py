@@ -41,10 +41,12 @@ __all__ = [
     "JsonClient",
     "LineReader",
     "LiveServer",
+    "OtherLoggers",
     "PlainClient",
     "ServerLog",
     "StartLiveServer",
     "connect_to",
+    "is_error",
     "live_server",
     "lose_connection",
     "open_json",
@@ -67,7 +69,9 @@ class ServerLog(logging.Handler):
     disconnect lines are what the server says about a connection, the same lines an
     operator reads. Created inside a Trio run; records logged from any thread wake the
     waiters through the run's token. Errors (a connection's traceback, say) are kept
-    apart in :attr:`errors`, which the fixture requires to be empty at the end.
+    apart in :attr:`errors`, which the fixture requires to be empty at the end: so is a
+    record with a traceback at any level, and (:class:`OtherLoggers`) an error or a
+    traceback any other logger logs meanwhile.
     """
 
     def __init__(self) -> None:
@@ -82,9 +86,14 @@ class ServerLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Keep the record's message and wake whoever waits for a new one."""
         self.messages.append(record.getMessage())
-        if record.levelno >= logging.ERROR:
-            self.errors.append(logging.Formatter().format(record))
+        self.note_error(record)
         self._token.run_sync_soon(self._notify)
+
+    def note_error(self, record: logging.LogRecord) -> None:
+        """Keep ``record`` in :attr:`errors` when it is an error or carries a traceback
+        (a warning logged with ``exc_info`` is a traceback in the log too)."""
+        if is_error(record):
+            self.errors.append(f"{record.name}: {logging.Formatter().format(record)}")
 
     def _notify(self) -> None:
         self._changed.set()
@@ -107,6 +116,26 @@ class ServerLog(logging.Handler):
         except trio.TooSlowError:
             log = "\n".join(self.messages)
             raise AssertionError(f"{regex.pattern!r} not in the server's log:\n{log}") from None
+
+
+def is_error(record: logging.LogRecord) -> bool:
+    """True for a record at ERROR or above, or one that carries a traceback or a stack."""
+    return record.levelno >= logging.ERROR or bool(record.exc_info) or bool(record.stack_info)
+
+
+class OtherLoggers(logging.Handler):
+    """On the root logger while a server runs: errors and tracebacks that loggers other
+    than the package's log (trio's, wsproto's, h11's, the root logger's own), kept in
+    ``log``'s :attr:`~ServerLog.errors` with the package's. The package's records reach
+    the root too; ``log`` has them already."""
+
+    def __init__(self, log: ServerLog) -> None:
+        super().__init__(logging.DEBUG)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != SERVER_LOGGER and not record.name.startswith(f"{SERVER_LOGGER}."):
+            self._log.note_error(record)
 
 
 @dataclass
@@ -144,13 +173,16 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
     At teardown every server started is asked to shut down and the log handler is
     removed; the nursery fixture cancels whatever is left. A test during which the server
     logged an error (a connection that failed with a traceback) fails there, though its
-    clients saw nothing wrong.
+    clients saw nothing wrong; so does one during which any logger (trio's, wsproto's...)
+    logged an error or a traceback.
     """
     logger = logging.getLogger(SERVER_LOGGER)
     level = logger.level
     log = ServerLog()
     logger.addHandler(log)
     logger.setLevel(logging.INFO)
+    others = OtherLoggers(log)
+    logging.getLogger().addHandler(others)
     started: list[ChatServer] = []
 
     async def start(**settings: Any) -> LiveServer:
@@ -168,6 +200,7 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
             server.shutdown()
         logger.removeHandler(log)
         logger.setLevel(level)
+        logging.getLogger().removeHandler(others)
     assert not log.errors, "the server logged errors:\n" + "\n".join(log.errors)
 
 

@@ -55,6 +55,20 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 Event = dict[str, Any]
 
+#: How the lines start that begin a Python traceback, or the report of an exception
+#: Python could not raise (in a destructor, a callback...).
+TRACEBACK_MARKS = (
+    "Traceback (most recent call last):",
+    "Exception Group Traceback (most recent call last):",
+    "Exception ignored in",
+)
+
+
+def tracebacks_in(output: str) -> list[str]:
+    """Every line of ``output`` that starts a traceback, or says Python could not raise
+    an exception (however indented: a traceback in an exception group is)."""
+    return [line for line in output.splitlines() if line.lstrip(" |+-").startswith(TRACEBACK_MARKS)]
+
 
 @functools.cache
 def hermetic_home() -> Path:
@@ -128,6 +142,11 @@ class ServerProcess(ReadyProcess):
             cwd=ROOT,
             start_timeout=EVENT_TIMEOUT,
         )
+
+    def tracebacks(self) -> list[str]:
+        """The lines of the output so far that start a traceback (:func:`tracebacks_in`):
+        a server's output has none, whatever its clients do (each refusal is one line)."""
+        return tracebacks_in(self.output)
 
     def send_console(self, line: str) -> None:
         """Type a line at the server's console."""
