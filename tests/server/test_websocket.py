@@ -497,6 +497,78 @@ async def test_a_host_that_is_not_a_host_name_gets_400(
     assert_no_errors(caplog)
 
 
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ((), "Missing mandatory Host: header"),
+        (("Host: 127.0.0.1", "Host: example.com"), "Found multiple Host: headers"),
+    ],
+)
+async def test_a_request_without_one_host_gets_400(
+    chat_server: ChatServer, headers: tuple[str, ...], problem: str
+) -> None:
+    """HTTP/1.1 requires exactly one Host header (RFC 9112, section 3.2): an upgrade
+    with none, or with two, is answered 400 saying so, as h11 words it."""
+    request = get_request(
+        *headers,
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {WEBSOCKET_KEY}",
+        "Sec-WebSocket-Version: 13",
+    )
+    assert h11_error(request) == problem
+    assert await answer_to(chat_server.port, request) == plain_answer(
+        "400 Bad Request", f"bad HTTP request: {problem}\n".encode()
+    )
+
+
+@pytest.mark.parametrize("connection", ["keep-alive", "close", "upgrade-please", ""])
+async def test_a_connection_header_without_the_upgrade_token_gets_400(
+    chat_server: ChatServer, connection: str
+) -> None:
+    """An upgrade whose Connection header does not list the ``Upgrade`` token (RFC
+    6455, section 4.2.1, item 4) is answered 400."""
+    request = upgrade_request().replace(
+        b"Connection: Upgrade", f"Connection: {connection}".encode()
+    )
+    expected = plain_answer(
+        "400 Bad Request", b"bad WebSocket handshake: Missing header, 'Connection: Upgrade'\n"
+    )
+    if connection == "close":  # h11 then writes its own Connection header
+        expected = expected.replace(b"connection: close", b"Connection: close")
+    assert await answer_to(chat_server.port, request) == expected
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        (b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"),  # what Firefox sends
+        (b"Connection: Upgrade", b"Connection: upgrade"),
+        (b"Upgrade: websocket", b"Upgrade: WebSocket"),
+        (b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version:   13  "),
+    ],
+)
+async def test_tokens_are_read_as_rfc_6455_says(
+    chat_server: ChatServer, replace: tuple[bytes, bytes]
+) -> None:
+    """The tokens of an upgrade are case-insensitive, ``Upgrade`` may be one of several
+    Connection tokens, and whitespace around a header value is no part of it: each such
+    request is switched (101) to a WebSocket that chats."""
+    request = upgrade_request().replace(*replace)
+    async with await trio.open_tcp_stream("127.0.0.1", chat_server.port) as stream:
+        await stream.send_all(request + text("hi"))
+        received = b""
+        with trio.fail_after(EVENT_TIMEOUT):
+            while b"\r\n\r\n" not in received:
+                data = await stream.receive_some()
+                assert data, received
+                received += data
+        head, _, frames = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"\r\nSec-WebSocket-Accept: " + WEBSOCKET_ACCEPT in head
+        assert await RawWebSocket(stream, frames).receive() == "You said: hi"
+
+
 async def test_a_refused_upgrade_is_refused_before_the_server_is_full(
     start_server: StartServer,
 ) -> None:

@@ -17,8 +17,9 @@ connection reads its frames itself, a message is returned straight from
 upgrade is held to RFC 6455, section 4.2 (:func:`upgrade_refusal`): a method other than
 GET gets 405, a request without ``Upgrade: websocket`` 426 and a line saying what this
 port speaks, HTTP/1.0 400, a ``Sec-WebSocket-Version`` other than 13 gets 426 naming 13,
-and a ``Sec-WebSocket-Key`` that is not 16 bytes in base64 400. wsproto checks the rest
-(``Connection: Upgrade``, ``Host``, a missing key or version).
+and a ``Sec-WebSocket-Key`` that is not 16 bytes in base64 400. h11 requires one ``Host``
+header (400 otherwise); wsproto checks the rest (the ``Upgrade`` token among those of
+``Connection``, a missing key or version).
 
 :class:`WebSocket` is the :class:`~trio_chat.server.net.seam.ChatSocket` the chat uses.
 """
