@@ -38,6 +38,7 @@ from trio_chat.server.server import ChatServer
 from support import EVENT_TIMEOUT, PROTOCOL, Event, welcome
 
 __all__ = [
+    "SERVER_LOGGER",
     "JsonClient",
     "LineReader",
     "LiveServer",
