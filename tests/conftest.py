@@ -30,7 +30,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
-settings.register_profile("thorough", max_examples=20_000, database=None, deadline=None)
+settings.register_profile("thorough", max_examples=2_000, database=None, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 set_hypothesis_home_dir(hermetic_home() / "hypothesis")
 
