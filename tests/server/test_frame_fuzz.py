@@ -1,5 +1,6 @@
-"""Hostile frames against a live in-process server: thousands of them, random and
-mutated, over raw TCP; then a normal client still chats and nothing is left behind.
+"""Hostile frames (and requests) against a live in-process server: thousands of them,
+random and mutated, over raw TCP; then a normal client still chats and nothing is left
+behind.
 
 Every fuzzing connection completes the opening handshake, writes bytes it builds itself
 (bad or missing masks, reserved bits, unknown opcodes, fragments out of order, control
@@ -13,6 +14,9 @@ Afterwards the server is where it was: as many connections and Trio tasks as bef
 and the memory Python allocated in the server's code and its libraries (tracemalloc;
 RSS does not shrink in CPython, so it proves nothing) grown by no more than a bound.
 The log holds no traceback (the ``inproc`` fixture fails the test on one).
+
+The opening handshake gets the same treatment: upgrade requests with bytes and headers
+mutated are each answered with one of the handshake's statuses, and closed.
 
 Limits: the server's defaults, with ``nick_hold`` 0 (a session held after its
 connection ends would be memory left behind by design), ``history_limit`` 20 (the chat
@@ -513,6 +517,83 @@ async def test_thousands_of_hostile_frames_leave_the_server_as_it_was(
     finally:
         tracemalloc.stop()
         server_logger.propagate = True
+
+
+#: The statuses an opening handshake may be answered with: switched, or refused
+#: (docs/protocol.md lists which request gets which).
+HANDSHAKE_STATUSES = frozenset({101, 400, 403, 405, 426, 429, 431, 503})
+
+
+def mutated_request(rng: random.Random, port: int) -> bytes:
+    """A valid upgrade request with bytes flipped, cut, doubled or inserted, or headers
+    dropped, repeated or swapped for random ones."""
+    lines = upgrade_request(port, json_mode=rng.random() < 0.3).split(b"\r\n")
+    for _ in range(rng.randrange(1, 4)):
+        where = rng.randrange(len(lines))
+        match rng.randrange(6):
+            case 0:
+                del lines[where]
+            case 1:
+                lines.insert(where, lines[where])
+            case 2:
+                lines.insert(where, rng.randbytes(rng.randrange(1, 30)))
+            case 3:
+                line = bytearray(lines[where] or b"x")
+                line[rng.randrange(len(line))] = rng.randrange(256)
+                lines[where] = bytes(line)
+            case 4:
+                lines[where] = lines[where].upper() if rng.random() < 0.5 else lines[where].lower()
+            case _:
+                lines[where] = lines[where][: rng.randrange(len(lines[where]) + 1)]
+    return b"\r\n".join(lines)
+
+
+async def handshake_answer(port: int, request: bytes) -> bytes:
+    """Send ``request`` and the end of the stream; every byte the server sends until it
+    closes the connection."""
+    received = b""
+    with trio.fail_after(EVENT_TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            try:
+                await stream.send_all(request)
+                await stream.send_eof()
+            except trio.BrokenResourceError:
+                pass  # answered and closed before it read everything
+            try:
+                while data := await stream.receive_some():
+                    received += data
+            except trio.BrokenResourceError:
+                pass
+    return received
+
+
+async def test_mutated_upgrade_requests_get_an_http_answer_or_are_dropped(
+    start_live_server: StartLiveServer,
+) -> None:
+    """Hundreds of upgrade requests with their bytes and headers mutated: each gets a
+    status of the handshake's (or nothing, for a request that never ends), the server
+    closes each connection, and is left with none; the log holds no traceback."""
+    live = await start_live_server(**lifted_limits())
+    rng = random.Random(SEED)
+    port = live.server.port
+    answers: list[bytes] = []
+    limiter = trio.Semaphore(CONCURRENCY)
+
+    async def run(request: bytes) -> None:
+        async with limiter:
+            answers.append(await handshake_answer(port, request))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(300):
+            nursery.start_soon(run, mutated_request(rng, port))
+    statuses = {answer[9:12] for answer in answers if answer}
+    assert {int(status) for status in statuses} <= HANDSHAKE_STATUSES, statuses
+    assert all(answer.startswith(b"HTTP/1.1 ") for answer in answers if answer)
+    assert len(statuses) > 3  # the mutations reach several of the checks
+    await settle()
+    assert live.server.connections == {}
+    async with open_plain(live) as alice:
+        await alice.ask("hello", "You said: hello")
 
 
 def test_the_cases_say_what_they_expect() -> None:
