@@ -1,11 +1,12 @@
 """Properties of the pure core over arbitrary input (hypothesis): the command parsers, the
-wire formats, the plain wording and the arrival URL.
+wire formats, the plain wording, the arrival URL, and what a log line may show of a URL.
 
 What holds for any text a peer can send: parsing never fails with anything but the
 documented refusal (:class:`CommandError` for a command, ValueError for an arrival URL);
 what the client writes (:func:`command_to_json`, :func:`arrival_resource`) the server
 reads back as the same thing; a plain frame is as many messages as it has lines, and no
-rendering holds a line break its sender did not write, nor a line without its sender.
+rendering holds a line break its sender did not write, nor a line without its sender;
+no redacted URL, target or error text shows a secret it held.
 
 Deterministic: the examples are drawn from each test's name (the ``ci`` profile of
 conftest: derandomized, a bounded number, no example database).
@@ -14,6 +15,7 @@ conftest: derandomized, a bounded number, no example database).
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
 from urllib.parse import quote
 
@@ -57,6 +59,7 @@ from trio_chat.core.commands import (
 )
 from trio_chat.core.events import HistoryLine, Message, Presence, PrivateMessage, TopicChanged
 from trio_chat.core.record import Record
+from trio_chat.core.redact import redact_quoted, redact_target, redact_text, redact_url
 from trio_chat.core.wire import JSON, PLAIN
 
 from support import FakeViewer
@@ -391,3 +394,58 @@ def test_a_resume_keeps_the_arrival_but_its_resume_point(
     and nothing else of it."""
     resumed = resume_resource(arrival_resource(resource, arrival), since=since, session=session)
     assert parse_arrival(resumed) == Arrival(arrival.nick, arrival.rooms, since, session)
+
+
+# --- what a log line may show ----------------------------------------------------------------
+
+#: A secret, long enough that it is in no other part of a generated URL by chance.
+long_secrets = st.text(string.ascii_letters + string.digits, min_size=16, max_size=24)
+paths = st.text(st.characters(exclude_characters="?#"), max_size=20)
+#: What RFC 3986 allows in a URL's user-info: unreserved, percent-encoded, sub-delims, ':'.
+user_info = st.text(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:", max_size=12)
+
+
+@given(paths, st.text(max_size=20), long_secrets, st.text(max_size=20))
+def test_a_redacted_target_shows_nothing_of_its_query(
+    path: str, before: str, secret: str, after: str
+) -> None:
+    """Whatever the query holds, redact_target shows none of it: only the path."""
+    redacted = redact_target(f"{path}?{before}{secret}{after}")
+    assert secret not in redacted or secret in path
+    assert redacted.startswith(path)
+
+
+@given(
+    scheme=st.sampled_from(["ws", "wss", "http"]),
+    user=user_info,
+    password=long_secrets,
+    host=st.sampled_from(["host", "127.0.0.1:8765", "[::1]:8765", "chat.example"]),
+    path=paths.map(lambda path: f"/{path}"),
+    token=st.none() | long_secrets,
+)
+def test_a_redacted_url_shows_no_password_and_no_query(
+    *, scheme: str, user: str, password: str, host: str, path: str, token: str | None
+) -> None:
+    """redact_url shows neither a URL's password nor its query, and keeps its host."""
+    query = "" if token is None else f"?token={token}"
+    redacted = redact_url(f"{scheme}://{user}:{password}@{host}{path}{query}")
+    assert password not in redacted or password in path
+    assert token is None or token not in redacted or token in path
+    assert f"@{host}" in redacted
+
+
+@given(
+    st.text(st.characters(exclude_characters="'\"b"), max_size=10),
+    st.binary(max_size=30),
+    long_secrets,
+    st.booleans(),
+)
+def test_quoted_bytes_are_left_out_of_error_texts(
+    prefix: str, data: bytes, secret: str, as_bytearray: bool
+) -> None:
+    """However a quoted bytes value is escaped (quotes, backslashes, any byte), h11's
+    error text shows nothing of it once redacted; nor does a log line quote a text."""
+    value = data + secret.encode()
+    quoted = repr(bytearray(value) if as_bytearray else value)
+    assert secret not in redact_text(f"{prefix}: {quoted} (the rest)")
+    assert secret not in redact_quoted(f"{prefix}: {quoted} and {secret!r}")
