@@ -20,6 +20,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, serve_websocke
 import trio_chat
 from trio_chat import ChatClosed, ChatError, CommandFailed, connect
 from trio_chat.core.commands import Who
+from trio_chat.core.events import Welcome
 from trio_chat.server.server import ChatServer
 
 from support import A_SECRET, EVENT_TIMEOUT, PROTOCOL, open_client, stamped
@@ -253,6 +254,23 @@ async def test_a_server_without_the_protocol_is_a_chat_error(nursery: trio.Nurse
     with pytest.raises(ChatError, match=f"^{url} does not speak trio-chat.v1$"):
         async with connect(url):
             pytest.fail("connected without the protocol")
+    nursery.cancel_scope.cancel()
+
+
+async def test_lines_that_are_not_events_are_skipped(nursery: trio.Nursery) -> None:
+    """A server line that is not a JSON object, even one nested deeper than the decoder
+    recurses, is skipped: the welcome after it is read, and the connection is made."""
+
+    async def accept(request: Any) -> None:
+        ws = await request.accept(subprotocol=PROTOCOL)
+        welcome = Welcome("sam", "lobby", ["lobby"], session="s3cret").json
+        await ws.send_message("\n".join(["not json", "[1, 2]", "[" * 5000, welcome]))
+        with trio.move_on_after(EVENT_TIMEOUT), contextlib.suppress(ConnectionClosed):
+            await ws.get_message()  # until the client closes
+
+    server = await nursery.start(serve_websocket, accept, "127.0.0.1", 0, None)
+    async with connect(f"ws://127.0.0.1:{server.port}") as chat:
+        assert (chat.nick, chat.rooms) == ("sam", ["lobby"])
     nursery.cancel_scope.cancel()
 
 

@@ -401,6 +401,7 @@ def test_session_carries_on_after_garbage() -> None:
     session = JsonSession(OFF, "sam", tz=UTC)
     assert session.receive("{not json").show == ["(unreadable event from server)"]
     assert session.receive("[1, 2]").show == ["(unreadable event from server)"]
+    assert session.receive("[" * 5000).show == ["(unreadable event from server)"]
     assert session.receive(json.dumps(MESSAGE)).show == ["05:46 [dev] alice: hi"]
 
 

@@ -295,7 +295,7 @@ class Connection:
         """Route one line: an answer to its command, anything else to the iteration."""
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the decoder recurses too
             return  # not JSON: the server never sends it, nothing can be done with it
         if not isinstance(event, dict) or self.closed is not None:
             return

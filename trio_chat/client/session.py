@@ -282,7 +282,7 @@ class JsonSession:
         """Take one line (one JSON event) from the server."""
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the decoder recurses too
             event = None
         if not isinstance(event, dict):
             return Output(show=[self.style.dim(UNREADABLE)])

@@ -442,7 +442,7 @@ async def _read_line(stream: trio.SocketStream, buffer: bytearray) -> bytes | di
 async def _handle_line(ops: ControlOps, line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return _refusal("a request is one JSON object per line")
     if not isinstance(request, dict):
         return _refusal("a request is one JSON object per line")
