@@ -22,10 +22,13 @@ from trio_chat.core.close import (
         (1006, "", "1006 (abnormal closure)"),
         (4321, None, "4321"),
         (None, None, "no close code"),
+        (1000, "bye\n\u2705 Client #9 connected", "1000 bye\\n\u2705 Client #9 connected"),
+        (1000, "\x1b[2K\x1b]0;title\x07\u202e", "1000 \\x1b[2K\\x1b]0;title\\x07\\u202e"),
     ],
 )
 def test_describe_close(code: int | None, reason: str | None, expected: str) -> None:
-    """Close codes print with their reason, or their name when there is none."""
+    """Close codes print with their reason, or their name when there is none; a reason's
+    line breaks, escapes and format characters print as Python escapes."""
     assert describe_close(code, reason) == expected
 
 

@@ -31,6 +31,7 @@ from trio_chat.core.arrival import (
     parse_arrival,
     resume_resource,
 )
+from trio_chat.core.close import describe_close
 from trio_chat.core.commands import (
     MAX_CID_LENGTH,
     MAX_HISTORY_PAGE,
@@ -449,3 +450,13 @@ def test_quoted_bytes_are_left_out_of_error_texts(
     quoted = repr(bytearray(value) if as_bytearray else value)
     assert secret not in redact_text(f"{prefix}: {quoted} (the rest)")
     assert secret not in redact_quoted(f"{prefix}: {quoted} and {secret!r}")
+
+
+@given(st.none() | st.integers(0, 65535), st.none() | st.text())
+def test_a_close_is_described_in_one_printable_line(code: int | None, reason: str | None) -> None:
+    """Whatever reason a peer puts in its close frame, its description (a log line, a
+    client's last line) is one line of printable characters: no line break to forge
+    another log line with, no escape sequence for the operator's terminal."""
+    described = describe_close(code, reason)
+    assert described.isprintable()
+    assert len(described.splitlines()) == 1

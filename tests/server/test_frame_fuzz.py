@@ -32,6 +32,7 @@ import gc
 import json
 import logging
 import random
+import re
 import struct
 import tracemalloc
 from dataclasses import dataclass, field
@@ -594,6 +595,23 @@ async def test_mutated_upgrade_requests_get_an_http_answer_or_are_dropped(
     assert live.server.connections == {}
     async with open_plain(live) as alice:
         await alice.ask("hello", "You said: hello")
+
+
+async def test_a_close_reason_is_logged_as_one_line_that_drives_no_terminal(
+    start_live_server: StartLiveServer,
+) -> None:
+    """A peer's close reason with a line break (a forged log line after it) and escape
+    sequences is logged in the one disconnect line, each written as an escape."""
+    live = await start_live_server(**lifted_limits())
+    reason = "bye\n\u2705 Client #99 connected from 10.0.0.1:1\x1b[2K\x1b]0;owned\x07"
+    case = Case("forged", close(1000, reason.encode()), 1000, then_close=False)
+    assert check(case, await fuzz_one(live.server.port, case)) is None
+    line = await live.wait_for(re.compile(r"disconnected: 1000 .*"))
+    assert line.group() == (
+        "disconnected: 1000 bye\\n\u2705 Client #99 connected from 10.0.0.1:1"
+        "\\x1b[2K\\x1b]0;owned\\x07"
+    )
+    assert not any(message.startswith("\u2705 Client #99") for message in live.log.messages)
 
 
 def test_the_cases_say_what_they_expect() -> None:

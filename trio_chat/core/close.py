@@ -31,6 +31,7 @@ __all__ = [
     "close_for",
     "describe_close",
     "fit_reason",
+    "printable",
     "should_reconnect",
 ]
 
@@ -84,16 +85,27 @@ LOGIN_TIMED_OUT = "no login in time"
 INVALID_TOKEN = "invalid token"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (line breaks, escapes and
+    other control characters, bidi and other format characters) written as a Python
+    escape: what a peer put in a close reason reaches a log or a terminal as one line
+    that drives nothing."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def describe_close(code: int | None, reason: str | None) -> str:
     """Render a close code and reason the way the client prints them.
 
     ``1001 server shutting down`` when there is a reason, ``1006 (abnormal closure)``
-    when there is none, ``no close code`` when the peer sent none at all.
+    when there is none, ``no close code`` when the peer sent none at all. The reason is
+    the peer's, so it is shown :func:`printable`: one line, no escape sequence.
     """
     if code is None:
         return "no close code"
     if reason:
-        return f"{code} {reason}"
+        return f"{code} {printable(reason)}"
     try:
         name = CloseCode(code).name.replace("_", " ").lower()
     except ValueError:
