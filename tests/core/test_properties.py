@@ -14,8 +14,10 @@ conftest: derandomized, a bounded number, no example database).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import string
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -58,7 +60,14 @@ from trio_chat.core.commands import (
     parse_json,
     parse_plain,
 )
-from trio_chat.core.events import HistoryLine, Message, Presence, PrivateMessage, TopicChanged
+from trio_chat.core.events import (
+    Event,
+    HistoryLine,
+    Message,
+    Presence,
+    PrivateMessage,
+    TopicChanged,
+)
 from trio_chat.core.record import Record
 from trio_chat.core.redact import redact_quoted, redact_target, redact_text, redact_url
 from trio_chat.core.wire import JSON, PLAIN
@@ -262,16 +271,27 @@ VIEWERS = (FakeViewer(1, current_room="lobby"), FakeViewer(2), FakeViewer(2, cur
 TS = "2026-11-26T05:46:09.123Z"
 
 
-def assert_attributed(rendered: str, text: str) -> None:
-    """``rendered`` is one line per line of ``text`` and no more, each ending with its
-    line of text after the same non-empty prefix (who said it, and where)."""
-    lines = text.split("\n")
-    out = rendered.split("\n")
-    assert len(out) == len(lines), (rendered, text)
-    prefixes = {line.removesuffix(said) for line, said in zip(out, lines, strict=True)}
-    assert all(line.endswith(said) for line, said in zip(out, lines, strict=True))
-    assert len(prefixes) == 1
-    assert "" not in prefixes
+#: A one-line text no renderer changes, to find where a message's text starts.
+MARK = "MARK"
+
+
+def attribution(make: Callable[[str], Event], viewer: FakeViewer) -> str:
+    """What a plain line of the event ``make`` builds begins with for ``viewer``, before
+    the text: who said it, and where (``[dev] alice says: ``)."""
+    rendered = PLAIN.render(make(MARK), viewer)
+    assert rendered is not None
+    prefix, mark, _ = rendered.rpartition(MARK)
+    assert mark
+    assert prefix
+    return prefix
+
+
+def assert_attributed(rendered: str, text: str, prefix: str) -> None:
+    """``rendered`` is one line per line of ``text`` and no more, each starting with
+    ``prefix`` (who said it, and where)."""
+    lines = rendered.split("\n")
+    assert len(lines) == text.count("\n") + 1, (rendered, text)
+    assert all(line.startswith(prefix) for line in lines), (rendered, prefix)
 
 
 @given(
@@ -296,18 +316,19 @@ def test_a_message_renders_one_attributed_line_per_line_it_has(
         text=text,
         action=action and not private,
     )
-    event = (
-        HistoryLine(record)
-        if history
-        else PrivateMessage(record, 1)
-        if private
-        else Message(record, 1)
-    )
+
+    def make(text: str) -> Event:
+        said = dataclasses.replace(record, text=text)
+        if history:
+            return HistoryLine(said)
+        return PrivateMessage(said, 1) if private else Message(said, 1)
+
+    event = make(text)
     for viewer in VIEWERS:
         rendered = PLAIN.render(event, viewer)
         assert rendered is not None
         assert "\r" not in rendered
-        assert_attributed(rendered, text)
+        assert_attributed(rendered, text, attribution(make, viewer))
     line = JSON.render(event, FakeViewer(2, json=True))
     assert "\n" not in line
     assert "\r" not in line
