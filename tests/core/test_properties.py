@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import string
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,7 @@ from trio_chat.core.events import (
 )
 from trio_chat.core.record import Record
 from trio_chat.core.redact import redact_quoted, redact_target, redact_text, redact_url
+from trio_chat.core.text import clean_line, clean_text, split_lines
 from trio_chat.core.wire import JSON, PLAIN
 
 from support import FakeViewer
@@ -151,7 +153,7 @@ def parse_or_refuse(frame: str) -> tuple[Command, str | int | None] | CommandErr
 @example("/nick\u00a0alice")
 def test_any_plain_line_is_a_command_or_a_command_error(line: str) -> None:
     """Whatever the line, parse_plain returns a command or raises CommandError, and a
-    line that does not start with ``/`` is said as it is."""
+    line that does not start with ``/`` once cleaned is said as cleaned."""
     try:
         command = parse_plain(line)
     except CommandError as error:
@@ -162,8 +164,9 @@ def test_any_plain_line_is_a_command_or_a_command_error(line: str) -> None:
         assert refusal.code in {"bad_request", "invalid_name", "unknown_command"}
         assert refusal.text
         return
-    if not line.startswith("/"):
-        assert command == Say(line)
+    cleaned = clean_line(line)
+    if not cleaned.startswith("/"):
+        assert command == Say(cleaned)
 
 
 @given(st.text())
@@ -201,8 +204,16 @@ def test_any_json_object_is_a_command_or_a_command_error(data: dict[str, Any]) -
 @given(commands, cids)
 def test_every_command_survives_its_json_form(command: Command, cid: str | int | None) -> None:
     """What the client sends for a command (command_to_json) is that command again on
-    the server (parse_json), with its cid."""
-    assert parse_json(command_to_json(command, cid)) == (command, cid)
+    the server (parse_json), with its cid, once its texts are as the server reads them:
+    cleaning a text twice changes nothing more (or it was refused, having held nothing
+    readable)."""
+    outcome = parse_or_refuse(command_to_json(command, cid))
+    if isinstance(outcome, CommandError):
+        assert outcome.code == "bad_request"
+        return
+    read, read_cid = outcome
+    assert read_cid == cid
+    assert parse_json(command_to_json(read, cid)) == (read, cid)
 
 
 @given(st.text())
@@ -222,11 +233,12 @@ def test_every_plain_line_means_the_same_in_json(text: str) -> None:
 
 @given(st.text(), st.integers(1, 50))
 def test_a_message_text_keeps_its_lines_or_is_refused(text: str, max_lines: int) -> None:
-    """message_text makes every \\r\\n and \\r a \\n and nothing else, and refuses a
-    text of more than ``max_lines`` lines with bad_request."""
-    expected = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = expected.count("\n") + 1
-    if lines > max_lines:
+    """message_text makes every \\r\\n and \\r a \\n, cleans each line and breaks
+    nothing else, and refuses with bad_request a text of more than ``max_lines`` lines or
+    one that held nothing readable."""
+    lines = split_lines(text)
+    expected = "\n".join(clean_line(line) for line in lines)
+    if len(lines) > max_lines or (text.strip() and not expected.strip()):
         with pytest.raises(CommandError) as refused:
             message_text(text, max_lines)
         assert refused.value.code == "bad_request"
@@ -242,10 +254,13 @@ def test_a_message_text_keeps_its_lines_or_is_refused(text: str, max_lines: int)
 @example("a\x85b\nc")
 @example("\r\n\r\n")
 def test_a_plain_frame_is_as_many_messages_as_it_has_lines(frame: str) -> None:
-    """A plain frame is read line by line, every line break Python knows (``\\n``,
-    ``\\r``, U+2028...) ending a line, whether or not the frame also holds a ``\\n``: so
-    no plain message holds a line break, and an empty frame is one empty line."""
-    lines = frame.splitlines() or [frame]
+    """A plain frame is read line by line, ``\\r\\n``, ``\\r`` and ``\\n`` ending a line
+    (a break that ends the frame ends its last line) and nothing else: the look-alikes
+    (U+2028, U+0085, FF...) are a space once cleaned, so no plain message holds a line
+    break, and an empty frame is one empty line."""
+    lines = re.split(r"\r\n|\r|\n", frame)
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()
     parsed = PLAIN.parse(frame, max_lines=MAX_MESSAGE_LINES)
     assert len(parsed) == len(lines)
     for line, outcome in zip(lines, parsed, strict=True):
@@ -271,6 +286,9 @@ VIEWERS = (FakeViewer(1, current_room="lobby"), FakeViewer(2), FakeViewer(2, cur
 TS = "2026-11-26T05:46:09.123Z"
 
 
+#: Line breaks besides \n and \r that Python (and many terminals or widgets) honour.
+LINE_BREAK_LOOK_ALIKES = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
 #: A one-line text no renderer changes, to find where a message's text starts.
 MARK = "MARK"
 
@@ -295,7 +313,7 @@ def assert_attributed(rendered: str, text: str, prefix: str) -> None:
 
 
 @given(
-    text=st.text().map(lambda text: message_text(text, max_lines=10**9)),
+    text=st.text().map(clean_text).filter(str.strip),
     sender=st.none() | names,
     action=st.booleans(),
     private=st.booleans(),
@@ -305,8 +323,8 @@ def test_a_message_renders_one_attributed_line_per_line_it_has(
     text: str, sender: str | None, action: bool, private: bool, history: bool
 ) -> None:
     """However many lines a message has, and whatever they hold, a plain reader gets
-    exactly that many lines, each with its sender, and no ``\\r``; a JSON reader gets
-    one line, which decodes to the event's data."""
+    exactly that many lines, each with its sender, and no ``\\r`` nor other line break;
+    a JSON reader gets one line, which decodes to the event's data."""
     record = Record(
         id=7,
         ts=TS,
@@ -328,6 +346,8 @@ def test_a_message_renders_one_attributed_line_per_line_it_has(
         rendered = PLAIN.render(event, viewer)
         assert rendered is not None
         assert "\r" not in rendered
+        # Nor any other character a terminal or a text widget takes for a line break.
+        assert not any(break_ in rendered for break_ in LINE_BREAK_LOOK_ALIKES), rendered
         assert_attributed(rendered, text, attribution(make, viewer))
     line = JSON.render(event, FakeViewer(2, json=True))
     assert "\n" not in line
