@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from .logfold import LogFold
 from .store import Record, Store, StoreError
 
 __all__ = ["MessageLog", "StoreFailed"]
@@ -46,11 +47,14 @@ class MessageLog:
     """Assigns ids, commits writes in groups, and delivers them in id order.
 
     :meth:`run` is the committer task; it must be running for anything submitted to be
-    stored and delivered.
+    stored and delivered. A commit that fails is logged in one ERROR line, folded by
+    ``log_fold`` (the server's; a fold of its own when not given) with the failures like
+    it: a full disk under a flood writes one line and a count, not one line per commit.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, log_fold: LogFold | None = None) -> None:
         self.store = store
+        self._log_fold = LogFold() if log_fold is None else log_fold
         self._next_id = 1
         self._pending: list[_Pending] = []
         self._wakeup = trio.Event()
@@ -87,7 +91,14 @@ class MessageLog:
         try:
             await self.store.write([item.record for item in batch])
         except StoreError as exc:
-            logger.error("could not store %d message(s): %s", len(batch), exc)
+            self._log_fold.log(
+                logger,
+                logging.ERROR,
+                f"could not store messages: {exc}",
+                "could not store %d message(s): %s",
+                len(batch),
+                exc,
+            )
             for item in batch:
                 item.error = exc
                 item.done.set()
