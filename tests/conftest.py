@@ -13,7 +13,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
 
-from support import ServerProcess, child_env, hermetic_home
+from support import EXEMPT_LOOPBACK, ServerProcess, child_env, hermetic_home
 
 # Property tests (hypothesis): a bounded number of examples, the same ones on every run
 # (derandomize: drawn from each test's name, not from a seed that changes), and no example
@@ -80,9 +80,16 @@ def server_process() -> Iterator[type[ServerProcess]]:
 
 @pytest.fixture
 async def chat_server(nursery: trio.Nursery) -> AsyncIterator[ChatServer]:
-    """A server running in the test's nursery on 127.0.0.1, port 0, default limits, its
-    messages in memory and no history on join."""
-    config = ServerConfig(host="127.0.0.1", port=0, db=":memory:", history_on_join=0)
+    """A server running in the test's nursery on 127.0.0.1, port 0, default limits (the
+    per-address ones lifted for loopback: ``EXEMPT_LOOPBACK``), its messages in memory and
+    no history on join."""
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        db=":memory:",
+        history_on_join=0,
+        limits_exempt=EXEMPT_LOOPBACK,
+    )
     server = await nursery.start(ChatServer(config).run)
     yield server
     server.shutdown()
@@ -91,11 +98,17 @@ async def chat_server(nursery: trio.Nursery) -> AsyncIterator[ChatServer]:
 @pytest.fixture
 def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[ChatServer]]:
     """A factory: ``await start_server(queue_depth=4)`` runs a server with those settings
-    in the test's nursery (127.0.0.1, port 0; messages in memory, no history on join
-    unless given) and returns it once it listens."""
+    in the test's nursery (127.0.0.1, port 0; messages in memory, no history on join and
+    the per-address limits lifted for loopback, ``EXEMPT_LOOPBACK``, unless given) and
+    returns it once it listens."""
 
     async def start(**limits: object) -> ChatServer:
-        settings: dict[str, object] = {"db": ":memory:", "history_on_join": 0, **limits}
+        settings: dict[str, object] = {
+            "db": ":memory:",
+            "history_on_join": 0,
+            "limits_exempt": EXEMPT_LOOPBACK,
+            **limits,
+        }
         config = ServerConfig(host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]
         return await nursery.start(ChatServer(config).run)
 

@@ -35,7 +35,7 @@ from trio_chat.server.config import ServerConfig
 from trio_chat.server.console import handle_console_line
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT, PROTOCOL, Event, welcome
+from support import EVENT_TIMEOUT, EXEMPT_LOOPBACK, PROTOCOL, Event, welcome
 
 __all__ = [
     "SERVER_LOGGER",
@@ -169,7 +169,8 @@ StartLiveServer = Callable[..., Awaitable[LiveServer]]
 async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveServer]:
     """A factory: ``await start_live_server(presence_limit=2)`` runs a server with those
     settings in the test's nursery (127.0.0.1, port 0; messages in memory, no history on
-    join unless given) and returns it once it listens, its log watched from the start.
+    join and the per-address limits lifted for loopback, ``EXEMPT_LOOPBACK``, unless
+    given) and returns it once it listens, its log watched from the start.
 
     At teardown every server started is asked to shut down and the log handler is
     removed; the nursery fixture cancels whatever is left. A test during which the server
@@ -188,7 +189,12 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
 
     async def start(**settings: Any) -> LiveServer:
         # Messages in memory unless a test asks for a file: no test sees another's.
-        defaults: dict[str, Any] = {"port": 0, "history_on_join": 0, "db": ":memory:"}
+        defaults: dict[str, Any] = {
+            "port": 0,
+            "history_on_join": 0,
+            "db": ":memory:",
+            "limits_exempt": EXEMPT_LOOPBACK,
+        }
         config = ServerConfig(host="127.0.0.1", **{**defaults, **settings})
         server: ChatServer = await nursery.start(ChatServer(config).run)
         started.append(server)
@@ -207,7 +213,8 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
 
 @pytest.fixture
 async def live_server(start_live_server: StartLiveServer) -> LiveServer:
-    """A server with default limits in the test's nursery (see ``start_live_server``)."""
+    """A server with default limits (the per-address ones lifted for loopback) in the
+    test's nursery (see ``start_live_server``)."""
     return await start_live_server()
 
 

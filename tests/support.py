@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -48,6 +49,13 @@ from ready_process import ReadyProcess
 ROOT = Path(__file__).resolve().parent.parent
 #: Generous limits: they only decide how long a broken test takes to fail.
 EVENT_TIMEOUT = 10.0
+
+#: The per-address limits of test servers: lifted for loopback, where every test client
+#: connects from (the fixture default: a test of a chat with a few dozen clients must not
+#: be refused for its one address). The limits stay on for any other address (a memory
+#: stream's ``peer_address``); a test of the limits themselves turns them on for loopback
+#: too with ``limits_exempt=()`` (``limits_exempt=None`` for a subprocess).
+EXEMPT_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 #: The JSON subprotocol, and the form of every event's ``ts``.
 PROTOCOL = "trio-chat.v1"
@@ -112,7 +120,8 @@ class ServerProcess(ReadyProcess):
     pattern appears (or fails after a time limit). ``port=None`` leaves ``--port`` out
     (so ``TRIO_CHAT_PORT`` in ``env`` decides); ``db`` and ``history_on_join`` default to
     an in-memory store and no history on join (None leaves the flag out: the default
-    file, in the private data folder).
+    file, in the private data folder); ``limits_exempt`` to :data:`EXEMPT_LOOPBACK`
+    (``--limits-exempt`` for each; None leaves them out: the limits are on for loopback).
     """
 
     def __init__(
@@ -124,6 +133,8 @@ class ServerProcess(ReadyProcess):
         db: str | None = ":memory:",
         history_on_join: int | None = 0,
         soft_file_limit: int | None = None,
+        limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+        | None = EXEMPT_LOOPBACK,
     ) -> None:
         # Tests get a private store and no history on join unless they ask: a test
         # about history says so, and no test sees another's messages.
@@ -132,6 +143,8 @@ class ServerProcess(ReadyProcess):
             options += ["--db", db]
         if history_on_join is not None:
             options += ["--history-on-join", str(history_on_join)]
+        for network in limits_exempt or ():
+            options += ["--limits-exempt", str(network)]
         launch = ["-m", "trio_chat.server"]
         if soft_file_limit is not None:
             launch = ["-c", _LOW_FILE_LIMIT_LAUNCHER, str(soft_file_limit)]

@@ -59,6 +59,9 @@ PHRASES = [
     "only an admin may",
     "registration is closed",
     "login token expires in",
+    "too many connections from your address",
+    "too many new connections from",
+    "may not open a WebSocket",
 ]
 
 

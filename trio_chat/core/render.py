@@ -65,6 +65,7 @@ __all__ = [
     "banned",
     "bans_lines",
     "chat_lines",
+    "connecting_too_fast",
     "describe_missed",
     "describe_roster",
     "error_line",
@@ -87,6 +88,7 @@ __all__ = [
     "notice",
     "now_known_as",
     "only_room",
+    "origin_refused",
     "password_too_long",
     "presence",
     "room_not_allowed",
@@ -98,6 +100,7 @@ __all__ = [
     "token_missing_claim",
     "token_refresh",
     "token_subject_changed",
+    "too_many_connections",
     "topic_changed",
     "until",
     "who",
@@ -371,6 +374,36 @@ NOT_TOKEN = "this connection did not log in with a token; there is nothing to re
 BAD_AUTHORIZATION = "the Authorization header must be Basic (name:password) or Bearer (a token)"
 #: HTTP 400 for a request that carries more than one credential.
 ONE_CREDENTIAL = "give one credential: an Authorization header or a token= query, not both"
+
+
+# --- admission: HTTP answers to a handshake refused for its address or its page ---------
+
+
+def too_many_connections(limit: int) -> str:
+    """HTTP 429: the address holds ``--max-connections-per-ip`` connections already."""
+    return (
+        f"too many connections from your address (at most {limit} at once); "
+        "close one, or try again later"
+    )
+
+
+def connecting_too_fast(limit: int, seconds: int) -> str:
+    """HTTP 429: the address opened ``--connect-rate-per-ip`` connections within the last
+    minute; the next may come in ``seconds``."""
+    return (
+        f"too many new connections from your address (at most {limit} a minute); "
+        f"try again in {seconds} s"
+    )
+
+
+def origin_refused(origin: str | None) -> str:
+    """HTTP 403: a browser page from ``origin`` (normalised; None when the header is not
+    an origin) may not open a WebSocket here."""
+    page = f"pages from {origin}" if origin is not None else "a page with that Origin"
+    return (
+        f"{page} may not open a WebSocket on this server; "
+        "its operator may allow them with --allow-origin"
+    )
 
 
 def not_in_room(room: str, *, to_say: bool = False) -> str:

@@ -12,6 +12,14 @@ address and whether the connection is encrypted, :func:`decide` says one of:
 * :class:`PendingLogin`: the server requires a login and none came with the request:
   the connection starts outside the chat and must send a ``login`` first.
 
+Before the credentials, every handshake passes the server's :data:`AdmissionCheck`
+rules, pure ones that look at the request and the address and refuse or say nothing:
+:func:`origin_refusal` (a browser page from another origin: 403) is one; the server
+keeps them in a list in order, so a rule (an address ban, say) is one more entry. The
+per-address limits (:mod:`~trio_chat.server.net.addresses`: 429) come after them and
+before the credentials, so that a refused page or a banned address spends nothing of
+its address's allowance, and no password is checked for an address over its limits.
+
 :func:`decide` is pure (a token is checked with CPU only); :func:`admit` adds the one
 step that waits, the password check. Every later rule (the login phase's insecure-auth
 check; per-address limits) uses the same peer address and TLS flag, which the transport
@@ -23,6 +31,7 @@ from __future__ import annotations
 import binascii
 import ipaddress
 from base64 import b64decode
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -39,9 +48,11 @@ from trio_chat.core.identity import Principal
 from .accounts.service import LOGIN_LOCKED, Accounts, LoginRefused
 from .accounts.tokens import TokenRefused, TokenVerifier, VerifiedToken
 from .config import ServerConfig
+from .net.origin import normalize_origin, origin_allowed
 from .net.seam import Address, Request
 
 __all__ = [
+    "AdmissionCheck",
     "Admit",
     "CheckPassword",
     "Decision",
@@ -49,6 +60,7 @@ __all__ = [
     "PendingLogin",
     "Refuse",
     "decide",
+    "origin_refusal",
     "passwords_allowed",
 ]
 
@@ -90,6 +102,31 @@ class PendingLogin:
 
 
 Decision = Refuse | Admit | CheckPassword | PendingLogin
+
+#: A rule every handshake passes before its address is counted and its credentials
+#: checked: given the request, the client's address (through trusted proxies) and whether
+#: it came over TLS, a refusal, or None to let it on. Pure and quick: it never waits.
+AdmissionCheck = Callable[[Request, Address | None, bool], Refuse | None]
+
+
+def origin_refusal(
+    request: Request, peer: Address | None, tls: bool, *, config: ServerConfig
+) -> Refuse | None:
+    """403 for a browser's upgrade from a page whose ``Origin`` is neither the server's
+    own (``--public-origin``, or the request's ``Host`` with its scheme) nor one of
+    ``--allow-origin``; None for one that is, or for a request without ``Origin`` (not a
+    browser). An :data:`AdmissionCheck` (with ``config`` bound)."""
+    origin = request.header("origin")
+    if origin_allowed(
+        origin,
+        host=request.header("host"),
+        tls=tls,
+        public_origin=config.public_origin,
+        allowed=config.allow_origin,
+    ):
+        return None
+    assert origin is not None
+    return Refuse(403, render.origin_refused(normalize_origin(origin)))
 
 
 def is_loopback(address: Address | None) -> bool:

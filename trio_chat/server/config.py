@@ -25,6 +25,7 @@ from trio_chat.core.commands import MAX_MESSAGE_LINES, CommandError, valid_name
 
 from .accounts.passwords import DEFAULT_HASH_CONCURRENCY
 from .accounts.throttle import DEFAULT_LOCKOUT, DEFAULT_LOGIN_FAILURES
+from .net.origin import NULL_ORIGIN, normalize_origin, parse_allowed_origin
 
 __all__ = [
     "DEFAULT_HOST",
@@ -79,6 +80,26 @@ class ServerConfig:
     ping_timeout: float = 20.0
     #: Open connections allowed at once; the next handshake is refused with 503.
     max_connections: int = 10_000
+    #: Open connections one address may hold (IPv6: one /64); the next gets 429. Keeps
+    #: one host from taking every place of ``max_connections``. 0: no cap.
+    max_connections_per_ip: int = 20
+    #: New connections one address may open a minute (in bursts of as many); over it,
+    #: 429 with the seconds to wait. 0: no rate.
+    connect_rate_per_ip: int = 60
+    #: Blocks under no per-address rule (local bots, tests): none by default.
+    limits_exempt: tuple[Network, ...] = ()
+    #: Handshakes in progress at once (accepted, request not answered yet); past it a new
+    #: TCP connection is closed at once, so trickling requests cannot hold every file
+    #: descriptor. 0: no cap.
+    max_pending_handshakes: int = 512
+    #: Handshakes in progress from one TCP peer (IPv6: one /64), trusted proxies and
+    #: exempt blocks aside; past it its new connections are closed at once. 0: no cap.
+    max_pending_handshakes_per_ip: int = 10
+    #: The origin browsers see the server at (``https://chat.example.org``), when the
+    #: request's Host and scheme do not say it (behind a proxy); None: from the request.
+    public_origin: str | None = None
+    #: Origins whose pages may open a WebSocket besides the server's own (``*``: any).
+    allow_origin: tuple[str, ...] = ()
     #: Rooms with more members than this get no presence notices: a room of 5,000 must
     #: not cost 25 million join notices. /who still lists everyone.
     presence_limit: int = 100
@@ -234,6 +255,22 @@ def _network(text: str) -> Network:
         ) from None
 
 
+def _public_origin(text: str) -> str:
+    origin = normalize_origin(text)
+    if origin is None or origin in (NULL_ORIGIN, "file://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin: SCHEME://HOST[:PORT], e.g. https://chat.example.org"
+        )
+    return origin
+
+
+def _allowed_origin(text: str) -> str:
+    try:
+        return parse_allowed_origin(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in _LOG_LEVELS:
@@ -369,6 +406,66 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _positive_int,
         "N",
         "connections open at once; the next handshake is refused with HTTP **503 `server full`**",
+    ),
+    Setting(
+        "max_connections_per_ip",
+        _non_negative_int,
+        "N",
+        "connections one address may hold open (IPv6: one /64; behind `--trusted-proxy`, the "
+        "client's address); the next handshake gets HTTP **429** with `Retry-After: 10`; "
+        "`0` for no cap",
+    ),
+    Setting(
+        "connect_rate_per_ip",
+        _non_negative_int,
+        "PER_MINUTE",
+        "new connections one address may open a minute, in bursts of as many; past it "
+        "HTTP **429** with `Retry-After` (the seconds until the next may come); `0` for no rate",
+    ),
+    Setting(
+        "limits_exempt",
+        _network,
+        "ADDRESS[/PREFIX]",
+        "a block under no per-address limit (`--max-connections-per-ip`, "
+        "`--connect-rate-per-ip`, `--max-pending-handshakes-per-ip`): local bots, tests "
+        "(repeat for several)",
+        shown_default="none",
+        repeated=True,
+    ),
+    Setting(
+        "max_pending_handshakes",
+        _non_negative_int,
+        "N",
+        "handshakes in progress at once (accepted, request not answered yet); past it a new "
+        "TCP connection is closed at once, unanswered, so trickled requests cannot hold every "
+        "file descriptor; `0` for no cap",
+    ),
+    Setting(
+        "max_pending_handshakes_per_ip",
+        _non_negative_int,
+        "N",
+        "handshakes in progress from one TCP peer (IPv6: one /64); past it its new "
+        "connections are closed at once, before a byte is read; trusted proxies and "
+        "`--limits-exempt` blocks are not capped; `0` for no cap",
+    ),
+    Setting(
+        "public_origin",
+        _public_origin,
+        "URL",
+        "the origin browsers reach the server at (`https://chat.example.org`), when the "
+        "request's `Host` and scheme do not say it (behind a proxy); a browser's upgrade "
+        "from any other `Origin` gets HTTP **403** unless `--allow-origin` lists it",
+        shown_default="from Host",
+    ),
+    Setting(
+        "allow_origin",
+        _allowed_origin,
+        "ORIGIN",
+        "an `Origin` whose pages may open a WebSocket too (`https://app.example`, `null` "
+        "for `file://` pages; `*` for any); repeat for several. Requests without `Origin` "
+        "(terminal clients, bots) always pass",
+        shown_default="none",
+        repeated=True,
     ),
     Setting(
         "db",

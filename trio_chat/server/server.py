@@ -6,6 +6,10 @@
 * :class:`ChatServer` listens (``trio.serve_listeners``), accepts, and owns every
   connection's task. Its :meth:`~ChatServer.handle_stream` is the single place a new
   connection enters: any ``trio.abc.Stream`` (TCP, TLS, a memory stream in tests).
+  Admission happens there, in this order: the cap on handshakes in progress (before a
+  byte is read), the TLS handshake, the HTTP request (RFC 6455's rules), the server's
+  state, the :data:`~trio_chat.server.admission.AdmissionCheck` rules (the ``Origin``),
+  the URL, the bans, the per-address limits, the credentials.
 * :class:`~trio_chat.server.connection.ChatConnection` serves one client (reader + writer).
 * :class:`~trio_chat.server.chat.Chat` turns lines into events;
   :class:`~trio_chat.server.bus.Bus` fans them out.
@@ -24,12 +28,14 @@ import itertools
 import logging
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 import trio
 
 from trio_chat._version import server_name
+from trio_chat.core import render
 from trio_chat.core.arrival import Arrival, parse_arrival
 from trio_chat.core.close import BANNED, SERVER_FULL, SERVER_SHUTTING_DOWN, CloseCode
 from trio_chat.core.redact import redact_quoted, redact_target
@@ -37,14 +43,16 @@ from trio_chat.core.wire import WireFormat, negotiate
 
 from .accounts import Accounts, LoginThrottle, Passwords
 from .accounts.tokens import TokenVerifier
-from .admission import Admit, Gate, PendingLogin, Refuse
+from .admission import AdmissionCheck, Admit, Gate, PendingLogin, Refuse, origin_refusal
 from .chat import Chat
 from .config import ServerConfig
 from .connection import ChatConnection, Heartbeat, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
+from .logfold import LogFold
 from .moderation import Ban as BanInForce
+from .net.addresses import AddressLimits, Crowded, HandshakeSlots, Throttled
 from .net.proxy import forwarded_client
 from .net.seam import Address, Request
 from .net.stream import ConnectionStream, describe_transport, open_connection_stream
@@ -63,6 +71,32 @@ __all__ = ["ChatServer", "serve"]
 logger = logging.getLogger("trio_chat.server")
 
 Listeners = Sequence[trio.abc.Listener[trio.abc.Stream]]
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """A handshake that opened a WebSocket: what the connection is served with, and the
+    key its address is counted under (None: not counted), given back when it ends."""
+
+    ws: WebSocket
+    arrival: Arrival
+    wire: WireFormat
+    admission: Admit | PendingLogin
+    address_key: str | None
+
+
+def _host(address: Address | None) -> str:
+    """The peer's host as a folded log line names it (its port varies)."""
+    return describe_peer(address) if address is None else address.host
+
+
+def _throttled(throttled: Throttled) -> Refusal:
+    """The 429 answer, with ``Retry-After``, of a per-address rule."""
+    if throttled.rule == "connections":
+        text = render.too_many_connections(throttled.limit)
+    else:
+        text = render.connecting_too_fast(throttled.limit, throttled.retry_after)
+    return Refusal(429, text, (("retry-after", str(throttled.retry_after)),))
 
 
 class ChatServer:
@@ -92,8 +126,10 @@ class ChatServer:
             if config.certfile is None or config.keyfile is None
             else server_ssl_context(config.certfile, config.keyfile)
         )
+        #: Repeated log lines (refusals, store failures) folded into counts.
+        self.log_fold = LogFold(clock=trio.current_time)
         self.chat = Chat(
-            MessageLog(open_store(config.db, config.history_limit)),
+            MessageLog(open_store(config.db, config.history_limit), log_fold=self.log_fold),
             presence_limit=config.presence_limit,
             history_on_join=config.history_on_join,
             max_message_lines=config.max_message_lines,
@@ -122,6 +158,24 @@ class ChatServer:
         )
         # Logins use the accounts only with --accounts (the admin channel always may).
         self.gate = Gate(config, tokens, self.accounts)
+        #: The rules every handshake passes before its address is counted (in order;
+        #: see :data:`~trio_chat.server.admission.AdmissionCheck`).
+        self.admission_checks: list[AdmissionCheck] = [
+            functools.partial(origin_refusal, config=config)
+        ]
+        #: Open connections and new ones a minute, per client address.
+        self.address_limits = AddressLimits(
+            max_connections=config.max_connections_per_ip,
+            connect_rate=config.connect_rate_per_ip,
+            exempt=config.limits_exempt,
+            clock=trio.current_time,
+        )
+        #: Handshakes in progress, in all and per TCP peer; a proxy carries many clients.
+        self.handshakes = HandshakeSlots(
+            total=config.max_pending_handshakes,
+            per_peer=config.max_pending_handshakes_per_ip,
+            exempt=(*config.limits_exempt, *config.trusted_proxy),
+        )
         self.connections: dict[int, ChatConnection] = {}
         # The clock of every connection's pings (None: --ping-interval 0).
         self._heartbeat = (
@@ -190,6 +244,8 @@ class ChatServer:
         try:
             await self._run(listeners, task_status)
         finally:
+            # Every count of a folded line is written before the server says it stopped.
+            self.log_fold.flush()
             self.stopped.set()
 
     async def _run(
@@ -282,12 +338,14 @@ class ChatServer:
         finally:
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
+        self.log_fold.flush()
         logger.info("server stopped")
 
     async def handle_stream(
         self, stream: trio.abc.Stream, *, peer_address: Address | None = None
     ) -> None:
-        """The one place a new connection enters: TLS (when the server has a
+        """The one place a new connection enters: the cap on handshakes in progress (over
+        it the stream is closed at once, unread), TLS (when the server has a
         certificate), its HTTP request, the limits, then the WebSocket until it closes.
         ``stream`` may be any ``trio.abc.Stream``: a plain ``trio.SocketStream`` gets
         the direct write path, any other (a ``trio.SSLStream`` too) a sender task
@@ -302,6 +360,16 @@ class ChatServer:
         stream in a test, a listener that knows it otherwise).
         """
         key = next(self._keys)
+        # Counted before anything is read or a task started: a flood of connections that
+        # trickle their requests holds at most the caps' worth of file descriptors.
+        address, _ = describe_transport(stream)
+        if address is None:
+            address = peer_address
+        slot = self.handshakes.enter(None if address is None else address.host)
+        if isinstance(slot, Crowded):
+            self._log_crowded(address, slot)
+            await trio.aclose_forcefully(stream)
+            return
         tls_stream: trio.SSLStream[trio.abc.Stream] | None = None
         if self.ssl_context is not None:
             # https_compatible: the peer may close without a TLS close_notify (browsers
@@ -309,53 +377,69 @@ class ChatServer:
             stream = tls_stream = trio.SSLStream(
                 stream, self.ssl_context, server_side=True, https_compatible=True
             )
-        # Only the address is kept for the connection's life (by its WebSocket): its
-        # text is formatted for each log line, not kept by every open connection.
-        address, tls = describe_transport(stream)
-        if address is None:
-            address = peer_address
         try:
             async with open_connection_stream(stream) as connection_stream:
-                accepted = await self._handshake(connection_stream, address, tls, tls_stream)
+                try:
+                    accepted = await self._handshake(
+                        connection_stream, address, tls_stream is not None, tls_stream
+                    )
+                finally:
+                    self.handshakes.leave(slot)
                 if accepted is None:
                     return
-                ws, arrival, wire, admission = accepted
-                connection = ChatConnection(
-                    ws,
-                    key,
-                    self.chat,
-                    config=self.config,
-                    wire=wire,
-                    arrival=arrival,
-                    gate=self.gate,
-                    admission=admission,
-                    heartbeat=self._heartbeat,
-                )
-                # Not kept while the connection runs (the connection uses its arrival
-                # once, as it joins the chat): about 120 bytes per open connection.
-                del accepted, arrival, admission
-                self.connections[key] = connection
-                # Behind a proxy, the proxy it came through too.
-                via = "" if ws.peer_address == address else f" via {describe_peer(address)}"
-                logger.info(
-                    "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s%s",
-                    key,
-                    connection.peer,
-                    via,
-                    f" ({wire.subprotocol})" if wire.subprotocol else "",
-                )
+                address_key = accepted.address_key
                 try:
-                    await connection.run()
-                finally:
-                    del self.connections[key]
-                    logger.info(
-                        "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                    connection = ChatConnection(
+                        accepted.ws,
                         key,
-                        connection.peer,
-                        connection.describe_close(),
+                        self.chat,
+                        config=self.config,
+                        wire=accepted.wire,
+                        arrival=accepted.arrival,
+                        gate=self.gate,
+                        admission=accepted.admission,
+                        heartbeat=self._heartbeat,
                     )
+                    # Not kept while the connection runs (the connection uses its arrival
+                    # once, as it joins the chat): about 120 bytes per open connection.
+                    del accepted
+                    await self._serve_connection(connection, address)
+                finally:
+                    self.address_limits.release(address_key)
         except Exception:
             logger.exception("connection #%d (%s) failed", key, describe_peer(address))
+        finally:
+            self.handshakes.leave(slot)  # if the handshake never began
+
+    async def _serve_connection(self, connection: ChatConnection, address: Address | None) -> None:
+        """Serve ``connection`` until it closes, listed in :attr:`connections` meanwhile,
+        and log its coming and going (``address``: its TCP peer, named too when a trusted
+        proxy forwarded it)."""
+        key, wire = connection.key, connection.wire
+        self.connections[key] = connection
+        # Behind a proxy, the proxy it came through too.
+        tcp_peer = describe_peer(address)
+        via = "" if connection.peer == tcp_peer else f" via {tcp_peer}"
+        logger.info(
+            "\N{WHITE HEAVY CHECK MARK} Client #%d connected from %s%s%s",
+            key,
+            connection.peer,
+            via,
+            f" ({wire.subprotocol})" if wire.subprotocol else "",
+        )
+        # Summaries of folded lines whose window is over come out with the traffic.
+        self.log_fold.flush_expired()
+        try:
+            await connection.run()
+        finally:
+            del self.connections[key]
+            logger.info(
+                "\N{CROSS MARK} Client #%d (%s) disconnected: %s",
+                key,
+                connection.peer,
+                connection.describe_close(),
+            )
+            self.log_fold.flush_expired()
 
     async def _handshake(
         self,
@@ -363,7 +447,7 @@ class ChatServer:
         address: Address | None,
         tls: bool,
         tls_stream: trio.SSLStream[trio.abc.Stream] | None,
-    ) -> tuple[WebSocket, Arrival, WireFormat, Admit | PendingLogin] | None:
+    ) -> _Accepted | None:
         """The accepted WebSocket, the arrival its URL asks for, its wire format and
         its admission; or None when the TLS handshake (``tls_stream``: the stream under
         ``stream``, when the server speaks TLS) failed, the request was refused, or they
@@ -373,29 +457,40 @@ class ChatServer:
                 try:
                     await tls_stream.do_handshake()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    logger.info(
+                    failure = describe_tls_failure(exc)
+                    self.log_fold.log(
+                        logger,
+                        logging.INFO,
+                        f"{_host(address)}: TLS handshake failed: {failure}",
                         "%s: TLS handshake failed: %s",
                         describe_peer(address),
-                        describe_tls_failure(exc),
+                        failure,
                     )
                     if is_plain_http(exc):
                         await answer_plain_http(tls_stream.transport_stream)
                     return None
             return await self._answer_request(Handshake(stream), address, tls)
-        logger.info(
+        timeout = self.config.handshake_timeout
+        self.log_fold.log(
+            logger,
+            logging.INFO,
+            f"{_host(address)}: no WebSocket handshake within {timeout:g} s",
             "%s: no WebSocket handshake within %g s",
             describe_peer(address),
-            self.config.handshake_timeout,
+            timeout,
         )
         return None
 
     async def _answer_request(
         self, handshake: Handshake, address: Address | None, tls: bool
-    ) -> tuple[WebSocket, Arrival, WireFormat, Admit | PendingLogin] | None:
+    ) -> _Accepted | None:
         """Read the connection's HTTP request and answer it: the upgrade, or an HTTP
         status saying why not (None then). A request that is not a valid upgrade is
-        refused first (4xx); then the server's state (503); then the URL (400); then
-        its credentials (401, or 403 for a password in clear)."""
+        refused first (4xx); then the server's state (503); then the
+        :attr:`admission_checks` (403 for a page from another origin); then the URL
+        (400); then the bans (403); then the per-address limits (429); then its
+        credentials (401, or 403 for a password in clear). The connection counted for its
+        address by the per-address limits is counted out again when it is refused later."""
         request = await handshake.read_request()
         if request is None:
             return None
@@ -410,24 +505,63 @@ class ChatServer:
             await self._refuse(handshake, request, address, Refusal(503, SERVER_SHUTTING_DOWN))
             return None
         if len(self.connections) >= self.config.max_connections:
-            logger.warning(
-                "%s refused: %d connections open", describe_peer(address), len(self.connections)
+            self.log_fold.log(
+                logger,
+                logging.WARNING,
+                f"{_host(address)} refused: {SERVER_FULL}",
+                "%s refused: %d connections open",
+                describe_peer(address),
+                len(self.connections),
             )
             await handshake.respond(503, SERVER_FULL)
             return None
+        seam_request = Request.of(request.target.decode("ascii", "replace"), request.headers)
+        for check in self.admission_checks:
+            refused = check(seam_request, address, tls)
+            if refused is not None:
+                refusal = Refusal(refused.status, refused.text, refused.headers)
+                await self._refuse(handshake, request, address, refusal)
+                return None
         try:
-            arrival = parse_arrival(request.target.decode("ascii", "replace"))
+            arrival = parse_arrival(seam_request.target)
         except ValueError as exc:
             await self._refuse(handshake, request, address, Refusal(400, str(exc)))
             return None
-        # A banned address, nick or session: refused before any credential is checked.
+        # A banned address, nick or session: refused before anything is counted for its
+        # address or any credential is checked.
         ban = self.chat.banned_arrival(None if address is None else address.host, arrival)
         if ban is not None:
             await self._refuse_banned(handshake, request, address, ban)
             return None
-        admission = await self.gate.admit(
-            Request.of(request.target.decode("ascii", "replace"), request.headers), address, tls
-        )
+        counted = self.address_limits.admit(None if address is None else address.host)
+        if isinstance(counted, Throttled):
+            await self._refuse(handshake, request, address, _throttled(counted))
+            return None
+        accepted = None
+        try:
+            accepted = await self._open_websocket(
+                handshake, request, seam_request, arrival, address=address, tls=tls
+            )
+        finally:
+            if accepted is None:
+                self.address_limits.release(counted)
+        if accepted is not None:
+            accepted.address_key = counted
+        return accepted
+
+    async def _open_websocket(
+        self,
+        handshake: Handshake,
+        request: h11.Request,
+        seam_request: Request,
+        arrival: Arrival,
+        *,
+        address: Address | None,
+        tls: bool,
+    ) -> _Accepted | None:
+        """The last steps of :meth:`_answer_request`: the credentials, then the 101
+        answer; None when they are refused (answered and logged) or the peer left."""
+        admission = await self.gate.admit(seam_request, address, tls)
         if isinstance(admission, Refuse):
             refusal = Refusal(admission.status, admission.text, admission.headers)
             await self._refuse(handshake, request, address, refusal)
@@ -448,18 +582,24 @@ class ChatServer:
             peer_address=address,
             tls=tls,
         )
-        return None if ws is None else (ws, arrival, wire, admission)
+        return None if ws is None else _Accepted(ws, arrival, wire, admission, None)
 
     async def _refuse_banned(
         self, handshake: Handshake, request: h11.Request, address: Address | None, ban: BanInForce
     ) -> None:
-        """Refuse a banned client with 403 ``banned``, in one log line naming the ban."""
+        """Refuse a banned client with 403 ``banned``, in one log line naming the ban
+        (folded with its repeats)."""
         refusal = Refusal(403, BANNED)
-        logger.warning(
+        method = request.method.decode("ascii", "replace")
+        target = redact_target(request.target.decode("ascii", "replace"))
+        self.log_fold.log(
+            logger,
+            logging.WARNING,
+            f"{_host(address)}: refused {method} {target}: 403 banned ({ban.target})",
             "%s: refused %s %s: 403 banned (%s)",
             describe_peer(address),
-            request.method.decode("ascii", "replace"),
-            redact_target(request.target.decode("ascii", "replace")),
+            method,
+            target,
             ban.target,
         )
         await handshake.respond(*refusal)
@@ -471,20 +611,45 @@ class ChatServer:
         address: Address | None,
         refusal: Refusal,
     ) -> None:
-        """Answer ``request`` with ``refusal``, and log it in one line: the method, the
-        target with its query redacted (it may carry a secret: ``?session=``,
-        ``?token=``) and the refusal without what it quotes of the request; never a
-        header."""
+        """Answer ``request`` with ``refusal``, and log it in one line (folded with the
+        same refusal of the same host, :class:`~trio_chat.server.logfold.LogFold`): the
+        method, the target with its query redacted (it may carry a secret:
+        ``?session=``, ``?token=``) and the refusal without what it quotes of the
+        request; never a header."""
         target = redact_target(request.target.decode("ascii", "replace"))
-        logger.info(
+        method = request.method.decode("ascii", "replace")
+        text = redact_quoted(refusal.text)
+        self.log_fold.log(
+            logger,
+            logging.INFO,
+            f"{_host(address)}: refused {method} {target}: {refusal.status} {text}",
             "%s: refused %s %s: %d %s",
             describe_peer(address),
-            request.method.decode("ascii", "replace"),
+            method,
             target,
             refusal.status,
-            redact_quoted(refusal.text),
+            text,
         )
         await handshake.respond(*refusal)
+
+    def _log_crowded(self, address: Address | None, crowded: Crowded) -> None:
+        """One (folded) line for a connection closed unread: too many handshakes in
+        progress, in all or from its peer."""
+        if crowded.rule == "handshakes":
+            # Folded whoever it is from: a flood from many addresses is one kind of line.
+            what = f"closed at once: {crowded.limit} handshakes in progress"
+            key = what
+        else:
+            what = f"closed at once: {crowded.limit} handshakes in progress from this address"
+            key = f"{_host(address)}: {what}"
+        self.log_fold.log(
+            logger,
+            logging.WARNING,
+            key,
+            "%s: %s",
+            describe_peer(address),
+            what,
+        )
 
     def _admitted_client(
         self, request: h11.Request, peer: Address | None, tls: bool
