@@ -458,3 +458,5 @@ async def test_a_locked_out_pair_gets_429_at_the_handshake(
         (401, f"{WRONG}\n"),
         (429, "too many failed logins from your address; try again in 15 minutes\n"),
     ]
+    # Like every 429, with the seconds to wait (the lockout's, less what has passed).
+    assert 890 <= int(info.value.response.headers["Retry-After"]) <= 900

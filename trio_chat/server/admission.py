@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import binascii
 import ipaddress
+import math
 from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,9 +260,11 @@ class Gate:
                 decision.name, decision.password, _address(peer)
             )
         except LoginRefused as refused:
-            # A locked-out pair is told to wait (429); a wrong password gets the challenge.
+            # A locked-out pair is told to wait (429, with Retry-After as every 429 has);
+            # a wrong password gets the challenge.
             if refused.code == LOGIN_LOCKED:
-                return Refuse(429, refused.text)
+                wait = max(1, math.ceil(refused.retry_after))
+                return Refuse(429, refused.text, (("retry-after", str(wait)),))
             return Refuse(401, refused.text, (BASIC_CHALLENGE,))
         return Admit(principal)
 

@@ -65,10 +65,12 @@ class AccountExists(CommandError):
 
 class LoginRefused(CommandError):
     """A login that did not succeed; ``text`` is the same for an unknown name and a wrong
-    password (code ``login_failed``); a locked-out pair gets ``login_locked``."""
+    password (code ``login_failed``); a locked-out pair gets ``login_locked``, with the
+    seconds its lockout has left (``retry_after``)."""
 
-    def __init__(self, text: str, code: str = LOGIN_FAILED) -> None:
+    def __init__(self, text: str, code: str = LOGIN_FAILED, retry_after: float = 0.0) -> None:
         super().__init__(code, text)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +225,9 @@ class Accounts:
         attempt = self.throttle.begin(name, address)
         if attempt.locked_for is not None:
             await trio.sleep(attempt.delay)
-            raise LoginRefused(render.login_locked_out(attempt.locked_for), LOGIN_LOCKED)
+            raise LoginRefused(
+                render.login_locked_out(attempt.locked_for), LOGIN_LOCKED, attempt.locked_for
+            )
         try:
             await trio.sleep(attempt.delay)
             row = await self._find(name)
