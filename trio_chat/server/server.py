@@ -362,7 +362,7 @@ class ChatServer:
         key = next(self._keys)
         # Counted before anything is read or a task started: a flood of connections that
         # trickle their requests holds at most the caps' worth of file descriptors.
-        address, _ = describe_transport(stream)
+        address, tls = describe_transport(stream)
         if address is None:
             address = peer_address
         slot = self.handshakes.enter(None if address is None else address.host)
@@ -377,12 +377,11 @@ class ChatServer:
             stream = tls_stream = trio.SSLStream(
                 stream, self.ssl_context, server_side=True, https_compatible=True
             )
+            tls = True
         try:
             async with open_connection_stream(stream) as connection_stream:
                 try:
-                    accepted = await self._handshake(
-                        connection_stream, address, tls_stream is not None, tls_stream
-                    )
+                    accepted = await self._handshake(connection_stream, address, tls, tls_stream)
                 finally:
                     self.handshakes.leave(slot)
                 if accepted is None:
