@@ -22,6 +22,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
+import websockets.exceptions
 from websockets.sync.client import ClientConnection, connect
 
 from trio_chat.server.config import SETTINGS
@@ -218,6 +219,34 @@ def test_a_limit_flag_reaches_the_running_server(server_process: type[ServerProc
         close = expect_close(ws)
         assert (close.code, close.reason) == (1009, "Exceeded maximum message size: 100 bytes")
     server.wait_for(disconnect_line(key, port, "1009 Exceeded maximum message size: 100 bytes"))
+    assert "Traceback" not in server.output
+
+
+def test_the_admission_flags_reach_the_running_server(server_process: type[ServerProcess]) -> None:
+    """Limits on for loopback (no --limits-exempt): --max-connections-per-ip 2 lets two in
+    and refuses the third with 429 and Retry-After; --allow-origin lets that page in and
+    another page is refused with 403 (the rules themselves are tests/server/test_gate.py's)."""
+    server = server_process(
+        "--max-connections-per-ip", "2", "--allow-origin", "https://app.example", limits_exempt=None
+    )
+    page = {"Origin": "https://app.example"}
+    with (
+        client(server.url),
+        connect(server.url, additional_headers=page, proxy=None),
+        pytest.raises(websockets.exceptions.InvalidStatus) as refused,
+        client(server.url),
+    ):
+        pytest.fail("a third connection from 127.0.0.1 must be refused")
+    response = refused.value.response
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "10")
+    evil = {"Origin": "https://evil.example"}
+    with (
+        pytest.raises(websockets.exceptions.InvalidStatus) as refused,
+        connect(server.url, additional_headers=evil, proxy=None),
+    ):
+        pytest.fail("a page from another origin must be refused")
+    assert refused.value.response.status_code == 403
+    server.wait_for("refused GET /: 403 pages from https://evil.example may not open")
     assert "Traceback" not in server.output
 
 

@@ -656,12 +656,15 @@ class ChatServer:
         """The client's address and whether it reached us over TLS: ``peer`` and ``tls``,
         or, from a ``trusted_proxy``, what its forwarding headers say
         (:func:`~trio_chat.server.net.proxy.forwarded_client`; a malformed header is
-        ignored, and logged in one line)."""
+        ignored, and logged in one line, folded with its repeats)."""
         if not self.config.trusted_proxy:
             return peer, tls
         forwarding = forwarded_client(request.headers, peer, tls, self.config.trusted_proxy)
         if forwarding.problem is not None:
-            logger.warning(
+            self.log_fold.log(
+                logger,
+                logging.WARNING,
+                f"{_host(peer)}: ignored the trusted proxy's headers: {forwarding.problem}",
                 "%s: ignored the trusted proxy's headers: %s",
                 describe_peer(peer),
                 forwarding.problem,
