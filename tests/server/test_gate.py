@@ -26,6 +26,7 @@ from inproc import LiveServer, StartLiveServer, connect_to, open_plain, wait_con
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from trio_chat.server.config import ServerConfig
+from trio_chat.server.console import answer_console_line
 from trio_chat.server.net.seam import Address
 from trio_chat.server.server import ChatServer
 from trio_chat.server.store import StoreError
@@ -454,6 +455,20 @@ async def test_a_refused_page_spends_nothing_of_its_addresses_allowance(
     for _ in range(5):
         assert (await status_from(nursery, server, REMOTE, "Origin: http://evil.example"))[0] == 403
     assert (await status_from(nursery, server, REMOTE))[0] == 101
+
+
+async def test_a_banned_address_spends_nothing_of_its_allowance(nursery: trio.Nursery) -> None:
+    """Bans come before the per-address limits: refused with 403 five times, the address
+    still has its one connection a minute once the ban is lifted."""
+    server = await start_memory_server(nursery, connect_rate_per_ip=1)
+    with trio.fail_after(EVENT_TIMEOUT):
+        await answer_console_line("/ban 203.0.113.0/24", server.chat, server.shutdown)
+    for _ in range(5):
+        assert (await status_from(nursery, server, REMOTE))[0] == 403
+    with trio.fail_after(EVENT_TIMEOUT):
+        await answer_console_line("/unban 203.0.113.0/24", server.chat, server.shutdown)
+    assert (await status_from(nursery, server, REMOTE))[0] == 101
+    assert (await status_from(nursery, server, REMOTE))[0] == 429
 
 
 # --- login timeout and idle guests -----------------------------------------------------------

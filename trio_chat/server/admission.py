@@ -15,10 +15,11 @@ address and whether the connection is encrypted, :func:`decide` says one of:
 Before the credentials, every handshake passes the server's :data:`AdmissionCheck`
 rules, pure ones that look at the request and the address and refuse or say nothing:
 :func:`origin_refusal` (a browser page from another origin: 403) is one; the server
-keeps them in a list in order, so a rule (an address ban, say) is one more entry. The
-per-address limits (:mod:`~trio_chat.server.net.addresses`: 429) come after them and
-before the credentials, so that a refused page or a banned address spends nothing of
-its address's allowance, and no password is checked for an address over its limits.
+keeps them in a list in order, so a rule that needs only the request is one more
+entry. The per-address limits (:mod:`~trio_chat.server.net.addresses`: 429) come after
+them, the URL and the bans, and before the credentials, so that a refused page or a
+banned address spends nothing of its address's allowance, and no password is checked for
+an address over its limits.
 
 :func:`decide` is pure (a token is checked with CPU only); :func:`admit` adds the one
 step that waits, the password check. Every later rule (the login phase's insecure-auth
