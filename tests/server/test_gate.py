@@ -123,7 +123,9 @@ class NoConnections(trio.abc.Listener[trio.abc.Stream]):
 
 async def start_memory_server(nursery: trio.Nursery, **settings: object) -> ChatServer:
     """A server with no listener (connections come through :func:`connect_memory`), its
-    messages in memory; every limit at its default unless given."""
+    messages in memory; every limit at its default unless given. Its shutdown grace is
+    short: the raw clients here never answer a close frame."""
+    settings = {"shutdown_grace": 0.1, **settings}
     config = ServerConfig(db=":memory:", history_on_join=0, **settings)  # type: ignore[arg-type]
     run = functools.partial(ChatServer(config).run, listeners=[NoConnections()])
     server: ChatServer = await nursery.start(run)
@@ -156,6 +158,7 @@ async def test_an_address_over_its_connections_gets_429_while_others_get_in(
         await live.wait_for(re.compile(refused_line))
         other = await open_ws(nursery, live.server, REMOTE)
         assert json.loads(await other.get_message())["type"] == "welcome"
+        await other.aclose()
         await second.aclose()
         await live.wait_for(re.compile(r"\(127\.0\.0\.1:\d+\) disconnected: 1000"))
         async with connect_to(live.url) as again:
@@ -514,7 +517,8 @@ async def test_an_idle_guest_is_never_dropped(
 async def test_repeated_refusals_are_one_line_and_a_count(
     start_live_server: StartLiveServer, nursery: trio.Nursery
 ) -> None:
-    live = await start_live_server(max_connections_per_ip=1)
+    # A short shutdown grace: the raw client let in never answers the close frame.
+    live = await start_live_server(max_connections_per_ip=1, shutdown_grace=0.1)
     assert (await status_from(nursery, live.server, REMOTE))[0] == 101
     for _ in range(5):
         assert (await status_from(nursery, live.server, REMOTE))[0] == 429
