@@ -14,6 +14,11 @@ Two modes:
   and the time for one message to reach all of them (median of ROUNDS rounds, each
   started once the server is idle).
 
+trio_chat runs with its flood limits LIFTED (``--rate-limit 0 --command-rate 0``): the
+bench floods by design. With ``--limits`` it is measured a second time, as
+``trio_chat+limits``, its limits on and set just above what the bench sends (every message
+takes a token, none waits): the report gives what the limits' bookkeeping costs as ratios.
+
 With ``--tls`` trio_chat is measured a second time, as ``trio_chat+tls``: serving
 ``wss://`` with a certificate from a throwaway CA the bench makes (trustme), its clients
 speaking TLS (asyncio's ssl). The report then gives the cost of TLS as ratios to plain TCP
@@ -62,6 +67,9 @@ START_TIMEOUT = 30.0
 
 #: The name trio_chat is reported under when it serves TLS (``--tls``).
 TLS_NAME = "trio_chat+tls"
+#: The name trio_chat is reported under with its flood limits on (``--limits``), set just
+#: above what the bench sends: every message takes a token, none ever waits.
+LIMITS_NAME = "trio_chat+limits"
 
 
 @dataclass
@@ -94,11 +102,16 @@ def make_certificates(folder: str) -> Certificates:
     return Certificates(str(certfile), str(keyfile), context)
 
 
-def server_specs(db_dir: str, certificates: Certificates | None = None) -> dict[str, ServerSpec]:
+def server_specs(
+    db_dir: str, certificates: Certificates | None = None, messages: int = 0
+) -> dict[str, ServerSpec]:
     """Every server the benchmark knows, each run with its default settings (trio_chat
-    with its durable history store on, in a fresh database, and its per-address limits
-    lifted for loopback: every benchmark client connects from there, thousands at once);
-    with ``certificates``, trio_chat serving TLS too (:data:`TLS_NAME`)."""
+    with its durable history store on, in a fresh database, its per-address limits
+    lifted for loopback, since every benchmark client connects from there, thousands at
+    once, and its flood limits LIFTED, since the bench floods by design); with
+    ``certificates``, trio_chat serving TLS too (:data:`TLS_NAME`); with ``messages``
+    (what one sender sends), trio_chat with its flood limits ON just above that
+    (:data:`LIMITS_NAME`)."""
     python = sys.executable
     trio_chat = [
         python,
@@ -114,6 +127,7 @@ def server_specs(db_dir: str, certificates: Certificates | None = None) -> dict[
         "--limits-exempt",
         "127.0.0.0/8",
     ]
+    lifted = ["--rate-limit", "0", "--command-rate", "0"]
     specs = {
         "trio_chat": ServerSpec("trio_chat", trio_chat),
         "asyncio": ServerSpec(
@@ -142,9 +156,25 @@ def server_specs(db_dir: str, certificates: Certificates | None = None) -> dict[
     if certificates is not None:
         specs[TLS_NAME] = ServerSpec(
             TLS_NAME,
-            [*trio_chat, "--certfile", certificates.certfile, "--keyfile", certificates.keyfile],
+            [
+                *trio_chat,
+                *lifted,
+                "--certfile",
+                certificates.certfile,
+                "--keyfile",
+                certificates.keyfile,
+            ],
             certificates.client_ssl,
         )
+    if messages:
+        # A burst that holds everything one sender sends, refilled as fast: the buckets'
+        # bookkeeping runs for every message, and no message waits.
+        above = str(messages + 1)
+        specs[LIMITS_NAME] = ServerSpec(
+            LIMITS_NAME,
+            [*trio_chat, "--rate-limit", above, "--rate-burst", above, "--rate-backlog", above],
+        )
+    specs["trio_chat"].command += lifted
     return specs
 
 
@@ -492,10 +522,16 @@ async def main(args: argparse.Namespace) -> None:
     names = args.servers.split(",")
     if args.tls and TLS_NAME not in names:
         names.append(TLS_NAME)
+    if args.limits and LIMITS_NAME not in names:
+        names.append(LIMITS_NAME)
     throughput_runs: dict[str, list[ThroughputResult]] = {name: [] for name in names}
     fanout_runs: dict[str, list[FanoutResult]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as db_dir, tempfile.TemporaryDirectory() as tls_dir:
-        specs = server_specs(db_dir, make_certificates(tls_dir) if TLS_NAME in names else None)
+        specs = server_specs(
+            db_dir,
+            make_certificates(tls_dir) if TLS_NAME in names else None,
+            args.messages if LIMITS_NAME in names else 0,
+        )
         # Repetitions interleave the servers, so that a disturbance of the machine lands
         # on all of them alike; the report takes the median of each figure.
         for _ in range(args.repeat):
@@ -561,7 +597,7 @@ def report(
     throughput_results: dict[str, ThroughputResult],
     fanout_results: dict[str, FanoutResult],
 ) -> None:
-    peers = [name for name in names if name not in ("trio_chat", TLS_NAME)]
+    peers = [name for name in names if name not in ("trio_chat", TLS_NAME, LIMITS_NAME)]
     runs = f" (median of {args.repeat} runs each)" if args.repeat > 1 else ""
     if throughput_results:
         print(
@@ -569,12 +605,12 @@ def report(
             f" x {args.messages} messages, window {args.window}{runs}"
         )
         print(
-            f"{'server':<13} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+            f"{'server':<16} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
             f" {'server us/dlv':>13} {'load us/dlv':>11} {'dup':>4} {'miss':>5}"
         )
         for name, r in throughput_results.items():
             print(
-                f"{name:<13} {r.deliveries_per_second:>13.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
+                f"{name:<16} {r.deliveries_per_second:>13.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
                 f" {r.max_ms:>8.2f} {r.server_cpu_us_per_delivery:>13.2f}"
                 f" {r.load_cpu_us_per_delivery:>11.2f} {r.duplicates:>4} {r.missing:>5}"
             )
@@ -594,12 +630,20 @@ def report(
                 f" {ratio(tls.server_cpu_us_per_delivery, ours.server_cpu_us_per_delivery)},"
                 f" deliveries/s {ratio(tls.deliveries_per_second, ours.deliveries_per_second)}"
             )
+        limited = throughput_results.get(LIMITS_NAME)
+        if ours and limited:
+            cpu = ratio(limited.server_cpu_us_per_delivery, ours.server_cpu_us_per_delivery)
+            speed = ratio(limited.deliveries_per_second, ours.deliveries_per_second)
+            print(
+                f"{LIMITS_NAME} / trio_chat (limits lifted): server CPU per delivery {cpu},"
+                f" deliveries/s {speed}, p99 {ratio(limited.p99_ms, ours.p99_ms)}"
+            )
     if fanout_results:
         print(f"fan-out: {args.fanout_clients} idle connections, {args.rounds} rounds{runs}")
-        print(f"{'server':<13} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
+        print(f"{'server':<16} {'RSS KiB/conn':>12} {'median ms':>10}  rounds ms")
         for name, f in fanout_results.items():
             rounds = " ".join(f"{value:.1f}" for value in f.rounds_ms)
-            print(f"{name:<13} {f.rss_per_connection_kib:>12.1f} {f.median_ms:>10.2f}  {rounds}")
+            print(f"{name:<16} {f.rss_per_connection_kib:>12.1f} {f.median_ms:>10.2f}  {rounds}")
         ours_fanout = fanout_results.get("trio_chat")
         for peer in peers:
             theirs_fanout = fanout_results.get(peer)
@@ -643,6 +687,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls",
         action="store_true",
         help=f"measure trio_chat over TLS too ({TLS_NAME}), against plain TCP in the same run",
+    )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help=f"measure trio_chat with its flood limits on too ({LIMITS_NAME}: set just above"
+        " what the bench sends), against limits lifted in the same run",
     )
     return parser.parse_args(argv)
 

@@ -13,7 +13,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.server import ChatServer
 
-from support import EXEMPT_LOOPBACK, ServerProcess, child_env, hermetic_home
+from support import EXEMPT_LOOPBACK, LIMITS_LIFTED, ServerProcess, child_env, hermetic_home
 
 # Property tests (hypothesis): a bounded number of examples, the same ones on every run
 # (derandomize: drawn from each test's name, not from a seed that changes), and no example
@@ -89,6 +89,7 @@ async def chat_server(nursery: trio.Nursery) -> AsyncIterator[ChatServer]:
         db=":memory:",
         history_on_join=0,
         limits_exempt=EXEMPT_LOOPBACK,
+        **LIMITS_LIFTED,
     )
     server = await nursery.start(ChatServer(config).run)
     yield server
@@ -100,13 +101,15 @@ def start_server(nursery: trio.Nursery) -> Callable[..., Awaitable[ChatServer]]:
     """A factory: ``await start_server(queue_depth=4)`` runs a server with those settings
     in the test's nursery (127.0.0.1, port 0; messages in memory, no history on join and
     the per-address limits lifted for loopback, ``EXEMPT_LOOPBACK``, unless given) and
-    returns it once it listens."""
+    returns it once it listens; the rate limits lifted too, ``LIMITS_LIFTED``, unless
+    given)."""
 
     async def start(**limits: object) -> ChatServer:
         settings: dict[str, object] = {
             "db": ":memory:",
             "history_on_join": 0,
             "limits_exempt": EXEMPT_LOOPBACK,
+            **LIMITS_LIFTED,
             **limits,
         }
         config = ServerConfig(host="127.0.0.1", port=0, **settings)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from trio_chat.server.config import ServerConfig
 from trio_chat.server.console import handle_console_line
 from trio_chat.server.server import ChatServer
 
-from support import EVENT_TIMEOUT, EXEMPT_LOOPBACK, PROTOCOL, Event, welcome
+from support import EVENT_TIMEOUT, EXEMPT_LOOPBACK, LIMITS_LIFTED, PROTOCOL, Event, welcome
 
 __all__ = [
     "SERVER_LOGGER",
@@ -189,11 +189,14 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
 
     async def start(**settings: Any) -> LiveServer:
         # Messages in memory unless a test asks for a file: no test sees another's.
+        # The rate limits lifted (LIMITS_LIFTED): tests send fast, and those about the
+        # limits set their own.
         defaults: dict[str, Any] = {
             "port": 0,
             "history_on_join": 0,
             "db": ":memory:",
             "limits_exempt": EXEMPT_LOOPBACK,
+            **LIMITS_LIFTED,
         }
         config = ServerConfig(host="127.0.0.1", **{**defaults, **settings})
         server: ChatServer = await nursery.start(ChatServer(config).run)
@@ -214,7 +217,7 @@ async def start_live_server(nursery: trio.Nursery) -> AsyncIterator[StartLiveSer
 @pytest.fixture
 async def live_server(start_live_server: StartLiveServer) -> LiveServer:
     """A server with default limits (the per-address ones lifted for loopback) in the
-    test's nursery (see ``start_live_server``)."""
+    test's nursery, the rate limits lifted (see ``start_live_server``)."""
     return await start_live_server()
 
 

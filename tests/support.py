@@ -135,6 +135,7 @@ class ServerProcess(ReadyProcess):
         soft_file_limit: int | None = None,
         limits_exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
         | None = EXEMPT_LOOPBACK,
+        limits_lifted: bool = True,
     ) -> None:
         # Tests get a private store and no history on join unless they ask: a test
         # about history says so, and no test sees another's messages.
@@ -145,6 +146,8 @@ class ServerProcess(ReadyProcess):
             options += ["--history-on-join", str(history_on_join)]
         for network in limits_exempt or ():
             options += ["--limits-exempt", str(network)]
+        if limits_lifted:  # the tests send fast; options in args come later and win
+            options += LIMITS_LIFTED_OPTIONS
         launch = ["-m", "trio_chat.server"]
         if soft_file_limit is not None:
             launch = ["-c", _LOW_FILE_LIMIT_LAUNCHER, str(soft_file_limit)]
@@ -367,13 +370,35 @@ SECRET = re.compile(r"[A-Za-z0-9_\-]{43}")
 A_SECRET: Any = _AnySecret()
 
 
+#: The flood limits lifted (no rate limit, no costly-command limit): what every test
+#: server runs with unless its test is about those limits and sets its own, since tests
+#: send as fast as they can. The other limits (message size and lines, frame lines,
+#: rooms, room members) keep their defaults.
+LIMITS_LIFTED: dict[str, Any] = {"rate_limit": 0, "command_rate": 0}
+#: The same as command-line options, for server subprocesses.
+LIMITS_LIFTED_OPTIONS = ("--rate-limit", "0", "--command-rate", "0")
+#: What the ``welcome`` of a server with :data:`LIMITS_LIFTED` announces.
+LIFTED_LIMITS: dict[str, Any] = {
+    "message_bytes": 65536,
+    "message_lines": 20,
+    "frame_lines": 50,
+    "rate": 0,
+    "burst": 0,
+    "backlog": 0,
+    "commands_per_minute": 0,
+    "command_burst": 0,
+}
+
+
 def welcome(
     nick: str | None = None,
     rooms: tuple[str, ...] = ("lobby",),
     session: Any = A_SECRET,
+    limits: dict[str, Any] = LIFTED_LIMITS,
 ) -> Event:
     """The ``welcome`` of a JSON connection arriving with ``nick`` in ``rooms`` (last:
-    current), with its ``session`` secret (by default: any new one)."""
+    current), with its ``session`` secret (by default: any new one), from a server
+    announcing ``limits`` (by default: the test servers', limits lifted)."""
     return {
         "type": "welcome",
         "protocol": PROTOCOL,
@@ -382,6 +407,7 @@ def welcome(
         "room": rooms[-1],
         "rooms": list(rooms),
         "session": session,
+        "limits": limits,
     }
 
 

@@ -34,8 +34,9 @@ def test_store_benchmark_runs_and_reports_both_modes() -> None:
 
 
 def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
-    """scripts/bench.py starts trio_chat (plain and, with --tls, over TLS with a CA of its
-    own) and both peers, drives both modes, checks that every message reached every
+    """scripts/bench.py starts trio_chat (its flood limits lifted; with --limits, on and
+    set just above what it sends, too; with --tls, over TLS with a CA of its own) and both
+    peers, drives both modes, checks that every message reached every
     client once, and prints the ratios, TLS to plain among them."""
     result = subprocess.run(
         [
@@ -56,6 +57,7 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
             "--timeout",
             "30",
             "--tls",
+            "--limits",
         ],
         capture_output=True,
         text=True,
@@ -67,7 +69,7 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "throughput: 4 clients, 2 senders x 5 messages, window 2" in out
-    for server in ("trio_chat", "asyncio", "trio", r"trio_chat\+tls"):
+    for server in ("trio_chat", "asyncio", "trio", r"trio_chat\+tls", r"trio_chat\+limits"):
         assert re.search(
             rf"^{server} +\d+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +0 +0$", out, re.M
         )
@@ -78,6 +80,12 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
         # At this scale the server's CPU time may round to no clock tick at all: n/a.
         r"^trio_chat\+tls / trio_chat: server CPU per delivery (?:[\d.]+x|n/a),"
         r" deliveries/s [\d.]+x$",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"^trio_chat\+limits / trio_chat \(limits lifted\): server CPU per delivery"
+        r" (?:[\d.]+x|n/a), deliveries/s [\d.]+x, p99 [\d.]+x$",
         out,
         re.M,
     )

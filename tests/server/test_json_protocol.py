@@ -28,7 +28,17 @@ from inproc import (
 import trio_chat
 from trio_chat.core.commands import HELP
 
-from support import A_SECRET, PROTOCOL, Event, ack, error, presence, stamped, with_cid
+from support import (
+    A_SECRET,
+    LIFTED_LIMITS,
+    PROTOCOL,
+    Event,
+    ack,
+    error,
+    presence,
+    stamped,
+    with_cid,
+)
 
 pytest_plugins = ["inproc"]
 
@@ -40,6 +50,7 @@ WELCOME = {
     "room": "lobby",
     "rooms": ["lobby"],
     "session": A_SECRET,  # 43 URL-safe characters: 256 random bits
+    "limits": LIFTED_LIMITS,  # the fixture's server: rate limits lifted
 }
 NAME_RULE = "use 1-32 letters, digits, '_', '-' or '.'"
 

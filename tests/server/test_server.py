@@ -33,6 +33,7 @@ from trio_chat.server.server import ChatServer
 
 from support import (
     EVENT_TIMEOUT,
+    LIMITS_LIFTED,
     PROTOCOL,
     open_client,
     read_until_closed,
@@ -326,10 +327,12 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         await trio.lowlevel.checkpoint()
 
 
-async def start_memory_server(nursery: trio.Nursery, listener: MemoryListener) -> ChatServer:
+async def start_memory_server(
+    nursery: trio.Nursery, listener: MemoryListener, **settings: Any
+) -> ChatServer:
     """A server in ``nursery`` that listens on ``listener`` only (messages in memory, no
-    history on join)."""
-    server = ChatServer(ServerConfig(history_on_join=0))
+    history on join, the rate limits lifted unless ``settings`` set them)."""
+    server = ChatServer(ServerConfig(**{"history_on_join": 0, **LIMITS_LIFTED, **settings}))
     run = functools.partial(server.run, listeners=[listener])
     started: ChatServer = await nursery.start(run)
     return started

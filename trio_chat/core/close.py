@@ -18,6 +18,7 @@ __all__ = [
     "LOGIN_TIMED_OUT",
     "MAX_REASON_BYTES",
     "PING_TIMEOUT",
+    "RATE_LIMITED",
     "SERVER_FULL",
     "SERVER_SHUTTING_DOWN",
     "SESSION_TAKEN_OVER",
@@ -81,6 +82,8 @@ SESSION_TAKEN_OVER = "session resumed by another connection"
 TOKEN_EXPIRED = "token expired"
 #: 1008: a connection that had to log in did not within ``--login-timeout``.
 LOGIN_TIMED_OUT = "no login in time"
+#: 1008: a client whose messages waiting for the rate limit passed ``--rate-backlog``.
+RATE_LIMITED = "rate limited"
 #: 1008: a bad token sent as the first command (at the handshake it gets HTTP 401).
 INVALID_TOKEN = "invalid token"
 

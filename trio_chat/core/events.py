@@ -238,14 +238,21 @@ class Notice(Event):
 class Welcome(Event):
     """The first event of a connection: who and where it is, and (JSON connections) the
     secret that resumes its session (plain clients get nothing: the tutorial's clients
-    expect no greeting)."""
+    expect no greeting); and the server's ``limits`` (message bytes and lines, the rate
+    and burst...), so that a client can refuse locally what the server would."""
 
-    __slots__ = ("nick", "rooms", "session", "where")
+    __slots__ = ("limits", "nick", "rooms", "session", "where")
 
     def __init__(
-        self, nick: str | None, room: str, rooms: list[str], session: str | None = None
+        self,
+        nick: str | None,
+        room: str,
+        rooms: list[str],
+        session: str | None = None,
+        limits: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.limits = limits
         self.nick = nick
         #: The current room (``room`` stays None: a welcome is not said in a room).
         self.where = room
@@ -263,6 +270,8 @@ class Welcome(Event):
         }
         if self.session is not None:
             data["session"] = self.session
+        if self.limits is not None:
+            data["limits"] = self.limits
         return data
 
 

@@ -91,6 +91,8 @@ __all__ = [
     "origin_refused",
     "password_too_long",
     "presence",
+    "rate_limited",
+    "room_full",
     "room_not_allowed",
     "rooms_line",
     "roster_line",
@@ -101,6 +103,8 @@ __all__ = [
     "token_refresh",
     "token_subject_changed",
     "too_many_connections",
+    "too_many_lines",
+    "too_many_rooms",
     "topic_changed",
     "until",
     "who",
@@ -587,3 +591,30 @@ def not_muted(nick: str, room: str) -> str:
 def not_banned(target: str) -> str:
     """``not_banned``: an unban of a target that is not banned."""
     return f"{target} is not banned"
+
+
+# --- flood limits --------------------------------------------------------------------------
+
+
+def rate_limited(rate: float, backlog: int) -> str:
+    """``rate_limited``: more than ``backlog`` messages waited for the rate limit (``rate``
+    a second); the connection is closed next."""
+    return (
+        f"too many messages: at most {rate:g} a second, and {backlog} waiting;"
+        " closing the connection"
+    )
+
+
+def too_many_lines(lines: int, limit: int) -> str:
+    """``too_many_lines``: a plain frame of ``lines`` lines, over ``limit``."""
+    return f"one frame may carry at most {limit} lines, not {lines}; none of it was sent"
+
+
+def too_many_rooms(limit: int) -> str:
+    """``too_many_rooms``: a new room, when ``limit`` rooms exist already."""
+    return f"the server has {limit} rooms already; join one of them"
+
+
+def room_full(room: str, limit: int) -> str:
+    """``room_full``: ``room`` holds its ``limit`` members already."""
+    return f"{room} is full ({limit} members)"

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from trio_chat.core import render
 from trio_chat.core.arrival import Arrival
@@ -173,6 +174,9 @@ class Chat:
         max_message_lines: int = MAX_MESSAGE_LINES,
         nick_hold: float = 120.0,
         max_held: int = 10_000,
+        max_rooms: int = 0,
+        max_room_members: int = 0,
+        limits: dict[str, Any] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.bus = Bus()
@@ -180,6 +184,12 @@ class Chat:
         self.presence_limit = presence_limit
         self.history_on_join = history_on_join
         self.max_message_lines = max_message_lines
+        #: Rooms that may exist at once, and members a room but the lobby may hold (0:
+        #: no cap): ``too_many_rooms`` and ``room_full`` past them.
+        self.max_rooms = max_rooms
+        self.max_room_members = max_room_members
+        #: What every ``welcome`` announces of the server's limits (None: nothing).
+        self.limits = limits
         self.members: dict[int, Member] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY)}
         # Folded nick -> a member of the principal holding it (any of its devices).
@@ -275,7 +285,14 @@ class Chat:
             rooms = tuple(allowed) or tuple(sorted(principal.rooms))[:1]
         for name in rooms:
             if name not in member.rooms:
+                try:
+                    self._check_room_open(name)
+                except CommandError as error:
+                    refusals.append(ErrorEvent(error.code, error.text))
+                    continue
                 self._enter_room(member, name)
+        if not member.rooms:
+            self._enter_room(member, LOBBY)  # every room asked for is full: the lobby is not
         if devices and devices[0].nick is not None:
             # The principal holds its nick already: this device shares it.
             member.nick = devices[0].nick
@@ -305,7 +322,7 @@ class Chat:
                 self._take_over(taken_over)
         elif wire.subprotocol is not None:
             secret, member.session = self.sessions.start(member.principal, member)
-        welcome = Welcome(member.nick, member.current_room, list(member.rooms), secret)
+        welcome = Welcome(member.nick, member.current_room, list(member.rooms), secret, self.limits)
         subscription.offer(welcome)
         for refusal in refusals:
             subscription.offer(refusal)
@@ -705,6 +722,7 @@ class Chat:
         before = tuple(member.rooms)
         joined = name not in member.rooms
         if joined:
+            self._check_room_open(name)
             self._enter_room(member, name)
             self._announce_in_room("join", member, name)
         else:
@@ -951,6 +969,17 @@ class Chat:
         if room is None:
             raise CommandError("no_such_room", render.no_such_room(name))
         return room
+
+    def _check_room_open(self, name: str) -> None:
+        """Refuse entering room ``name`` when it would be one room too many
+        (``too_many_rooms``) or it is full (``room_full``; never the lobby, which
+        ``--max-connections`` bounds)."""
+        room = self.rooms.get(name)
+        if room is None:
+            if self.max_rooms and len(self.rooms) >= self.max_rooms:
+                raise CommandError("too_many_rooms", render.too_many_rooms(self.max_rooms))
+        elif name != LOBBY and 0 < self.max_room_members <= len(room.members):
+            raise CommandError("room_full", render.room_full(name, self.max_room_members))
 
     def _enter_room(self, member: Member, name: str) -> None:
         room = self.rooms.get(name)

@@ -18,13 +18,14 @@ import argparse
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from trio_chat.core.arrival import DEFAULT_HOST, DEFAULT_PORT
 from trio_chat.core.commands import MAX_MESSAGE_LINES, CommandError, valid_name
 
 from .accounts.passwords import DEFAULT_HASH_CONCURRENCY
 from .accounts.throttle import DEFAULT_LOCKOUT, DEFAULT_LOGIN_FAILURES
+from .limits import RateLimits
 from .net.origin import NULL_ORIGIN, normalize_origin, parse_allowed_origin
 
 __all__ = [
@@ -151,9 +152,51 @@ class ServerConfig:
     certfile: str | None = None
     #: The private key (PEM, not encrypted) of :attr:`certfile`.
     keyfile: str | None = None
+    #: Chat lines (and commands) a second one principal may send, sustained; a guest
+    #: connection counts alone. Over it they wait (fake lag). 0: no rate limit.
+    rate_limit: float = 5.0
+    #: Messages one principal may send at once before ``rate_limit`` applies.
+    rate_burst: int = 10
+    #: Messages waiting for tokens beyond which the connection gets ``rate_limited``
+    #: and is closed with 1008: at 5 a second, 50 is ten seconds of lag.
+    rate_backlog: int = 50
+    #: Lines one plain frame may carry (each is a message); more: the frame is refused
+    #: whole (``too_many_lines``). 0: no cap.
+    max_frame_lines: int = 50
+    #: Costly commands (``/join`` of a new room, ``/nick``, ``/history``) a minute, on
+    #: top of ``rate_limit``. 0: no such limit.
+    command_rate: float = 20.0
+    #: Costly commands one principal may send at once before ``command_rate`` applies.
+    command_burst: int = 5
+    #: Rooms that may exist at once (the lobby among them); 0: no cap.
+    max_rooms: int = 1000
+    #: Members one room other than the lobby may hold (the lobby: ``max_connections``);
+    #: 0: no cap.
+    max_room_members: int = 5000
+
     #: Peers whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` or ``Forwarded`` headers
     #: are believed: the reverse proxies in front of the server. Nobody else's are.
     trusted_proxy: tuple[Network, ...] = ()
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The flood limits as :mod:`~trio_chat.server.limits` applies them."""
+        return RateLimits(
+            rate=self.rate_limit,
+            burst=self.rate_burst,
+            backlog=self.rate_backlog,
+            command_rate=self.command_rate,
+            command_burst=self.command_burst,
+        )
+
+    def welcome_limits(self) -> dict[str, Any]:
+        """The ``limits`` every ``welcome`` announces (0: that limit is off)."""
+        return {
+            "message_bytes": self.max_message_size,
+            "message_lines": self.max_message_lines,
+            "frame_lines": self.max_frame_lines,
+            **self.rate_limits.announce(),
+        }
 
     @property
     def tokens(self) -> bool:
@@ -227,6 +270,16 @@ def _seconds_or_zero(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds, 0 or more")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number, 0 or more")
     return value
 
 
@@ -466,6 +519,62 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "(terminal clients, bots) always pass",
         shown_default="none",
         repeated=True,
+    ),
+    Setting(
+        "rate_limit",
+        _rate,
+        "PER_SECOND",
+        "messages (chat lines and commands; a plain frame of N lines is N) one account or "
+        "token subject may send a second over all its connections, a guest per connection; "
+        "over it they wait (fake lag) while pings are still answered; `0` for no limit. "
+        "Admins are exempt",
+    ),
+    Setting(
+        "rate_burst",
+        _positive_int,
+        "MESSAGES",
+        "messages that may be sent at once before `--rate-limit` applies",
+    ),
+    Setting(
+        "rate_backlog",
+        _positive_int,
+        "MESSAGES",
+        "messages waiting for the rate limit beyond which the client gets `rate_limited` "
+        "and is closed with **1008 `rate limited`**",
+    ),
+    Setting(
+        "max_frame_lines",
+        _non_negative_int,
+        "LINES",
+        "lines one plain frame may carry; a frame with more is refused whole with "
+        "`too_many_lines`; `0` for no cap",
+    ),
+    Setting(
+        "command_rate",
+        _rate,
+        "PER_MINUTE",
+        "costly commands (`/join` of a room one is not in, `/nick`, `/history`) a minute, "
+        "on top of `--rate-limit`; over it they wait too; `0` for no limit",
+    ),
+    Setting(
+        "command_burst",
+        _positive_int,
+        "COMMANDS",
+        "costly commands that may be sent at once before `--command-rate` applies",
+    ),
+    Setting(
+        "max_rooms",
+        _non_negative_int,
+        "ROOMS",
+        "rooms that may exist at once (the lobby included); joining a new one past it is "
+        "refused with `too_many_rooms`; `0` for no cap",
+    ),
+    Setting(
+        "max_room_members",
+        _non_negative_int,
+        "MEMBERS",
+        "members a room other than the lobby may hold; joining a full one is refused with "
+        "`room_full`; `0` for no cap",
     ),
     Setting(
         "db",

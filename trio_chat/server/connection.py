@@ -16,6 +16,14 @@ it may only log in, register, ask for help or quit, within ``login_timeout``. Th
 chat too; a connection logged in with a token has its expiry watched
 (:meth:`ChatConnection._watch_token`): a ``refresh`` event ``token_refresh`` seconds
 before, and a 1008 ``token expired`` close at the end unless a new token came.
+
+The reader is where a line is accepted, so the flood limits are applied there, once
+(:meth:`ChatConnection._read_loop`): every command read (a plain frame of N lines is N)
+takes a token of its sender's :class:`~trio_chat.server.limits.Allowance`; without one it
+waits in the connection's backlog (fake lag) while the reader goes on reading, so that
+pings, pongs and close frames are still answered; a backlog past ``rate_backlog`` gets
+``rate_limited`` and a 1008 close. A plain frame over ``max_frame_lines`` lines is
+refused whole (``too_many_lines``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,6 +48,7 @@ from trio_chat.core.close import (
     LOGIN_TIMED_OUT,
     PING_TIMEOUT,
     QUIT_REASON,
+    RATE_LIMITED,
     SLOW_CONSUMER,
     TOKEN_EXPIRED,
     CloseCode,
@@ -72,6 +82,7 @@ from .admission import Admit, Gate, PendingLogin
 from .bus import Instruction, Subscription
 from .chat import LOBBY, Chat, Member
 from .config import ServerConfig
+from .limits import Allowance, Allowances, is_costly
 from .net.seam import Address, ChatSocket
 from .replay import Replayer
 
@@ -189,6 +200,8 @@ class ChatConnection:
 
     __slots__ = (
         "_admission",
+        "_allowance",
+        "_allowances",
         "_arrival",
         "_chat",
         "_close_code",
@@ -222,12 +235,21 @@ class ChatConnection:
         gate: Gate | None = None,
         admission: Admit | PendingLogin | None = None,
         heartbeat: Heartbeat | None = None,
+        allowances: Allowances | None = None,
     ) -> None:
         self.key = key
         # The server's heartbeat clock (None: no pings), and the tick of this
         # connection's last ping (so that the first tick after it arrived pings it).
         self._heartbeat = heartbeat
         self._ping_tick = 0 if heartbeat is None else heartbeat.tick - heartbeat.interval_ticks
+        # The flood limits' allowances of the server's principals (shared), and this
+        # connection's own while it sends as a guest (made when it first sends).
+        self._allowances = (
+            allowances
+            if allowances is not None
+            else Allowances(config.rate_limits, trio.current_time)
+        )
+        self._allowance: Allowance | None = None
         self._arrival = arrival
         self._gate = gate if gate is not None else Gate(config, None)
         # How the admission let it in: as whom (None: a guest), or pending a login.
@@ -427,7 +449,7 @@ class ChatConnection:
                 if not isinstance(message, str):
                     await self._send_now(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
                     continue
-                parsed = self.wire.parse(message, max_lines=self._chat.max_message_lines)
+                parsed = self._parse_frame(message)
                 for index, item in enumerate(parsed):
                     outcome = await self._before_login(item)
                     if outcome is _Waiting.CLOSE:
@@ -637,19 +659,117 @@ class ChatConnection:
             return "not closed"
         return describe_close(self._ws.close_code, self._ws.close_reason)
 
+    def _parse_frame(self, frame: str) -> list[Parsed]:
+        """The commands in text ``frame``; one ``too_many_lines`` refusal instead when it
+        holds more than ``max_frame_lines`` (nothing of it is carried out)."""
+        parsed = self.wire.parse(frame, max_lines=self._chat.max_message_lines)
+        cap = self._config.max_frame_lines
+        if cap and len(parsed) > cap:
+            return [CommandError("too_many_lines", render.too_many_lines(len(parsed), cap))]
+        return parsed
+
+    def _allowance_of(self, member: Member) -> Allowance | None:
+        """What ``member`` may still send: its principal's allowance for an account or a
+        token subject (shared by its devices), this connection's own for a guest; None
+        when nothing limits it (an admin, or no limits set)."""
+        allowances = self._allowances
+        if not allowances.limits.on:
+            return None
+        principal = member.known_principal  # never made here for a plain guest
+        if principal is not None:
+            if principal.admin:
+                return None
+            if principal.kind is not PrincipalKind.GUEST:
+                return allowances.of(principal.id)
+        if self._allowance is None:
+            self._allowance = allowances.new()
+        return self._allowance
+
     async def _read_loop(
         self, member: Member, subscription: Subscription, tasks: trio.Nursery
     ) -> None:
-        """Hand every text frame to the chat until the peer closes; answer binary ones."""
+        """Carry out every command the peer sends, within its flood limits, until it
+        closes; answer binary frames.
+
+        A command without a token waits in ``backlog`` (fake lag) while this goes on
+        reading (the WebSocket answers pings and notes pongs and close frames as it
+        reads), until its token comes; past ``rate_backlog`` waiting, the peer gets
+        ``rate_limited`` and is closed with 1008 once that is sent."""
+        backlog: deque[Parsed] = deque()
+        clock = self._allowances.clock
+        bound = self._allowances.limits.backlog
         while True:
-            message = await self._ws.receive()
-            if message is None:
-                return
-            if isinstance(message, str):
-                for parsed in member.wire.parse(message, max_lines=self._chat.max_message_lines):
-                    await self._carry_out(member, subscription, parsed, tasks)
+            wait = 0.0
+            while backlog:
+                item = backlog[0]
+                allowance = self._allowance_of(member)
+                if allowance is not None:
+                    costly = not isinstance(item, CommandError) and is_costly(item[0], member.rooms)
+                    now = clock()
+                    wait = allowance.wait(now, costly)
+                    if wait > 0:
+                        break
+                    allowance.take(now, costly)
+                backlog.popleft()
+                await self._carry_out(member, subscription, item, tasks)
+            if backlog:
+                with trio.move_on_after(wait):
+                    message = await self._ws.receive()
+                    if message is None:
+                        return
+                    self._take_in(message, backlog)
             else:
-                subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
+                message = await self._ws.receive()
+                if message is None:
+                    return
+                if not backlog and self._allowance_of(member) is None:
+                    # Nothing limits it: straight through, no backlog kept.
+                    await self._carry_all(member, subscription, message, tasks)
+                    continue
+                self._take_in(message, backlog)
+            if len(backlog) > bound and self._allowance_of(member) is not None:
+                await self._rate_limited(member, subscription, len(backlog))
+                return
+
+    def _take_in(self, message: str | bytes, backlog: deque[Parsed]) -> None:
+        """Queue what ``message`` asks for at the end of ``backlog``."""
+        if isinstance(message, str):
+            backlog.extend(self._parse_frame(message))
+        else:
+            backlog.append(CommandError("binary_frame", BINARY_NOT_SUPPORTED))
+
+    async def _carry_all(
+        self, member: Member, subscription: Subscription, message: str | bytes, tasks: trio.Nursery
+    ) -> None:
+        """Carry out every command of ``message`` at once (nothing limits its sender)."""
+        if isinstance(message, str):
+            for parsed in self._parse_frame(message):
+                await self._carry_out(member, subscription, parsed, tasks)
+        else:
+            subscription.offer(ErrorEvent("binary_frame", BINARY_NOT_SUPPORTED))
+
+    async def _rate_limited(self, member: Member, subscription: Subscription, waiting: int) -> None:
+        """The backlog passed its bound: once what ``member`` said is delivered (at most
+        ``shutdown_grace`` seconds), say ``rate_limited``, close with 1008 once what is
+        queued for the peer is sent, and read (dropping what comes, answering control
+        frames) until the close. Returns when the peer closes; cancelled by the writer
+        once it sent everything."""
+        limits = self._allowances.limits
+        logger.warning(
+            "client #%d (%s) had %d messages waiting for the rate limit: rate_limited, "
+            "closing it with 1008",
+            self.key,
+            self.peer,
+            waiting,
+        )
+        with trio.move_on_after(self._config.shutdown_grace):
+            await member.window.drained()
+        subscription.offer(
+            ErrorEvent("rate_limited", render.rate_limited(limits.rate, limits.backlog))
+        )
+        self.close_soon(CloseCode.POLICY_VIOLATION, RATE_LIMITED, flush=True)
+        while await self._ws.receive() is not None:
+            pass
 
     async def _write_loop(self, subscription: Subscription) -> None:
         """Send queued events, batched into one frame, until cancelled; have the

@@ -50,6 +50,7 @@ from .connection import ChatConnection, Heartbeat, describe_peer
 from .console import CONSOLE_HELP, run_console
 from .control import ControlOps, close_account, control_socket_for, serve_control
 from .history import MessageLog
+from .limits import Allowances
 from .logfold import LogFold
 from .moderation import Ban as BanInForce
 from .net.addresses import AddressLimits, Crowded, HandshakeSlots, Throttled
@@ -135,6 +136,9 @@ class ChatServer:
             max_message_lines=config.max_message_lines,
             nick_hold=config.nick_hold,
             max_held=config.max_connections,
+            max_rooms=config.max_rooms,
+            max_room_members=config.max_room_members,
+            limits=config.welcome_limits(),
         )
         #: The accounts kept with the messages (loaded once the store is open).
         self.accounts = Accounts(
@@ -150,6 +154,8 @@ class ChatServer:
         )
         self.chat.find_account = self.accounts.get
         #: The admin channel's socket (None: none, for a database in memory).
+        #: The flood limits' allowance of every principal that sent lately.
+        self.allowances = Allowances(config.rate_limits, trio.current_time)
         self.control_socket = control_socket_for(config.db, config.control_socket)
         #: Who may log in, and how: the handshake's credentials, the login commands.
         #: The keys that check tokens are read here (TokenKeyError when they cannot be).
@@ -398,6 +404,7 @@ class ChatServer:
                         gate=self.gate,
                         admission=accepted.admission,
                         heartbeat=self._heartbeat,
+                        allowances=self.allowances,
                     )
                     # Not kept while the connection runs (the connection uses its arrival
                     # once, as it joins the chat): about 120 bytes per open connection.
