@@ -23,7 +23,7 @@ from trio_chat.core.commands import Who
 from trio_chat.core.events import Welcome
 from trio_chat.server.server import ChatServer
 
-from support import A_SECRET, EVENT_TIMEOUT, PROTOCOL, open_client, stamped
+from support import A_SECRET, EVENT_TIMEOUT, LIFTED_LIMITS, PROTOCOL, open_client, stamped
 
 Event = dict[str, Any]
 
@@ -95,6 +95,7 @@ async def test_connect_takes_the_nick_and_joins_the_rooms(chat_server: ChatServe
             "room": "lobby",
             "rooms": ["lobby"],
             "session": A_SECRET,
+            "limits": LIFTED_LIMITS,  # the fixture's server: rate limits lifted
         }
         left = await chat.leave("ops")
         assert (left["room"], left["current"]) == ("ops", "dev")
