@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import math
 import os
 import resource
 import ssl
@@ -70,6 +71,8 @@ TLS_NAME = "trio_chat+tls"
 #: The name trio_chat is reported under with its flood limits on (``--limits``), set just
 #: above what the bench sends: every message takes a token, none ever waits.
 LIMITS_NAME = "trio_chat+limits"
+#: trio_chat with every limit at its default (the ``abuse`` mode's server).
+DEFAULTS_NAME = "trio_chat+defaults"
 
 
 @dataclass
@@ -174,6 +177,7 @@ def server_specs(
             LIMITS_NAME,
             [*trio_chat, "--rate-limit", above, "--rate-burst", above, "--rate-backlog", above],
         )
+    specs[DEFAULTS_NAME] = ServerSpec(DEFAULTS_NAME, list(trio_chat))
     specs["trio_chat"].command += lifted
     return specs
 
@@ -504,6 +508,224 @@ async def fanout(server: RunningServer, args: argparse.Namespace) -> FanoutResul
     return FanoutResult(count, rss_per_connection, statistics.median(rounds), rounds)
 
 
+# --- abuse: floods and connection storms, against the default limits ------------------------
+
+#: Each normal client ("probe") sends one message every this many seconds: 4 a second,
+#: under the default rate limit (5 a second), so that its own limit never delays it.
+PROBE_INTERVAL = 0.25
+#: The normal clients measured, each a guest with its own allowance, from addresses of
+#: their own (127.0.2.x); the attackers come from one address each scenario.
+PROBES = 5
+#: Lines in one flood frame: the default --max-frame-lines, so that no frame is refused
+#: whole and each line counts against the rate limit.
+FLOOD_FRAME_LINES = 50
+#: The flooders keep at most this many bytes unsent each: full speed, bounded memory.
+FLOOD_UNSENT = 64 * 1024
+
+
+class AbuseClient(BenchClient):
+    """A bench client that keeps its handshake's answer and the close code it got."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        super().__init__(on_line)
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    def _frame(self, first: int, payload: bytes) -> None:
+        if first & 0x0F == 0x8 and len(payload) >= 2:
+            self.close_code = struct.unpack_from("!H", payload)[0]
+            self.close_reason = payload[2:].decode(errors="replace")
+        super()._frame(first, payload)
+
+
+async def open_abuse_client(
+    server: RunningServer, source: str, on_line: Callable[[bytes], None] = lambda line: None
+) -> AbuseClient:
+    """One connection from loopback address ``source``; raises ConnectionError when its
+    handshake is refused (the status line says how)."""
+    client = AbuseClient(on_line)
+    await asyncio.get_running_loop().create_connection(
+        lambda: client, "127.0.0.1", server.port, local_addr=(source, 0)
+    )
+    await asyncio.wait_for(client.handshake, 30)
+    return client
+
+
+@dataclass
+class FloodResult:
+    connections: int
+    idle_p99_ms: float
+    flood_p99_ms: float
+    samples: int
+    lines_sent: int
+    flood_lines_seen: int
+    closed_1008: int
+    refused: int
+    #: The close codes of the normal clients the server closed meanwhile.
+    probes_closed: list[str]
+    rss_before_mib: float
+    rss_after_mib: float
+
+
+async def flood(
+    server: RunningServer, args: argparse.Namespace, connections: int, source: str
+) -> FloodResult:
+    """Normal clients measure their round trip for ``args.flood_seconds`` idle, then as
+    long again while ``connections`` flooders from ``source`` send as fast as their
+    sockets take it (reconnecting when closed, as an attacker would)."""
+    latencies: dict[str, list[int]] = {"idle": [], "flood": []}
+    phase = {"name": "idle"}
+    seen = {"flood": 0}
+
+    def on_probe_line(line: bytes) -> None:
+        at = line.find(b"You said: p ")
+        if at >= 0:
+            sent = int(line[at + len(b"You said: p ") :])
+            latencies[phase["name"]].append(time.perf_counter_ns() - sent)
+        elif line.endswith(b"x" * 8):
+            seen["flood"] += 1
+
+    probes = [
+        await open_abuse_client(server, f"127.0.2.{1 + n}", on_probe_line) for n in range(PROBES)
+    ]
+    stop = asyncio.Event()
+
+    async def probe(client: AbuseClient) -> None:
+        transport = client.transport
+        assert transport is not None
+        while not stop.is_set() and not transport.is_closing():
+            client.send_text(b"p %d" % time.perf_counter_ns())
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    probing = [asyncio.create_task(probe(client)) for client in probes]
+    await asyncio.sleep(args.flood_seconds)
+    await server.wait_idle()
+    rss_before = server.rss_bytes()
+    phase["name"] = "flood"
+    counts = {"sent": 0, "closed": 0, "refused": 0}
+    frame = b"\n".join([b"f " + b"x" * 8] * FLOOD_FRAME_LINES)
+
+    async def flooder() -> None:
+        while not stop.is_set():
+            try:
+                client = await open_abuse_client(server, source)
+            except (TimeoutError, ConnectionError, OSError):
+                counts["refused"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            transport = client.transport
+            assert transport is not None
+            while not stop.is_set() and not transport.is_closing():
+                if transport.get_write_buffer_size() < FLOOD_UNSENT:
+                    client.send_text(frame)
+                    counts["sent"] += FLOOD_FRAME_LINES
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(0.001)
+            if client.close_code == 1008:
+                counts["closed"] += 1
+            client.close()
+
+    flooding = [asyncio.create_task(flooder()) for _ in range(connections)]
+    await asyncio.sleep(args.flood_seconds)
+    stop.set()
+    await asyncio.gather(*probing, *flooding)
+    dropped = sorted(
+        f"{p.close_code} {p.close_reason}".strip() for p in probes if p.close_code is not None
+    )
+    await close_all(probes)
+    await server.wait_idle()
+    rss_after = server.rss_bytes()
+
+    def p99(values: list[int]) -> float:
+        return statistics.quantiles(values, n=100)[98] / 1e6 if len(values) > 1 else math.nan
+
+    return FloodResult(
+        connections=connections,
+        idle_p99_ms=p99(latencies["idle"]),
+        flood_p99_ms=p99(latencies["flood"]),
+        samples=min(len(latencies["idle"]), len(latencies["flood"])),
+        lines_sent=counts["sent"],
+        flood_lines_seen=seen["flood"],
+        closed_1008=counts["closed"],
+        refused=counts["refused"],
+        probes_closed=dropped,
+        rss_before_mib=rss_before / 2**20,
+        rss_after_mib=rss_after / 2**20,
+    )
+
+
+@dataclass
+class StormResult:
+    attempts: int
+    admitted: int
+    refusals: dict[str, int]
+    normal_got_in: bool
+    normal_ms: float
+
+
+async def storm(server: RunningServer, args: argparse.Namespace) -> StormResult:
+    """``args.attempts`` handshakes from one address, 200 at a time, each kept open; then
+    a normal client from another address: does it get in, and how fast?"""
+    admitted: list[AbuseClient] = []
+    refusals: dict[str, int] = {}
+
+    async def attempt() -> None:
+        try:
+            admitted.append(await open_abuse_client(server, "127.0.4.1"))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            why = str(exc).split("\r\n", 1)[0] or type(exc).__name__
+            refusals[why] = refusals.get(why, 0) + 1
+
+    for start in range(0, args.attempts, 200):
+        await asyncio.gather(*(attempt() for _ in range(min(200, args.attempts - start))))
+    started = time.perf_counter()
+    try:
+        normal = await open_abuse_client(server, "127.0.5.1")
+    except (TimeoutError, ConnectionError, OSError):
+        normal_got_in = False
+    else:
+        normal_got_in = True
+        await close_all([normal])
+    normal_ms = (time.perf_counter() - started) * 1000
+    await close_all(admitted)
+    return StormResult(args.attempts, len(admitted), refusals, normal_got_in, normal_ms)
+
+
+async def abuse(spec: ServerSpec, args: argparse.Namespace) -> None:
+    """The abuse scenarios against trio_chat with its default limits, each on a fresh
+    server, printed as they finish."""
+    print(f"abuse: trio_chat with its default limits, {PROBES} normal clients at 4 messages/s")
+    for connections, source in ((1, "127.0.3.1"), (args.flood_connections, "127.0.3.2")):
+        server = RunningServer(spec)
+        try:
+            f = await flood(server, args, connections, source)
+        finally:
+            server.stop()
+        ratio_text = ratio(f.flood_p99_ms, f.idle_p99_ms)
+        closed = ", ".join(f.probes_closed) or "none"
+        print(
+            f"flood from {f.connections} connection(s) of one address, {args.flood_seconds:g} s:"
+            f" normal client p99 idle {f.idle_p99_ms:.2f} ms, during {f.flood_p99_ms:.2f} ms"
+            f" ({ratio_text}; {f.samples} samples each); flood lines sent {f.lines_sent},"
+            f" seen by normal clients {f.flood_lines_seen}; flooders closed 1008 {f.closed_1008}"
+            f" times, refused {f.refused} times; normal clients closed: {closed};"
+            f" server RSS {f.rss_before_mib:.1f} MiB before, {f.rss_after_mib:.1f} MiB after"
+        )
+    server = RunningServer(spec)
+    try:
+        s = await storm(server, args)
+    finally:
+        server.stop()
+    refused = ", ".join(f"{count} {why}" for why, count in sorted(s.refusals.items())) or "none"
+    verdict = "got in" if s.normal_got_in else "was REFUSED"
+    print(
+        f"{s.attempts} connection attempts from one address: {s.admitted} got in, refused:"
+        f" {refused}; a normal client from another address then {verdict} in"
+        f" {s.normal_ms:.1f} ms"
+    )
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -554,7 +776,11 @@ async def main(args: argparse.Namespace) -> None:
         name: median_throughput(runs) for name, runs in throughput_runs.items() if runs
     }
     fanout_results = {name: median_fanout(runs) for name, runs in fanout_runs.items() if runs}
-    report(args, names, throughput_results, fanout_results)
+    if throughput_results or fanout_results:
+        report(args, names, throughput_results, fanout_results)
+    if args.mode in ("abuse", "all"):
+        with tempfile.TemporaryDirectory() as db_dir:
+            await abuse(server_specs(db_dir)[DEFAULTS_NAME], args)
 
 
 def median_throughput(runs: list[ThroughputResult]) -> ThroughputResult:
@@ -671,7 +897,7 @@ def report(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["throughput", "fanout", "all"], default="all")
+    parser.add_argument("--mode", choices=["throughput", "fanout", "abuse", "all"], default="all")
     parser.add_argument("--servers", default="trio_chat,asyncio,trio", help="comma-separated")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--senders", type=int, default=10)
@@ -687,6 +913,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tls",
         action="store_true",
         help=f"measure trio_chat over TLS too ({TLS_NAME}), against plain TCP in the same run",
+    )
+    parser.add_argument(
+        "--flood-seconds", type=float, default=5.0, help="abuse: seconds idle, then flooding"
+    )
+    parser.add_argument(
+        "--flood-connections", type=int, default=50, help="abuse: flooders from one address"
+    )
+    parser.add_argument(
+        "--attempts", type=int, default=2000, help="abuse: handshakes from one address"
     )
     parser.add_argument(
         "--limits",

@@ -36,7 +36,8 @@ def test_store_benchmark_runs_and_reports_both_modes() -> None:
 def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
     """scripts/bench.py starts trio_chat (its flood limits lifted; with --limits, on and
     set just above what it sends, too; with --tls, over TLS with a CA of its own) and both
-    peers, drives both modes, checks that every message reached every
+    peers, drives both modes and the abuse scenarios (trio_chat, its limits at their
+    defaults), checks that every message reached every
     client once, and prints the ratios, TLS to plain among them."""
     result = subprocess.run(
         [
@@ -58,6 +59,12 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
             "30",
             "--tls",
             "--limits",
+            "--flood-seconds",
+            "0.5",
+            "--flood-connections",
+            "3",
+            "--attempts",
+            "20",
         ],
         capture_output=True,
         text=True,
@@ -92,4 +99,21 @@ def test_load_generator_measures_all_three_servers_at_tiny_scale() -> None:
     assert re.search(
         r"^trio_chat\+tls / trio_chat: fan-out time [\d.]+x, RSS per connection [\d.]+x$", out, re.M
     )
-    assert out.rstrip().endswith("delivery check: every message reached every client exactly once")
+    assert "delivery check: every message reached every client exactly once" in out
+    assert "abuse: trio_chat with its default limits, 5 normal clients at 4 messages/s" in out
+    for connections in (1, 3):
+        assert re.search(
+            rf"^flood from {connections} connection\(s\) of one address, 0\.5 s: normal client"
+            r" p99 idle [\d.]+ ms, during [\d.]+ ms \((?:[\d.]+x|n/a); \d+ samples each\);"
+            r" flood lines sent \d+, seen by normal clients \d+; flooders closed 1008 \d+ times,"
+            r" refused \d+ times; normal clients closed: .+;"
+            r" server RSS [\d.]+ MiB before, [\d.]+ MiB after$",
+            out,
+            re.M,
+        )
+    assert re.search(
+        r"^20 connection attempts from one address: \d+ got in, refused: .+; a normal client"
+        r" from another address then got in in [\d.]+ ms$",
+        out,
+        re.M,
+    )

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import trio
 import trio.testing
@@ -291,3 +294,66 @@ async def test_a_full_room_is_refused_at_join_and_at_arrival(
                 "code": "room_full",
                 "text": render.room_full("one", 1),
             }
+
+
+# --- one allowance per principal; admins exempt (token logins, on the autojump clock) -------
+
+_SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def _token(sub: str, **claims: Any) -> str:
+    # exp is wall-clock time (the verifier's clock), far ahead of this test's fake minutes.
+    return jwt.encode({"sub": sub, "exp": time.time() + 3600, **claims}, _SECRET, "HS256")
+
+
+async def _serve_tokens(
+    nursery: trio.Nursery, tmp_path: Path, **settings: Any
+) -> tuple[ChatServer, _Listener]:
+    """A server taking HS256 tokens (guests too), limits at their defaults unless set."""
+    secret = tmp_path / "jwt-secret"
+    secret.write_text(_SECRET + "\n")
+    return await _serve(nursery, jwt_secret_file=str(secret), guests=True, **settings)
+
+
+async def _own_echoes(client: _Lines, count: int) -> list[float]:
+    """The times of the next ``count`` echoes of ``client``'s own lines (the lines of
+    its principal's other devices, ``alice says: ...``, skipped)."""
+    times = []
+    while len(times) < count:
+        at, line = await client.line()
+        if line.startswith("You said: "):
+            times.append(at)
+    return times
+
+
+async def test_more_connections_of_one_principal_buy_nothing(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Limits on (defaults): two connections of the token subject ``alice`` share one
+    bucket: once the first spent the burst of 10, the second's line waits 0.2 s; a guest
+    connection alongside has its own bucket and is not slowed."""
+    _, listener = await _serve_tokens(nursery, tmp_path)
+    first = _Lines(await listener.open_client(nursery, f"/?token={_token('alice')}"))
+    second = _Lines(await listener.open_client(nursery, f"/?token={_token('alice')}"))
+    guest = _Lines(await listener.open_client(nursery))
+    start = trio.current_time()
+    await first.ws.send_message("\n".join(f"line {n}" for n in range(10)))
+    assert await _own_echoes(first, 10) == [start] * 10
+    await second.ws.send_message("one more")
+    await guest.ws.send_message("a guest")
+    assert [at - start for at in await _own_echoes(guest, 1)] == [0.0]
+    (waited,) = await _own_echoes(second, 1)
+    assert waited - start == pytest.approx(0.2, abs=1e-6)
+
+
+async def test_an_admin_is_not_rate_limited(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Limits on (defaults, but no frame cap): an admin's 100 lines (a guest's would pass
+    the backlog and be closed) are all carried out at once: no wait, no close."""
+    server, listener = await _serve_tokens(nursery, tmp_path, max_frame_lines=0)
+    root = _Lines(await listener.open_client(nursery, f"/?token={_token('root', admin=True)}"))
+    start = trio.current_time()
+    await root.ws.send_message("\n".join(f"line {n}" for n in range(100)))
+    assert await _own_echoes(root, 100) == [start] * 100
+    assert server.chat.log.next_id - 1 == 100

@@ -210,6 +210,7 @@ class ChatConnection:
         "_closed",
         "_config",
         "_finished",
+        "_flooded",
         "_gate",
         "_heartbeat",
         "_io_scope",
@@ -270,6 +271,9 @@ class ChatConnection:
         self._stream_broken = False
         # Set when the client did not answer a heartbeat: nobody waits for its close.
         self._unanswered = False
+        # Set when it is closed for flooding: the server sends its close frame and
+        # hangs up, without reading the flood on for the peer's answer.
+        self._flooded = False
         self._subscription: Subscription | None = None
         # Whether run() is over, and the event that says so (made when first asked for).
         self._finished = False
@@ -751,9 +755,8 @@ class ChatConnection:
     async def _rate_limited(self, member: Member, subscription: Subscription, waiting: int) -> None:
         """The backlog passed its bound: once what ``member`` said is delivered (at most
         ``shutdown_grace`` seconds), say ``rate_limited``, close with 1008 once what is
-        queued for the peer is sent, and read (dropping what comes, answering control
-        frames) until the close. Returns when the peer closes; cancelled by the writer
-        once it sent everything."""
+        queued for the peer is sent, reading nothing more. Cancelled by the writer once
+        it sent everything; returns after ``send_timeout`` seconds otherwise."""
         limits = self._allowances.limits
         logger.warning(
             "client #%d (%s) had %d messages waiting for the rate limit: rate_limited, "
@@ -767,9 +770,12 @@ class ChatConnection:
         subscription.offer(
             ErrorEvent("rate_limited", render.rate_limited(limits.rate, limits.backlog))
         )
+        self._flooded = True
         self.close_soon(CloseCode.POLICY_VIOLATION, RATE_LIMITED, flush=True)
-        while await self._ws.receive() is not None:
-            pass
+        # Nothing more is read: what it sends meanwhile is its flood. The writer cancels
+        # this once everything queued is sent; a writer that found the peer gone cannot,
+        # hence the bound.
+        await trio.sleep(self._config.send_timeout)
 
     async def _write_loop(self, subscription: Subscription) -> None:
         """Send queued events, batched into one frame, until cancelled; have the
@@ -870,7 +876,8 @@ class ChatConnection:
 
     async def _send_close_frame(self) -> None:
         """Close the WebSocket with the decided code, waiting at most ``shutdown_grace``
-        seconds for the peer's answer, and close the socket. Shielded: runs to its
+        seconds for the peer's answer (not at all for a flooder: its answer would come
+        behind its flood), and close the socket. Shielded: runs to its
         deadline even when the connection is being cancelled."""
         if self._stream_broken:
             # The client stopped reading: a close frame could not reach it.
@@ -889,4 +896,6 @@ class ChatConnection:
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._config.shutdown_grace
-            await self._ws.aclose(self._close_code, self._close_reason)
+            await self._ws.aclose(
+                self._close_code, self._close_reason, wait_for_peer=not self._flooded
+            )

@@ -175,9 +175,11 @@ class ChatSocket(Protocol):
         wait; cancelled, the stream is still closed."""
         ...
 
-    async def aclose(self, code: int, reason: str | None) -> None:
+    async def aclose(self, code: int, reason: str | None, *, wait_for_peer: bool = True) -> None:
         """Close with ``code`` and ``reason`` (unless a close already started), wait
-        for the peer's close frame or the end of its connection, then close the stream.
+        for the peer's close frame or the end of its connection (unless not
+        ``wait_for_peer``: the close frame is sent, and nothing more read), then close the
+        stream.
         The caller bounds the wait; cancelled, the stream is still closed."""
         ...
 

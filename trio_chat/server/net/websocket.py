@@ -550,14 +550,15 @@ class WebSocket:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             self._stream.write(frame)
 
-    async def aclose(self, code: int, reason: str | None) -> None:
+    async def aclose(self, code: int, reason: str | None, *, wait_for_peer: bool = True) -> None:
         """Close with ``code`` and ``reason`` (unless a close already started), wait
-        for the peer's close frame or the end of the TCP connection, then close the
-        stream. The caller bounds the wait; cancelled, the stream is still closed."""
+        for the peer's close frame or the end of the TCP connection (unless not
+        ``wait_for_peer``: a flooder's answer would come behind its flood), then close
+        the stream. The caller bounds the wait; cancelled, the stream is still closed."""
         try:
             self.start_close(code, reason)
             await self._stream.flush()
-            if not self._failed:
+            if wait_for_peer and not self._failed:
                 while self._protocol.state is not ConnectionState.CLOSED:
                     await self.receive()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
