@@ -114,7 +114,8 @@ def server_specs(
     once, and its flood limits LIFTED, since the bench floods by design); with
     ``certificates``, trio_chat serving TLS too (:data:`TLS_NAME`); with ``messages``
     (what one sender sends), trio_chat with its flood limits ON just above that
-    (:data:`LIMITS_NAME`)."""
+    (:data:`LIMITS_NAME`); and trio_chat with every limit at its default, the per-address
+    ones too (:data:`DEFAULTS_NAME`, the abuse mode's)."""
     python = sys.executable
     trio_chat = [
         python,
@@ -177,7 +178,7 @@ def server_specs(
             LIMITS_NAME,
             [*trio_chat, "--rate-limit", above, "--rate-burst", above, "--rate-backlog", above],
         )
-    specs[DEFAULTS_NAME] = ServerSpec(DEFAULTS_NAME, list(trio_chat))
+    specs[DEFAULTS_NAME] = ServerSpec(DEFAULTS_NAME, defaults)
     specs["trio_chat"].command += lifted
     return specs
 
@@ -559,10 +560,14 @@ class FloodResult:
     samples: int
     lines_sent: int
     flood_lines_seen: int
-    closed_1008: int
+    #: Flooder connections the server closed (each followed by a reconnection).
+    closed: int
     refused: int
     #: The close codes of the normal clients the server closed meanwhile.
     probes_closed: list[str]
+    #: CPU seconds per second while flooding: the server's, and the load side's.
+    server_cpu_share: float
+    load_cpu_share: float
     rss_before_mib: float
     rss_after_mib: float
 
@@ -616,18 +621,21 @@ async def flood(
             transport = client.transport
             assert transport is not None
             while not stop.is_set() and not transport.is_closing():
-                if transport.get_write_buffer_size() < FLOOD_UNSENT:
+                # As much as its socket takes, then a turn for everyone else.
+                while (
+                    transport.get_write_buffer_size() < FLOOD_UNSENT and not transport.is_closing()
+                ):
                     client.send_text(frame)
                     counts["sent"] += FLOOD_FRAME_LINES
-                    await asyncio.sleep(0)
-                else:
-                    await asyncio.sleep(0.001)
-            if client.close_code == 1008:
-                counts["closed"] += 1
+                await asyncio.sleep(0.001)
+            counts["closed"] += 1
             client.close()
 
+    cpu_server, cpu_load = server.cpu_seconds(), time.process_time()
     flooding = [asyncio.create_task(flooder()) for _ in range(connections)]
     await asyncio.sleep(args.flood_seconds)
+    cpu_server = server.cpu_seconds() - cpu_server
+    cpu_load = time.process_time() - cpu_load
     stop.set()
     await asyncio.gather(*probing, *flooding)
     dropped = sorted(
@@ -647,9 +655,11 @@ async def flood(
         samples=min(len(latencies["idle"]), len(latencies["flood"])),
         lines_sent=counts["sent"],
         flood_lines_seen=seen["flood"],
-        closed_1008=counts["closed"],
+        closed=counts["closed"],
         refused=counts["refused"],
         probes_closed=dropped,
+        server_cpu_share=cpu_server / args.flood_seconds,
+        load_cpu_share=cpu_load / args.flood_seconds,
         rss_before_mib=rss_before / 2**20,
         rss_after_mib=rss_after / 2**20,
     )
@@ -695,7 +705,10 @@ async def storm(server: RunningServer, args: argparse.Namespace) -> StormResult:
 async def abuse(spec: ServerSpec, args: argparse.Namespace) -> None:
     """The abuse scenarios against trio_chat with its default limits, each on a fresh
     server, printed as they finish."""
-    print(f"abuse: trio_chat with its default limits, {PROBES} normal clients at 4 messages/s")
+    extra = f" (and {args.abuse_server_args})" if args.abuse_server_args else ""
+    print(
+        f"abuse: trio_chat with its default limits{extra}, {PROBES} normal clients at 4 messages/s"
+    )
     for connections, source in ((1, "127.0.3.1"), (args.flood_connections, "127.0.3.2")):
         server = RunningServer(spec)
         try:
@@ -708,9 +721,10 @@ async def abuse(spec: ServerSpec, args: argparse.Namespace) -> None:
             f"flood from {f.connections} connection(s) of one address, {args.flood_seconds:g} s:"
             f" normal client p99 idle {f.idle_p99_ms:.2f} ms, during {f.flood_p99_ms:.2f} ms"
             f" ({ratio_text}; {f.samples} samples each); flood lines sent {f.lines_sent},"
-            f" seen by normal clients {f.flood_lines_seen}; flooders closed 1008 {f.closed_1008}"
+            f" seen by normal clients {f.flood_lines_seen}; flooders closed {f.closed}"
             f" times, refused {f.refused} times; normal clients closed: {closed};"
-            f" server RSS {f.rss_before_mib:.1f} MiB before, {f.rss_after_mib:.1f} MiB after"
+            f" server RSS {f.rss_before_mib:.1f} MiB before, {f.rss_after_mib:.1f} MiB after;"
+            f" CPU while flooding: server {f.server_cpu_share:.0%}, load {f.load_cpu_share:.0%}"
         )
     server = RunningServer(spec)
     try:
@@ -780,7 +794,9 @@ async def main(args: argparse.Namespace) -> None:
         report(args, names, throughput_results, fanout_results)
     if args.mode in ("abuse", "all"):
         with tempfile.TemporaryDirectory() as db_dir:
-            await abuse(server_specs(db_dir)[DEFAULTS_NAME], args)
+            spec = server_specs(db_dir)[DEFAULTS_NAME]
+            spec.command += args.abuse_server_args.split()
+            await abuse(spec, args)
 
 
 def median_throughput(runs: list[ThroughputResult]) -> ThroughputResult:
@@ -922,6 +938,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--attempts", type=int, default=2000, help="abuse: handshakes from one address"
+    )
+    parser.add_argument(
+        "--abuse-server-args",
+        default="",
+        help="abuse: more server flags, e.g. '--queue-depth 4096' (default: none, every limit"
+        " at its default)",
     )
     parser.add_argument(
         "--limits",

@@ -96,6 +96,14 @@ MAX_PARTS = 64
 #: the peer to read before it reads on (and answers more pings).
 MAX_UNSENT_BYTES = 64 * 1024
 
+#: Seconds, and bytes, a close that does not wait for the peer's answer still reads (and
+#: drops, unparsed) what the peer sends: closing a socket with unread input sends a reset,
+#: which can destroy the close frame, and what came before it, before the peer reads them.
+#: A client that sent a paste too long gets its answer; one still flooding passes the
+#: bytes at once and is hung up on (reading a flood costs CPU, even unparsed).
+LINGER_SECONDS = 0.5
+LINGER_BYTES = 256 * 1024
+
 #: The answer to a plain HTTP request on the WebSocket port.
 NOT_A_WEBSOCKET = "this port speaks WebSocket: connect with a WebSocket client"
 #: The one WebSocket version there is (RFC 6455); a client asking for another is told so.
@@ -553,14 +561,24 @@ class WebSocket:
     async def aclose(self, code: int, reason: str | None, *, wait_for_peer: bool = True) -> None:
         """Close with ``code`` and ``reason`` (unless a close already started), wait
         for the peer's close frame or the end of the TCP connection (unless not
-        ``wait_for_peer``: a flooder's answer would come behind its flood), then close
-        the stream. The caller bounds the wait; cancelled, the stream is still closed."""
+        ``wait_for_peer``: a flooder's answer would come behind its flood; its bytes are
+        then only drained, unparsed, for at most :data:`LINGER_SECONDS` and
+        :data:`LINGER_BYTES`), then close the stream. The caller bounds the wait;
+        cancelled, the stream is still closed."""
         try:
             self.start_close(code, reason)
             await self._stream.flush()
             if wait_for_peer and not self._failed:
                 while self._protocol.state is not ConnectionState.CLOSED:
                     await self.receive()
+            elif not wait_for_peer:
+                drained = 0
+                with trio.move_on_after(LINGER_SECONDS):
+                    while drained <= LINGER_BYTES:
+                        data = await self._stream.receive_some()
+                        if not data:
+                            break
+                        drained += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
