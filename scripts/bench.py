@@ -128,9 +128,9 @@ def server_specs(
         "--no-console",
         "--db",
         str(Path(db_dir) / "bench.db"),
-        "--limits-exempt",
-        "127.0.0.0/8",
     ]
+    defaults = list(trio_chat)
+    trio_chat += ["--limits-exempt", "127.0.0.0/8"]
     lifted = ["--rate-limit", "0", "--command-rate", "0"]
     specs = {
         "trio_chat": ServerSpec("trio_chat", trio_chat),
