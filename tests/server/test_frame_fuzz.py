@@ -68,12 +68,14 @@ VALID_CLOSE_CODES = (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000,
 #: fuzzer's own close 1000 is echoed).
 ANY_SERVER_CODE = frozenset(VALID_CLOSE_CODES)
 
-#: The limits a server may have against floods from one address, each lifted here: the
-#: names of those this server has (they are flags of ``config.SETTINGS``; 0 turns one off).
+#: The server's limits against floods and against one address, each lifted here (they are
+#: flags of ``config.SETTINGS``; 0 turns one off).
 RATE_AND_ADDRESS_LIMITS = (
     "rate_limit",
     "rate_burst",
+    "rate_backlog",
     "command_rate",
+    "command_burst",
     "max_frame_lines",
     "max_connections_per_ip",
     "connect_rate_per_ip",
@@ -83,10 +85,13 @@ RATE_AND_ADDRESS_LIMITS = (
 
 
 def lifted_limits() -> dict[str, Any]:
-    """``{name: 0}`` for every rate or per-address limit the server has (none before the
-    abuse limits land; each one then, so that no fuzzer is refused for sending fast)."""
+    """``{name: 0}`` for every rate and per-address limit, so that no fuzzer is refused
+    for sending fast. A name the server does not have fails here: a limit renamed must
+    not be silently left on."""
     names = {entry.name for entry in dataclasses.fields(ServerConfig)}
-    return {name: 0 for name in RATE_AND_ADDRESS_LIMITS if name in names}
+    unknown = [name for name in RATE_AND_ADDRESS_LIMITS if name not in names]
+    assert not unknown, f"no such server settings: {unknown}"
+    return dict.fromkeys(RATE_AND_ADDRESS_LIMITS, 0)
 
 
 # --- frames, built by hand -------------------------------------------------------------------
