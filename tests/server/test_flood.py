@@ -28,6 +28,7 @@ from trio_chat.core import render
 from trio_chat.core.commands import History, Join, Nick, Say
 from trio_chat.server.config import ServerConfig
 from trio_chat.server.limits import Allowances, RateLimits, TokenBucket, is_costly
+from trio_chat.server.net.seam import Address
 from trio_chat.server.server import ChatServer
 
 from support import EVENT_TIMEOUT, PROTOCOL, welcome
@@ -342,6 +343,42 @@ async def test_more_connections_of_one_principal_buy_nothing(
     await second.ws.send_message("one more")
     await guest.ws.send_message("a guest")
     assert [at - start for at in await _own_echoes(guest, 1)] == [0.0]
+    (waited,) = await _own_echoes(second, 1)
+    assert waited - start == pytest.approx(0.2, abs=1e-6)
+
+
+async def _open_from(nursery: trio.Nursery, server: ChatServer, host: str) -> _Lines:
+    """A plain guest on a memory stream that the server takes for a peer at ``host``."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(
+        functools.partial(server.handle_stream, server_end, peer_address=Address(host, 40000))
+    )
+    ws = await wrap_client_stream(
+        nursery,
+        client_end,  # type: ignore[arg-type]  # it takes any trio stream
+        "localhost",
+        "/",
+    )
+    return _Lines(ws)
+
+
+async def test_more_guest_connections_from_one_address_buy_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Limits on (defaults): guests from one address (one /64 for IPv6) share one bucket,
+    since a reconnecting guest is a new guest: once the first spent the burst of 10, a
+    second connection from its /64 waits 0.2 s for its line; a guest from another /64 is
+    not slowed."""
+    server, _ = await _serve(nursery)
+    first = await _open_from(nursery, server, "2001:db8:0:1::1")
+    start = trio.current_time()
+    await first.ws.send_message("\n".join(f"line {n}" for n in range(10)))
+    assert await _own_echoes(first, 10) == [start] * 10
+    second = await _open_from(nursery, server, "2001:db8:0:1::ffff")
+    elsewhere = await _open_from(nursery, server, "2001:db8:0:2::1")
+    await second.ws.send_message("one more")
+    await elsewhere.ws.send_message("from elsewhere")
+    assert [at - start for at in await _own_echoes(elsewhere, 1)] == [0.0]
     (waited,) = await _own_echoes(second, 1)
     assert waited - start == pytest.approx(0.2, abs=1e-6)
 

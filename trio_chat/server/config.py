@@ -152,8 +152,8 @@ class ServerConfig:
     certfile: str | None = None
     #: The private key (PEM, not encrypted) of :attr:`certfile`.
     keyfile: str | None = None
-    #: Chat lines (and commands) a second one principal may send, sustained; a guest
-    #: connection counts alone. Over it they wait (fake lag). 0: no rate limit.
+    #: Chat lines (and commands) a second one principal may send, sustained; guests count
+    #: per address (a /64 for IPv6). Over it they wait (fake lag). 0: no rate limit.
     rate_limit: float = 5.0
     #: Messages one principal may send at once before ``rate_limit`` applies.
     rate_burst: int = 10
@@ -525,7 +525,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _rate,
         "PER_SECOND",
         "messages (chat lines and commands; a plain frame of N lines is N) one account or "
-        "token subject may send a second over all its connections, a guest per connection; "
+        "token subject may send a second over all its connections, guests per address "
+        "(IPv6: per /64; each guest connection alone from a `--limits-exempt` address); "
         "over it they wait (fake lag) while pings are still answered; `0` for no limit. "
         "Admins are exempt",
     ),

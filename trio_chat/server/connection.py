@@ -83,6 +83,7 @@ from .bus import Instruction, Subscription
 from .chat import LOBBY, Chat, Member
 from .config import ServerConfig
 from .limits import Allowance, Allowances, is_costly
+from .net.addresses import address_key, in_networks
 from .net.seam import Address, ChatSocket
 from .replay import Replayer
 
@@ -674,8 +675,8 @@ class ChatConnection:
 
     def _allowance_of(self, member: Member) -> Allowance | None:
         """What ``member`` may still send: its principal's allowance for an account or a
-        token subject (shared by its devices), this connection's own for a guest; None
-        when nothing limits it (an admin, or no limits set)."""
+        token subject (shared by its devices), its address's for a guest; None when
+        nothing limits it (an admin, or no limits set)."""
         allowances = self._allowances
         if not allowances.limits.on:
             return None
@@ -686,8 +687,18 @@ class ChatConnection:
             if principal.kind is not PrincipalKind.GUEST:
                 return allowances.of(principal.id)
         if self._allowance is None:
-            self._allowance = allowances.new()
+            self._allowance = self._guest_allowance(allowances)
         return self._allowance
+
+    def _guest_allowance(self, allowances: Allowances) -> Allowance:
+        """A guest's allowance: shared by every guest connection from its address (its
+        /64 for IPv6; the real client's behind a trusted proxy), so that reconnecting or
+        opening more connections buys a flooder nothing; its own when the address is not
+        known or is exempt (``--limits-exempt``: local bots and tests)."""
+        address = self._ws.peer_address
+        if address is None or in_networks(address.host, self._config.limits_exempt):
+            return allowances.new()
+        return allowances.of(f"address:{address_key(address.host)}")
 
     async def _read_loop(
         self, member: Member, subscription: Subscription, tasks: trio.Nursery

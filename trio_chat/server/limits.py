@@ -4,10 +4,11 @@ A :class:`TokenBucket` holds up to ``burst`` tokens and gains ``rate`` of them a
 message takes one. :class:`Allowances` keeps one :class:`Allowance` (a bucket for every
 message, and a tighter one for the commands that cost: :func:`is_costly`) per key: a
 principal's id for an account or a token subject, so that its devices share it and more
-connections buy nothing; a guest's connection keeps its own (a plain guest's principal
-is made only when first needed, and a guest's session is only ever used by one
-connection at a time). Which messages wait, and what is done past the backlog bound, is
-the connection reader's (:mod:`trio_chat.server.connection`).
+connections buy nothing; for guests, their address (a reconnecting guest is a new guest,
+so only its address says it is the same sender; the connection asks for that key, and
+keeps an allowance of its own where the address is unknown or exempt). Which messages
+wait, and what is done past the backlog bound, is the connection reader's
+(:mod:`trio_chat.server.connection`).
 
 Pure but for the clock, which is injected (``trio.current_time`` in the server, a fake
 one in tests): no trio, no I/O.
