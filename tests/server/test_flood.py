@@ -10,8 +10,10 @@ time read in a test is the fake clock's, exact up to float rounding, never a thr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import time
 from collections import deque
 from pathlib import Path
@@ -202,6 +204,34 @@ async def test_a_backlog_past_its_bound_is_refused_and_closed_1008(
     with pytest.raises(ConnectionClosed) as closed:
         await client.line()
     assert (closed.value.reason.code, closed.value.reason.reason) == (1008, "rate limited")
+
+
+async def test_refused_floods_from_one_address_are_one_log_line_and_a_count(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Limits on (defaults): three flooders from one address, each past its backlog and
+    closed 1008, write one warning; the other two are counted, and the count is written
+    at shutdown (``… repeated 2 times``)."""
+    caplog.set_level(logging.INFO, logger="trio_chat")
+    server, _ = await _serve(nursery)
+    for _ in range(3):
+        flooder = await _open_from(nursery, server, "203.0.113.7")
+        # The address's allowance is spent after the first: the others are closed as
+        # soon as their first frame passes the backlog, maybe before the second is sent.
+        with contextlib.suppress(ConnectionClosed):
+            await flooder.ws.send_message("\n".join(f"line {n}" for n in range(50)))
+            await flooder.ws.send_message("\n".join(f"more {n}" for n in range(20)))
+            while True:
+                await flooder.line()
+    server.shutdown()
+    with trio.fail_after(EVENT_TIMEOUT):
+        await server.stopped.wait()
+    lines = [record.getMessage() for record in caplog.records]
+    waited = [line for line in lines if "messages waiting for the rate limit" in line]
+    assert len(waited) == 1, waited
+    assert "203.0.113.7: rate_limited, closed with 1008 … repeated 2 times" in lines
 
 
 async def test_a_frame_over_the_line_cap_is_refused_whole(

@@ -83,6 +83,7 @@ from .bus import Instruction, Subscription
 from .chat import LOBBY, Chat, Member
 from .config import ServerConfig
 from .limits import Allowance, Allowances, is_costly
+from .logfold import LogFold
 from .net.addresses import address_key, in_networks
 from .net.seam import Address, ChatSocket
 from .replay import Replayer
@@ -215,6 +216,7 @@ class ChatConnection:
         "_gate",
         "_heartbeat",
         "_io_scope",
+        "_log_fold",
         "_ping_tick",
         "_stream_broken",
         "_subscription",
@@ -238,8 +240,12 @@ class ChatConnection:
         admission: Admit | PendingLogin | None = None,
         heartbeat: Heartbeat | None = None,
         allowances: Allowances | None = None,
+        log_fold: LogFold | None = None,
     ) -> None:
         self.key = key
+        # The server's folding of repeated log lines (a flood of floods writes one line
+        # and a count); None: every line written.
+        self._log_fold = log_fold
         # The server's heartbeat clock (None: no pings), and the tick of this
         # connection's last ping (so that the first tick after it arrived pings it).
         self._heartbeat = heartbeat
@@ -769,13 +775,22 @@ class ChatConnection:
         queued for the peer is sent, reading nothing more. Cancelled by the writer once
         it sent everything; returns after ``send_timeout`` seconds otherwise."""
         limits = self._allowances.limits
-        logger.warning(
-            "client #%d (%s) had %d messages waiting for the rate limit: rate_limited, "
-            "closing it with 1008",
-            self.key,
-            self.peer,
-            waiting,
-        )
+        message = "client #%d (%s) had %d messages waiting for the rate limit: rate_limited, "
+        message += "closing it with 1008"
+        if self._log_fold is None:
+            logger.warning(message, self.key, self.peer, waiting)
+        else:
+            address = self._ws.peer_address
+            host = self.peer if address is None else address.host
+            self._log_fold.log(
+                logger,
+                logging.WARNING,
+                f"{host}: rate_limited, closed with 1008",
+                message,
+                self.key,
+                self.peer,
+                waiting,
+            )
         with trio.move_on_after(self._config.shutdown_grace):
             await member.window.drained()
         subscription.offer(

@@ -405,6 +405,7 @@ class ChatServer:
                         admission=accepted.admission,
                         heartbeat=self._heartbeat,
                         allowances=self.allowances,
+                        log_fold=self.log_fold,
                     )
                     # Not kept while the connection runs (the connection uses its arrival
                     # once, as it joins the chat): about 120 bytes per open connection.
