@@ -142,17 +142,7 @@ def run_ban_command(
             request["duration"] = args.duration
         if args.reason is not None:
             request["reason"] = args.reason
-    try:
-        answer = trio.run(_carry_out, request, args.db, args.control_socket, dict(environ))
-    except UserCommandError as exc:
-        print(f"{prog} {command}: {exc}", file=err or sys.stderr)
-        return FAILED
-    except KeyboardInterrupt:
-        print(file=err or sys.stderr)
-        return INTERRUPTED
-    for line in _report(request, answer):
-        print(line, file=out or sys.stdout)
-    return 0
+    return _answer(f"{prog} {command}", lambda: request, args, environ=environ, out=out, err=err)
 
 
 def build_user_parser(prog: str) -> ArgumentParser:
@@ -212,17 +202,34 @@ def run_user_command(
     error exits 2 from argparse). ``ask`` reads a password without echo."""
     args = build_user_parser(prog).parse_args(argv)
     terminal = _Terminal(ask, stdin or sys.stdin, out or sys.stdout)
+    label = f"{prog} user {args.command}"
+    return _answer(label, lambda: _request(args, terminal), args, environ=environ, out=out, err=err)
+
+
+def _answer(
+    label: str,
+    make_request: Callable[[], dict[str, Any]],
+    args: Any,
+    *,
+    environ: Mapping[str, str],
+    out: TextIO | None,
+    err: TextIO | None,
+) -> int:
+    """Make the request (which may ask for a password), carry it out through the
+    running server or on the database (``args.db``, ``args.control_socket``), and print
+    its answer on ``out``; the exit status: 0, or 2 with one line on ``err`` starting
+    with ``label`` (:data:`INTERRUPTED` after Ctrl-C, with a blank line)."""
     try:
-        request = _request(args, terminal)
+        request = make_request()
         answer = trio.run(_carry_out, request, args.db, args.control_socket, dict(environ))
     except UserCommandError as exc:
-        print(f"{prog} user {args.command}: {exc}", file=err or sys.stderr)
+        print(f"{label}: {exc}", file=err or sys.stderr)
         return FAILED
     except KeyboardInterrupt:
         print(file=err or sys.stderr)
         return INTERRUPTED
     for line in _report(request, answer):
-        print(line, file=terminal.out)
+        print(line, file=out or sys.stdout)
     return 0
 
 
