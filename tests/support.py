@@ -240,6 +240,38 @@ async def read_until_closed(ws: WebSocketConnection) -> tuple[list[str], CloseRe
 # --- the ``websockets`` sync client (an implementation independent of the server's) ----------
 
 
+def server_command(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m trio_chat.server ARGS`` (an operator's command: ``user``, ``ban``...),
+    with the suite's private environment, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "trio_chat.server", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        timeout=EVENT_TIMEOUT,
+        check=False,
+    )
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines a command that must succeed printed (nothing on stderr, status 0)."""
+    assert (result.returncode, result.stderr) == (0, ""), result
+    return result.stdout.splitlines()
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a command that must fail printed on stderr (exit status 2, no
+    traceback, nothing on stdout)."""
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def local_port(ws: ClientConnection) -> int:
     """The client's own TCP port: the one the server sees as the peer's."""
     return int(ws.local_address[1])

@@ -5,44 +5,21 @@ test its own database; the sockets in the suite's private runtime folder)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
-
-
-def command(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m trio_chat.server ARGS``, its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "trio_chat.server", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=ROOT,
-        timeout=EVENT_TIMEOUT,
-        check=False,
-    )
+from support import EVENT_TIMEOUT, ServerProcess, failed, server_command, succeeded
 
 
 def succeeds(*args: str) -> list[str]:
-    result = command(*args)
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout.splitlines()
+    return succeeded(server_command(*args))
 
 
 def fails(*args: str) -> str:
-    result = command(*args)
-    assert (result.returncode, result.stdout) == (2, ""), result
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
+    return failed(server_command(*args))
 
 
 @pytest.fixture

@@ -22,39 +22,22 @@ import pytest
 
 from trio_chat.server.control import default_control_socket
 
-from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env
+from support import EVENT_TIMEOUT, ROOT, ServerProcess, child_env, failed, server_command, succeeded
 
 
 def user(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m trio_chat.server user ARGS``, its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "trio_chat.server", "user", *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        cwd=ROOT,
-        timeout=EVENT_TIMEOUT,
-        check=False,
-    )
+    return server_command("user", *args, stdin=stdin)
 
 
 def succeeds(*args: str, stdin: str | None = None) -> list[str]:
     """The lines a command that must succeed prints (nothing on stderr)."""
-    result = user(*args, stdin=stdin)
-    assert (result.returncode, result.stderr) == (0, ""), result
-    return result.stdout.splitlines()
+    return succeeded(user(*args, stdin=stdin))
 
 
 def fails(*args: str) -> str:
     """The one line a command that must fail prints on stderr (exit status 2)."""
-    result = user(*args)
-    assert (result.returncode, result.stdout) == (2, ""), result
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
+    return failed(user(*args))
 
 
 @pytest.fixture
