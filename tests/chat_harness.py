@@ -16,8 +16,8 @@ import trio.testing
 
 from trio_chat.core.arrival import Arrival
 from trio_chat.core.close import close_for
-from trio_chat.core.commands import MAX_MESSAGE_LINES
-from trio_chat.core.events import Notice
+from trio_chat.core.commands import MAX_MESSAGE_LINES, CommandError
+from trio_chat.core.events import ErrorEvent, Notice
 from trio_chat.core.identity import Principal
 from trio_chat.core.wire import JSON, PLAIN
 from trio_chat.server.bus import Subscription
@@ -25,10 +25,21 @@ from trio_chat.server.chat import Chat, Member
 from trio_chat.server.history import MessageLog
 from trio_chat.server.store import MemoryStore
 
-__all__ = ["END", "Client", "Harness", "room", "running_log"]
+__all__ = ["END", "Client", "Harness", "receive_text", "room", "running_log"]
 
 #: The plain line of the marker that ends a :meth:`Client.received`.
 END = "🟢 Server: (end)"
+
+
+async def receive_text(chat: Chat, member: Member, text: str) -> None:
+    """Carry out one text frame from ``member`` as its connection would (its wire format
+    reads it; each refusal goes back to the member alone, each command to
+    :meth:`Chat.execute`), for tests that drive the chat without a connection."""
+    for parsed in member.wire.parse(text, max_lines=chat.max_message_lines):
+        if isinstance(parsed, CommandError):
+            chat.bus.publish(ErrorEvent(parsed.code, parsed.text, parsed.cid), (member.key,))
+        else:
+            await chat.execute(member, *parsed)
 
 
 @dataclass
@@ -108,7 +119,7 @@ class Harness:
 
     async def say(self, client: Client, text: str) -> None:
         """Send ``text`` as ``client`` and let the log commit and deliver it."""
-        await self.chat.receive_text(client.member, text)
+        await receive_text(self.chat, client.member, text)
         await trio.testing.wait_all_tasks_blocked()
 
 

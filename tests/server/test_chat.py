@@ -13,7 +13,7 @@ from contextlib import ExitStack
 import pytest
 import trio
 import trio.testing
-from chat_harness import Harness, running_log
+from chat_harness import Harness, receive_text, running_log
 
 from trio_chat.server.chat import LOBBY
 from trio_chat.server.cli import parse_args
@@ -243,11 +243,11 @@ async def test_a_members_messages_are_pipelined_up_to_a_limit(nursery: trio.Nurs
         alice, bob = await room.connect(), await room.connect()
         for n in range(MAX_UNCONFIRMED):
             with trio.fail_after(1):
-                await room.chat.receive_text(alice.member, f"m{n}")
+                await receive_text(room.chat, alice.member, f"m{n}")
         blocked = trio.Event()
 
         async def one_more() -> None:
-            await room.chat.receive_text(alice.member, "one more")
+            await receive_text(room.chat, alice.member, "one more")
             blocked.set()
 
         nursery.start_soon(one_more)

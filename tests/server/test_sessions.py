@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from chat_harness import receive_text
 from inproc import LiveServer, connect_to, lose_connection, open_json, open_plain
 from websockets.exceptions import InvalidStatus
 
@@ -134,7 +135,7 @@ class Harness:
         return client, first
 
     async def say(self, client: Client, command: dict[str, Any]) -> None:
-        await self.chat.receive_text(client.member, json.dumps(command))
+        await receive_text(self.chat, client.member, json.dumps(command))
         await trio.testing.wait_all_tasks_blocked()
 
     def lose(self, client: Client) -> None:

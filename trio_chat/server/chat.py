@@ -2,7 +2,7 @@
 
 A frame is read into :class:`~trio_chat.core.commands.Command` values by the member's
 wire format (by its connection, which carries out ``login``, ``register`` and ``refresh``
-itself; or by :meth:`Chat.receive_text`), and :meth:`Chat.execute` carries each out: it
+itself), and :meth:`Chat.execute` carries each out: it
 checks the rules, changes the state, and publishes events (data, worded elsewhere:
 :mod:`trio_chat.core.render`) on the bus to exactly the members who should see them.
 Room and private messages are handed to :class:`~trio_chat.server.messaging.Messaging`.
@@ -501,16 +501,6 @@ class Chat:
                     del self._nicks[folded]
 
     # --- what clients send ---------------------------------------------------------------
-
-    async def receive_text(self, member: Member, text: str) -> None:
-        """Carry out one text frame from ``member``: the commands its wire format reads
-        in it, in order. Errors go back to the member alone. Returns once every message
-        in the frame is submitted (and the member's window has room)."""
-        for parsed in member.wire.parse(text, max_lines=self.max_message_lines):
-            if isinstance(parsed, CommandError):
-                self._reply(member, ErrorEvent(parsed.code, parsed.text, parsed.cid))
-            else:
-                await self.execute(member, *parsed)
 
     async def execute(self, member: Member, command: Command, cid: str | int | None) -> None:
         """Carry out ``command`` for ``member``; answer with exactly one ack or error."""
